@@ -1,0 +1,178 @@
+/* The compute backend interface.
+ *
+ * The layer stack (forward.c) is written once against this table of operations; the CPU backend
+ * (cpu_*.c, fp32, the reference) and the CUDA backend (kernels/, bf16 activations with fp32
+ * accumulation) implement it. Every operation works on a packed batch of variable-length
+ * sequences described by srp_batch, and reads and writes per-sequence recurrent state in place
+ * through the sequence's slot id, so nothing is copied when the batch changes.
+ *
+ * Memory is the backend's: pointers in srp_mat, srp_weight, srp_mamba_state and srp_kv_layer are
+ * device pointers on a GPU backend. Every operation returns 0 or a negative SRP_E* code with a
+ * message in e; a backend never aborts on bad input. */
+#ifndef SRP_BACKEND_H
+#define SRP_BACKEND_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "dtype.h"
+#include "status.h"
+
+/* A 2-D row-major view: element (r, c) is at data + (r * ld + c) * size(dtype). */
+typedef struct srp_mat {
+    void *data;
+    srp_dtype dtype;
+    int64_t rows, cols, ld;
+} srp_mat;
+
+static inline srp_mat srp_mat_cols(srp_mat m, int64_t c0, int64_t n) {
+    srp_mat v = m;
+    v.data = (char *)m.data + c0 * (int64_t)srp_dtype_size(m.dtype);
+    v.cols = n;
+    return v;
+}
+
+static inline srp_mat srp_mat_rows(srp_mat m, int64_t r0, int64_t n) {
+    srp_mat v = m;
+    v.data = (char *)m.data + r0 * m.ld * (int64_t)srp_dtype_size(m.dtype);
+    v.rows = n;
+    return v;
+}
+
+/* A weight in backend memory. Matrices are [out, in] (torch's Linear layout); vectors have
+ * rows = 1. `owned` is 0 when data points into the mapped checkpoint. */
+typedef struct srp_weight {
+    srp_mat m;
+    int owned;
+} srp_weight;
+
+/* One forward step's batch: the tokens of all scheduled sequences packed back to back.
+ * Sequence i owns tokens [seq_start[i], seq_start[i+1]) at positions n_past[i] + 0, 1, ...
+ * A decoding sequence is simply a sequence of length 1. All arrays are host memory. */
+typedef struct srp_batch {
+    int n_seqs, n_tokens;
+    const int32_t *tokens;      /* [n_tokens] */
+    const int32_t *seq_start;   /* [n_seqs + 1] */
+    const int32_t *n_past;      /* [n_seqs]: tokens already folded into the slot and KV cache */
+    const int32_t *slot;        /* [n_seqs]: state slot of each sequence */
+    const int32_t *block_table; /* [n_seqs * max_blocks]: KV block ids, NULL if no attention */
+    int max_blocks;
+    int n_logits;
+    const int32_t *logit_rows; /* [n_logits]: token indices whose logits are wanted */
+} srp_batch;
+
+/* Recurrent state of one Mamba-2 layer for every slot:
+ * conv [n_slots][conv_dim][kernel-1] (the last raw inputs, oldest first) in conv_dtype,
+ * ssm  [n_slots][heads][head_dim][state] in fp32. */
+typedef struct srp_mamba_state {
+    void *conv;
+    srp_dtype conv_dtype;
+    float *ssm;
+} srp_mamba_state;
+
+/* Paged K and V of one attention layer: [n_blocks][block_size][kv_heads][head_dim] each. */
+typedef struct srp_kv_layer {
+    void *k, *v;
+    srp_dtype dtype;
+    int block_size;
+} srp_kv_layer;
+
+typedef struct srp_mamba_params {
+    int heads, head_dim, groups, state, conv_kernel, chunk;
+    float dt_min, dt_max;
+    const srp_weight *A_log, *dt_bias, *D; /* [heads] each */
+} srp_mamba_params;
+
+typedef struct srp_attn_params {
+    int heads, kv_heads, head_dim;
+    float scale;
+} srp_attn_params;
+
+/* Sampling settings of one logits row. Draws come from a counter-based generator keyed by
+ * (seed, step), so a request's samples do not depend on what else is in the batch. */
+typedef struct srp_sample_params {
+    float temperature; /* 0: greedy */
+    int top_k;         /* 0: off */
+    float top_p;       /* 1: off */
+    float min_p;       /* 0: off */
+    uint64_t seed;
+    uint64_t step; /* index of the token being drawn within its request */
+} srp_sample_params;
+
+typedef struct srp_backend srp_backend;
+struct srp_backend {
+    const char *name;
+    srp_dtype act_dtype;  /* activations between operations */
+    srp_dtype conv_dtype; /* conv state */
+    srp_dtype kv_dtype;   /* KV cache */
+    void (*destroy)(srp_backend *be);
+
+    /* Memory. alloc returns zeroed memory. */
+    int (*alloc)(srp_backend *be, size_t bytes, void **out, srp_err *e);
+    void (*free)(srp_backend *be, void *p);
+    int (*zero)(srp_backend *be, void *p, size_t bytes, srp_err *e);
+    int (*upload)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
+    int (*download)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
+    /* Free bytes of backend memory (for sizing the slot pool), or -1 if unknown. */
+    int64_t (*mem_available)(srp_backend *be);
+
+    /* Makes a backend weight from checkpoint data (any of F32, F16, BF16, possibly unaligned)
+     * shaped rows x cols. The backend may point into data instead of copying (owned = 0). */
+    int (*weight_load)(srp_backend *be, const void *data, srp_dtype dtype, int64_t rows,
+                       int64_t cols, srp_weight *out, srp_err *e);
+    void (*weight_free)(srp_backend *be, srp_weight *w);
+
+    /* Declares the batch the following operations run on (valid until the next call). */
+    int (*begin_step)(srp_backend *be, const srp_batch *b, srp_err *e);
+
+    /* out[t] = table[tokens[t]] for every token of the batch; out is fp32 [n_tokens, d]. */
+    int (*embed)(srp_backend *be, const srp_weight *table, srp_mat out, srp_err *e);
+
+    /* out = x / sqrt(mean(x^2) + eps) * w, row by row; x fp32, out in act_dtype. */
+    int (*rmsnorm)(srp_backend *be, srp_mat x, const srp_weight *w, float eps, srp_mat out,
+                   srp_err *e);
+
+    /* out = x * w^T (+ bias) (+ out when accumulate: the fused residual add). */
+    int (*gemm)(srp_backend *be, srp_mat x, const srp_weight *w, const srp_weight *bias,
+                srp_mat out, int accumulate, srp_err *e);
+
+    /* Causal depthwise conv over each sequence's xbc columns, continuing from the conv state of
+     * its slot (zeros when n_past = 0), then silu; writes the last kernel-1 raw inputs back. */
+    int (*conv1d)(srp_backend *be, srp_mat xbc, const srp_weight *w, const srp_weight *bias,
+                  int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e);
+
+    /* The selective scan of every sequence: chunked SSD for prefill, the recurrent update for
+     * single tokens; starts from the slot's SSM state (zero when n_past = 0) and writes the final
+     * state back. y = scan + D * x. x [T, heads*head_dim], B and C [T, groups*state], dt raw
+     * [T, heads] (softplus(dt + dt_bias) clamped to [dt_min, dt_max] inside). */
+    int (*ssd)(srp_backend *be, const srp_mamba_params *p, srp_mat x, srp_mat B, srp_mat C,
+               srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e);
+
+    /* out = rmsnorm_groups(y * silu(z)) * w with groups of `group` consecutive elements. */
+    int (*gated_rmsnorm)(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,
+                         float eps, srp_mat out, srp_err *e);
+
+    /* Writes k, v of the batch's tokens into the paged cache, then causal GQA attention of q over
+     * each sequence's cached keys (positions 0 .. n_past + i). */
+    int (*attention)(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
+                     const srp_kv_layer *kv, srp_mat out, srp_err *e);
+
+    /* x = act(x) in place. */
+    int (*activate)(srp_backend *be, srp_act act, srp_mat x, srp_err *e);
+
+    /* out[i] = x[logit_rows[i]] (fp32 rows). */
+    int (*gather_rows)(srp_backend *be, srp_mat x, srp_mat out, srp_err *e);
+
+    /* Draws one token per logits row (fp32 [n, vocab]) into tokens (host memory). */
+    int (*sample)(srp_backend *be, srp_mat logits, const srp_sample_params *params,
+                  int32_t *tokens, srp_err *e);
+
+    /* Waits for queued work. */
+    int (*sync)(srp_backend *be, srp_err *e);
+};
+
+/* The CPU backend: fp32, OpenMP threads, OpenBLAS for matrix products. n_threads <= 0 uses
+ * every core. */
+int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e);
+
+#endif

@@ -1,0 +1,35 @@
+/* Shared by the CPU backend's files; not part of any public interface. */
+#ifndef SRP_CPU_INTERNAL_H
+#define SRP_CPU_INTERNAL_H
+
+#include <math.h>
+
+#include "backend.h"
+#include "cpu_blas.h"
+
+typedef struct cpu_backend {
+    srp_backend base;
+    int n_threads;
+    srp_sgemm_fn sgemm;
+    srp_batch batch; /* the current step's batch (arrays owned by the caller) */
+} cpu_backend;
+
+static inline cpu_backend *cpu_of(srp_backend *be) { return (cpu_backend *)be; }
+
+static inline float *cpu_row(srp_mat m, int64_t r) { return (float *)m.data + r * m.ld; }
+
+static inline float cpu_silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* torch.nn.functional.softplus with beta 1 and threshold 20 */
+static inline float cpu_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+int srp_cpu_check_f32(const char *op, srp_mat m, srp_err *e);
+
+int srp_cpu_conv1d(srp_backend *be, srp_mat xbc, const srp_weight *w, const srp_weight *bias,
+                   int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e);
+int srp_cpu_ssd(srp_backend *be, const srp_mamba_params *p, srp_mat x, srp_mat B, srp_mat C,
+                srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e);
+int srp_cpu_attention(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
+                      const srp_kv_layer *kv, srp_mat out, srp_err *e);
+
+#endif

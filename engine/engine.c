@@ -1,0 +1,331 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+#ifdef SERPENT_HAVE_CUDA
+int srp_backend_cuda_create(const srp_engine_opts *o, srp_backend **out, srp_err *e);
+int srp_cuda_available(void);
+#endif
+
+void srp_engine_opts_default(srp_engine_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_seqs = 8;
+    o->max_batch_tokens = 512;
+    o->max_seq_len = 4096;
+    o->kv_block_size = 16;
+}
+
+static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e) {
+    const char *name = o->backend && *o->backend ? o->backend : "auto";
+    if (!strcmp(name, "cpu")) return srp_backend_cpu_create(o->n_threads, out, e);
+#ifdef SERPENT_HAVE_CUDA
+    if (!strcmp(name, "cuda")) return srp_backend_cuda_create(o, out, e);
+    if (!strcmp(name, "auto"))
+        return srp_cuda_available() ? srp_backend_cuda_create(o, out, e)
+                                    : srp_backend_cpu_create(o->n_threads, out, e);
+#else
+    if (!strcmp(name, "auto")) return srp_backend_cpu_create(o->n_threads, out, e);
+    if (!strcmp(name, "cuda"))
+        return srp_err_set(e, SRP_EUNSUPPORTED,
+                           "this serpent was built without CUDA (configure with -DSERPENT_CUDA=ON)");
+#endif
+    return srp_err_set(e, SRP_EINVAL, "unknown backend \"%s\" (cpu, cuda or auto)", name);
+}
+
+static int alloc_mat(srp_backend *be, srp_mat *m, srp_dtype t, int64_t rows, int64_t cols,
+                     srp_err *e) {
+    *m = (srp_mat){ NULL, t, rows, cols, cols };
+    return be->alloc(be, (size_t)(rows * cols) * srp_dtype_size(t), &m->data, e);
+}
+
+static int alloc_workspace(srp_engine *eng, srp_err *e) {
+    const srp_config *c = &eng->model.cfg;
+    srp_backend *be = eng->be;
+    srp_workspace *ws = &eng->ws;
+    const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
+    int64_t qkv = (int64_t)(c->attn_heads + 2 * c->attn_kv_heads) * c->attn_head_dim;
+    int64_t width = 1, mix = 1;
+    if (srp_config_count(c, SRP_LAYER_MAMBA2)) {
+        width = c->d_in_proj;
+        mix = c->d_inner;
+    }
+    if (srp_config_count(c, SRP_LAYER_ATTENTION)) {
+        if (qkv > width) width = qkv;
+        if ((int64_t)c->attn_heads * c->attn_head_dim > mix)
+            mix = (int64_t)c->attn_heads * c->attn_head_dim;
+    }
+    if (srp_config_count(c, SRP_LAYER_MLP) && c->mlp_hidden > width) width = c->mlp_hidden;
+    srp_dtype act = be->act_dtype;
+    int rc = alloc_mat(be, &ws->resid, SRP_F32, T, c->d_model, e);
+    if (!rc) rc = alloc_mat(be, &ws->normed, act, T, c->d_model, e);
+    if (!rc) rc = alloc_mat(be, &ws->proj, act, T, width, e);
+    if (!rc) rc = alloc_mat(be, &ws->conv_out, act, T, c->conv_dim > 0 ? c->conv_dim : 1, e);
+    if (!rc) rc = alloc_mat(be, &ws->mix, act, T, mix, e);
+    if (!rc) rc = alloc_mat(be, &ws->head_in, SRP_F32, L, c->d_model, e);
+    if (!rc) rc = alloc_mat(be, &ws->head_norm, act, L, c->d_model, e);
+    if (!rc) rc = alloc_mat(be, &ws->logits, SRP_F32, L, c->vocab_size, e);
+    if (rc) return srp_err_prefix(e, "allocating activations for %lld tokens", (long long)T);
+    return 0;
+}
+
+/* The state-slot pool and the KV cache. */
+static int alloc_state(srp_engine *eng, srp_err *e) {
+    const srp_config *c = &eng->model.cfg;
+    srp_backend *be = eng->be;
+    const int S = eng->opts.max_seqs, km1 = c->conv_kernel - 1;
+    int n_mamba = eng->model.n_mamba, n_attn = eng->model.n_attn;
+    eng->mamba = calloc((size_t)(n_mamba ? n_mamba : 1), sizeof *eng->mamba);
+    eng->kv = calloc((size_t)(n_attn ? n_attn : 1), sizeof *eng->kv);
+    eng->free_slots = malloc((size_t)S * sizeof *eng->free_slots);
+    eng->free_blocks = malloc((size_t)(eng->opts.kv_blocks ? eng->opts.kv_blocks : 1) * 4);
+    if (!eng->mamba || !eng->kv || !eng->free_slots || !eng->free_blocks)
+        return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    for (int l = 0; l < n_mamba; l++) {
+        srp_mamba_state *st = &eng->mamba[l];
+        st->conv_dtype = be->conv_dtype;
+        size_t conv_bytes = (size_t)S * c->conv_dim * (km1 > 0 ? km1 : 1) * srp_dtype_size(st->conv_dtype);
+        size_t ssm_bytes = (size_t)S * c->ssm_heads * c->ssm_head_dim * c->ssm_state * sizeof(float);
+        int rc = be->alloc(be, conv_bytes, &st->conv, e);
+        if (!rc) rc = be->alloc(be, ssm_bytes, (void **)&st->ssm, e);
+        if (rc) return srp_err_prefix(e, "allocating %d state slots", S);
+    }
+    const int bs = eng->opts.kv_block_size;
+    for (int l = 0; l < n_attn; l++) {
+        srp_kv_layer *kv = &eng->kv[l];
+        kv->dtype = be->kv_dtype;
+        kv->block_size = bs;
+        size_t bytes = (size_t)eng->opts.kv_blocks * bs * c->attn_kv_heads * c->attn_head_dim *
+                       srp_dtype_size(kv->dtype);
+        int rc = be->alloc(be, bytes, &kv->k, e);
+        if (!rc) rc = be->alloc(be, bytes, &kv->v, e);
+        if (rc) return srp_err_prefix(e, "allocating %d KV blocks", eng->opts.kv_blocks);
+    }
+    /* Free lists are stacks; hand out low ids first. */
+    eng->n_free_slots = S;
+    for (int i = 0; i < S; i++) eng->free_slots[i] = S - 1 - i;
+    eng->n_free_blocks = eng->opts.kv_blocks;
+    for (int i = 0; i < eng->opts.kv_blocks; i++) eng->free_blocks[i] = eng->opts.kv_blocks - 1 - i;
+    return 0;
+}
+
+static int alloc_host_batch(srp_engine *eng, srp_err *e) {
+    const int S = eng->opts.max_seqs, T = eng->opts.max_batch_tokens;
+    eng->tokens = malloc((size_t)T * 4);
+    eng->seq_start = malloc((size_t)(S + 1) * 4);
+    eng->n_past = malloc((size_t)S * 4);
+    eng->slot = malloc((size_t)S * 4);
+    eng->block_table = malloc((size_t)S * eng->max_blocks_per_seq * 4);
+    eng->logit_rows = malloc((size_t)eng->max_logits * 4);
+    if (!eng->tokens || !eng->seq_start || !eng->n_past || !eng->slot || !eng->block_table ||
+        !eng->logit_rows)
+        return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    return 0;
+}
+
+static int check_opts(srp_engine_opts *o, srp_err *e) {
+    if (o->kv_block_size <= 0) o->kv_block_size = 16;
+    if (o->max_seqs <= 0 || o->max_seqs > 65536)
+        return srp_err_set(e, SRP_EINVAL, "max_seqs must be in [1, 65536], not %d", o->max_seqs);
+    if (o->max_batch_tokens <= 0)
+        return srp_err_set(e, SRP_EINVAL, "max_batch_tokens must be positive");
+    if (o->max_seq_len <= 0) return srp_err_set(e, SRP_EINVAL, "max_seq_len must be positive");
+    if (o->max_batch_tokens < o->max_seqs) o->max_batch_tokens = o->max_seqs;
+    return 0;
+}
+
+int srp_engine_open(const char *model_dir, const srp_engine_opts *opts, srp_engine **out,
+                    srp_err *e) {
+    srp_engine *eng = calloc(1, sizeof *eng);
+    if (!eng) return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    eng->opts = *opts;
+    srp_engine_opts *o = &eng->opts;
+    int rc = check_opts(o, e);
+    if (!rc) rc = make_backend(o, &eng->be, e);
+    if (!rc) rc = srp_model_load(&eng->model, model_dir, eng->be, o->progress, o->progress_user, e);
+    if (rc) {
+        srp_engine_close(eng);
+        return rc;
+    }
+    eng->max_logits = o->max_logits > 0 ? o->max_logits : (o->max_seqs > 256 ? o->max_seqs : 256);
+    if (eng->max_logits > o->max_batch_tokens) eng->max_logits = o->max_batch_tokens;
+    eng->max_blocks_per_seq = (o->max_seq_len + o->kv_block_size - 1) / o->kv_block_size;
+    if (eng->model.n_attn == 0) o->kv_blocks = 0;
+    else if (o->kv_blocks <= 0) o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
+    rc = alloc_state(eng, e);
+    if (!rc) rc = alloc_workspace(eng, e);
+    if (!rc) rc = alloc_host_batch(eng, e);
+    if (rc) {
+        srp_engine_close(eng);
+        return rc;
+    }
+    *out = eng;
+    return 0;
+}
+
+void srp_engine_close(srp_engine *eng) {
+    if (!eng) return;
+    srp_backend *be = eng->be;
+    if (be) {
+        srp_mat *bufs[] = { &eng->ws.resid,   &eng->ws.normed,    &eng->ws.proj,
+                            &eng->ws.conv_out, &eng->ws.mix,      &eng->ws.head_in,
+                            &eng->ws.head_norm, &eng->ws.logits };
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            if (bufs[i]->data) be->free(be, bufs[i]->data);
+        for (int l = 0; eng->mamba && l < eng->model.n_mamba; l++) {
+            if (eng->mamba[l].conv) be->free(be, eng->mamba[l].conv);
+            if (eng->mamba[l].ssm) be->free(be, eng->mamba[l].ssm);
+        }
+        for (int l = 0; eng->kv && l < eng->model.n_attn; l++) {
+            if (eng->kv[l].k) be->free(be, eng->kv[l].k);
+            if (eng->kv[l].v) be->free(be, eng->kv[l].v);
+        }
+        srp_model_free(&eng->model);
+        be->destroy(be);
+    }
+    free(eng->mamba);
+    free(eng->kv);
+    free(eng->free_slots);
+    free(eng->free_blocks);
+    free(eng->tokens);
+    free(eng->seq_start);
+    free(eng->n_past);
+    free(eng->slot);
+    free(eng->block_table);
+    free(eng->logit_rows);
+    free(eng);
+}
+
+const srp_config *srp_engine_config(const srp_engine *eng) { return &eng->model.cfg; }
+srp_backend *srp_engine_backend(srp_engine *eng) { return eng->be; }
+int srp_engine_max_batch_tokens(const srp_engine *eng) { return eng->opts.max_batch_tokens; }
+int srp_engine_max_seq_len(const srp_engine *eng) { return eng->opts.max_seq_len; }
+int srp_engine_free_slots(const srp_engine *eng) { return eng->n_free_slots; }
+int srp_engine_free_blocks(const srp_engine *eng) { return eng->n_free_blocks; }
+int srp_engine_total_slots(const srp_engine *eng) { return eng->opts.max_seqs; }
+int srp_engine_total_blocks(const srp_engine *eng) { return eng->opts.kv_blocks; }
+int srp_engine_block_size(const srp_engine *eng) { return eng->opts.kv_block_size; }
+
+int srp_seq_open(srp_engine *eng, srp_seq *s, srp_err *e) {
+    if (eng->n_free_slots == 0)
+        return srp_err_set(e, SRP_EFULL, "all %d state slots are in use", eng->opts.max_seqs);
+    memset(s, 0, sizeof *s);
+    s->slot = eng->free_slots[--eng->n_free_slots];
+    return 0;
+}
+
+void srp_seq_close(srp_engine *eng, srp_seq *s) {
+    if (s->slot >= 0) {
+        for (int i = 0; i < s->n_blocks; i++) eng->free_blocks[eng->n_free_blocks++] = s->blocks[i];
+        eng->free_slots[eng->n_free_slots++] = s->slot;
+    }
+    free(s->blocks);
+    memset(s, 0, sizeof *s);
+    s->slot = -1;
+}
+
+int srp_seq_reserve(srp_engine *eng, srp_seq *s, int n_tokens, srp_err *e) {
+    if (eng->model.n_attn == 0) return 0;
+    if (n_tokens > eng->opts.max_seq_len)
+        return srp_err_set(e, SRP_EINVAL, "sequence of %d tokens exceeds max_seq_len %d", n_tokens,
+                           eng->opts.max_seq_len);
+    const int need = (n_tokens + eng->opts.kv_block_size - 1) / eng->opts.kv_block_size;
+    if (need <= s->n_blocks) return 0;
+    if (need - s->n_blocks > eng->n_free_blocks)
+        return srp_err_set(e, SRP_EFULL, "KV cache full: %d blocks needed, %d free",
+                           need - s->n_blocks, eng->n_free_blocks);
+    if (need > s->cap_blocks) {
+        int32_t *nb = realloc(s->blocks, (size_t)eng->max_blocks_per_seq * sizeof *nb);
+        if (!nb) return srp_err_set(e, SRP_ENOMEM, "out of memory");
+        s->blocks = nb;
+        s->cap_blocks = eng->max_blocks_per_seq;
+    }
+    while (s->n_blocks < need) s->blocks[s->n_blocks++] = eng->free_blocks[--eng->n_free_blocks];
+    return 0;
+}
+
+/* Checks the items and lays them out as the step's batch in the engine's host arrays. */
+static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_batch *b,
+                       srp_err *e) {
+    const int vocab = eng->model.cfg.vocab_size;
+    if (n <= 0 || n > eng->opts.max_seqs)
+        return srp_err_set(e, SRP_EINVAL, "a step holds 1 to %d sequences, not %d",
+                           eng->opts.max_seqs, n);
+    int T = 0, L = 0;
+    for (int i = 0; i < n; i++) {
+        const srp_step_item *it = &items[i];
+        if (!it->seq || it->seq->slot < 0)
+            return srp_err_set(e, SRP_EINVAL, "step item %d: sequence is not open", i);
+        for (int j = 0; j < i; j++)
+            if (items[j].seq == it->seq)
+                return srp_err_set(e, SRP_EINVAL, "step items %d and %d are the same sequence", j, i);
+        if (it->n_tokens <= 0) return srp_err_set(e, SRP_EINVAL, "step item %d: no tokens", i);
+        if (it->n_tokens > eng->opts.max_batch_tokens - T)
+            return srp_err_set(e, SRP_EINVAL, "step holds more than %d tokens",
+                               eng->opts.max_batch_tokens);
+        if (it->seq->n_past + it->n_tokens > eng->opts.max_seq_len)
+            return srp_err_set(e, SRP_EINVAL, "step item %d: sequence would exceed %d tokens", i,
+                               eng->opts.max_seq_len);
+        int rows = it->logits == SRP_LOGITS_ALL ? it->n_tokens : it->logits == SRP_LOGITS_LAST;
+        if (rows > eng->max_logits - L)
+            return srp_err_set(e, SRP_EINVAL, "step asks for more than %d logits rows",
+                               eng->max_logits);
+        for (int t = 0; t < it->n_tokens; t++) {
+            if (it->tokens[t] < 0 || it->tokens[t] >= vocab)
+                return srp_err_set(e, SRP_EINVAL,
+                                   "token id %d is outside the vocabulary [0, %d)", it->tokens[t],
+                                   vocab);
+        }
+        int rc = srp_seq_reserve(eng, it->seq, it->seq->n_past + it->n_tokens, e);
+        if (rc) return rc;
+        eng->seq_start[i] = T;
+        eng->n_past[i] = it->seq->n_past;
+        eng->slot[i] = it->seq->slot;
+        memcpy(eng->tokens + T, it->tokens, (size_t)it->n_tokens * 4);
+        if (eng->model.n_attn)
+            memcpy(eng->block_table + (size_t)i * eng->max_blocks_per_seq, it->seq->blocks,
+                   (size_t)it->seq->n_blocks * 4);
+        if (it->logits == SRP_LOGITS_ALL)
+            for (int t = 0; t < it->n_tokens; t++) eng->logit_rows[L++] = T + t;
+        else if (it->logits == SRP_LOGITS_LAST)
+            eng->logit_rows[L++] = T + it->n_tokens - 1;
+        T += it->n_tokens;
+    }
+    eng->seq_start[n] = T;
+    *b = (srp_batch){ n, T, eng->tokens, eng->seq_start, eng->n_past, eng->slot,
+                      eng->model.n_attn ? eng->block_table : NULL, eng->max_blocks_per_seq, L,
+                      eng->logit_rows };
+    return 0;
+}
+
+int srp_engine_step(srp_engine *eng, const srp_step_item *items, int n_items, srp_mat *logits,
+                    srp_err *e) {
+    srp_batch b;
+    int rc = build_batch(eng, items, n_items, &b, e);
+    if (rc) return rc;
+    rc = srp_forward(eng, &b, logits, e);
+    if (rc) return rc;
+    for (int i = 0; i < n_items; i++) items[i].seq->n_past += items[i].n_tokens;
+    return 0;
+}
+
+int srp_engine_sample(srp_engine *eng, srp_mat logits, const srp_sample_params *params,
+                      int32_t *tokens, srp_err *e) {
+    return eng->be->sample(eng->be, logits, params, tokens, e);
+}
+
+int srp_engine_logits_to_host(srp_engine *eng, srp_mat logits, int row0, int n, float *dst,
+                              srp_err *e) {
+    if (row0 < 0 || n < 0 || row0 + n > logits.rows)
+        return srp_err_set(e, SRP_EINVAL, "logits rows [%d, %d) of %lld", row0, row0 + n,
+                           (long long)logits.rows);
+    srp_mat r = srp_mat_rows(logits, row0, n);
+    if (logits.ld == logits.cols)
+        return eng->be->download(eng->be, dst, r.data, (size_t)(n * logits.cols) * 4, e);
+    for (int i = 0; i < n; i++) {
+        int rc = eng->be->download(eng->be, dst + (size_t)i * logits.cols,
+                                   srp_mat_rows(r, i, 1).data, (size_t)logits.cols * 4, e);
+        if (rc) return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,96 @@
+/* serpent's engine: a loaded model on a backend, with the per-sequence state slots and the paged
+ * KV cache that let it run many sequences in one forward step.
+ *
+ * A caller (the CLI, the scheduler) opens one srp_seq per request, then calls srp_engine_step
+ * with the tokens each running sequence contributes this step: a whole or partial prompt
+ * (prefill) or one token (decode). The step returns logits for the rows asked for, which
+ * srp_engine_sample turns into tokens. All functions return 0 or a negative SRP_E* code with a
+ * message in e. An engine is used by one thread at a time. */
+#ifndef SRP_ENGINE_H
+#define SRP_ENGINE_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "model.h"
+#include "status.h"
+
+typedef struct srp_engine_opts {
+    const char *backend;  /* "cpu", "cuda", or NULL / "auto" (CUDA when built and present) */
+    int n_threads;        /* CPU threads; 0: every core */
+    int max_seqs;         /* state slots: sequences in flight at once */
+    int max_batch_tokens; /* tokens in one forward step */
+    int max_logits;       /* logits rows in one step; 0: max(max_seqs, 256), at most
+                             max_batch_tokens */
+    int max_seq_len;      /* longest sequence (prompt + generation) */
+    int kv_block_size;    /* tokens per KV cache block; 0: 16 */
+    int kv_blocks;        /* 0: enough for max_seqs sequences of max_seq_len */
+    float gpu_memory_utilization; /* share of GPU memory to use (0: 0.9) */
+    srp_progress_fn progress;     /* weight-loading progress, or NULL */
+    void *progress_user;
+} srp_engine_opts;
+
+/* Defaults for a small CPU session: 8 sequences, 512-token steps, 4096-token sequences. */
+void srp_engine_opts_default(srp_engine_opts *o);
+
+typedef struct srp_engine srp_engine;
+
+int srp_engine_open(const char *model_dir, const srp_engine_opts *o, srp_engine **out, srp_err *e);
+void srp_engine_close(srp_engine *eng);
+
+const srp_config *srp_engine_config(const srp_engine *eng);
+srp_backend *srp_engine_backend(srp_engine *eng);
+int srp_engine_max_batch_tokens(const srp_engine *eng);
+int srp_engine_max_seq_len(const srp_engine *eng);
+
+/* A sequence's claim on engine resources: its state slot, its KV blocks, and how many tokens
+ * have been folded into them. srp_seq_open fills it in; a closed one has slot -1. */
+typedef struct srp_seq {
+    int slot;     /* -1 when closed */
+    int n_past;   /* tokens processed so far */
+    int n_blocks; /* KV blocks held */
+    int cap_blocks;
+    int32_t *blocks;
+} srp_seq;
+
+/* Takes a free state slot (SRP_EFULL when none is left). */
+int srp_seq_open(srp_engine *eng, srp_seq *s, srp_err *e);
+/* Returns the slot and the KV blocks; closing a closed seq does nothing. */
+void srp_seq_close(srp_engine *eng, srp_seq *s);
+/* Makes sure s holds KV blocks for n_tokens tokens in all (SRP_EFULL when the pool is empty). */
+int srp_seq_reserve(srp_engine *eng, srp_seq *s, int n_tokens, srp_err *e);
+
+int srp_engine_free_slots(const srp_engine *eng);
+int srp_engine_free_blocks(const srp_engine *eng);
+int srp_engine_total_slots(const srp_engine *eng);
+int srp_engine_total_blocks(const srp_engine *eng);
+int srp_engine_block_size(const srp_engine *eng);
+
+typedef enum { SRP_LOGITS_NONE, SRP_LOGITS_LAST, SRP_LOGITS_ALL } srp_logits_mode;
+
+/* What one sequence contributes to a step. */
+typedef struct srp_step_item {
+    srp_seq *seq;
+    const int32_t *tokens;
+    int n_tokens;
+    srp_logits_mode logits;
+} srp_step_item;
+
+/* Runs one forward step over the items (at most max_seqs, together at most max_batch_tokens
+ * tokens; KV blocks are reserved here). On success every item's seq->n_past has advanced and
+ * *logits is a backend view, fp32 [rows x vocab], of the rows asked for, in item order; it stays
+ * valid until the next step. A failed check leaves every sequence as it was; a failure inside
+ * the forward pass (a backend error) leaves the items' states undefined: close them. */
+int srp_engine_step(srp_engine *eng, const srp_step_item *items, int n_items, srp_mat *logits,
+                    srp_err *e);
+
+/* One token per logits row (params[i] for row i) into tokens (host). */
+int srp_engine_sample(srp_engine *eng, srp_mat logits, const srp_sample_params *params,
+                      int32_t *tokens, srp_err *e);
+
+/* Copies logits rows [row0, row0 + n) to host memory. */
+int srp_engine_logits_to_host(srp_engine *eng, srp_mat logits, int row0, int n, float *dst,
+                              srp_err *e);
+
+#endif

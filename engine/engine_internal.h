@@ -1,0 +1,39 @@
+/* The engine's private parts, shared by engine.c and forward.c. */
+#ifndef SRP_ENGINE_INTERNAL_H
+#define SRP_ENGINE_INTERNAL_H
+
+#include "engine.h"
+
+/* Activation buffers of one step, sized for max_batch_tokens tokens and max_logits rows. */
+typedef struct srp_workspace {
+    srp_mat resid;    /* fp32 [T, d]: the residual stream */
+    srp_mat normed;   /* act [T, d] */
+    srp_mat proj;     /* act [T, widest input projection] */
+    srp_mat conv_out; /* act [T, conv_dim] */
+    srp_mat mix;      /* act [T, max(d_inner, heads * head_dim)]: scan or attention output */
+    srp_mat head_in;  /* fp32 [L, d] */
+    srp_mat head_norm;/* act [L, d] */
+    srp_mat logits;   /* fp32 [L, vocab] */
+} srp_workspace;
+
+struct srp_engine {
+    srp_model model;
+    srp_backend *be;
+    srp_engine_opts opts;
+    int max_logits;
+    int max_blocks_per_seq;
+
+    srp_mamba_state *mamba; /* [n_mamba] */
+    srp_kv_layer *kv;       /* [n_attn] */
+    int *free_slots, n_free_slots;
+    int32_t *free_blocks;
+    int n_free_blocks;
+    srp_workspace ws;
+
+    /* host arrays of the batch being built */
+    int32_t *tokens, *seq_start, *n_past, *slot, *block_table, *logit_rows;
+};
+
+int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e);
+
+#endif

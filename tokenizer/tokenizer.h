@@ -1,0 +1,47 @@
+/* Text <-> token ids for a model folder.
+ *
+ * srp_tokenizer_load reads whichever tokenizer the folder has (SentencePiece tokenizer.model)
+ * plus tokenizer_config.json (special tokens, add_bos_token / add_eos_token, chat template).
+ * The rest of serpent does not know which kind it is. Functions return 0 or a negative SRP_E*
+ * code with a message in e. */
+#ifndef SRP_TOKENIZER_H
+#define SRP_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct srp_tokenizer srp_tokenizer;
+
+/* SRP_EIO with a message saying so when the folder holds no tokenizer. */
+int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e);
+void srp_tokenizer_free(srp_tokenizer *t);
+
+/* Encodes len bytes of text. With add_special the model's BOS/EOS are added as
+ * tokenizer_config.json says. *ids is malloc'ed; the caller frees it. */
+int srp_tokenizer_encode(const srp_tokenizer *t, const char *text, size_t len, int add_special,
+                         int32_t **ids, int *n, srp_err *e);
+
+/* Decodes ids to text (malloc'ed, NUL-terminated); special tokens are dropped when
+ * skip_special is set. */
+int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int skip_special,
+                         char **text, size_t *len, srp_err *e);
+
+int srp_tokenizer_vocab_size(const srp_tokenizer *t);
+int srp_tokenizer_bos(const srp_tokenizer *t); /* -1 if none */
+int srp_tokenizer_eos(const srp_tokenizer *t); /* -1 if none */
+/* The chat template of tokenizer_config.json, or NULL. */
+const char *srp_tokenizer_chat_template(const srp_tokenizer *t);
+
+/* Incremental decoding for streaming: push ids one at a time and get back the text that became
+ * complete. Never returns a partial UTF-8 sequence. */
+typedef struct srp_detok srp_detok;
+int srp_detok_new(const srp_tokenizer *t, int skip_special, srp_detok **out, srp_err *e);
+/* *text (owned by d, valid until the next call) receives the new text, possibly empty. */
+int srp_detok_push(srp_detok *d, int32_t id, const char **text, size_t *len, srp_err *e);
+/* Text still held back at the end of a stream (an incomplete character decodes as U+FFFD). */
+int srp_detok_flush(srp_detok *d, const char **text, size_t *len, srp_err *e);
+void srp_detok_free(srp_detok *d);
+
+#endif
