@@ -164,8 +164,8 @@ struct srp_backend {
     int (*gather_rows)(srp_backend *be, srp_mat x, srp_mat out, srp_err *e);
 
     /* Draws one token per logits row (fp32 [n, vocab]) into tokens (host memory). */
-    int (*sample)(srp_backend *be, srp_mat logits, const srp_sample_params *params,
-                  int32_t *tokens, srp_err *e);
+    int (*sample)(srp_backend *be, srp_mat logits, const srp_sample_params *params, int32_t *tokens,
+                  srp_err *e);
 
     /* Waits for queued work. */
     int (*sync)(srp_backend *be, srp_err *e);

@@ -16,7 +16,9 @@ int srp_cpu_check_f32(const char *op, srp_mat m, srp_err *e) {
     return 0;
 }
 
-static void cpu_destroy(srp_backend *be) { free(be); }
+static void cpu_destroy(srp_backend *be) {
+    free(be);
+}
 
 static int cpu_alloc(srp_backend *be, size_t bytes, void **out, srp_err *e) {
     (void)be;
@@ -116,13 +118,14 @@ static int cpu_rmsnorm(srp_backend *be, srp_mat x, const srp_weight *w, float ep
 static int cpu_gemm(srp_backend *be, srp_mat x, const srp_weight *w, const srp_weight *bias,
                     srp_mat out, int accumulate, srp_err *e) {
     if (x.cols != w->m.cols || out.cols != w->m.rows || out.rows != x.rows)
-        return srp_err_set(e, SRP_EINVAL, "gemm: [%lld x %lld] * [%lld x %lld]^T into [%lld x %lld]",
+        return srp_err_set(e, SRP_EINVAL,
+                           "gemm: [%lld x %lld] * [%lld x %lld]^T into [%lld x %lld]",
                            (long long)x.rows, (long long)x.cols, (long long)w->m.rows,
                            (long long)w->m.cols, (long long)out.rows, (long long)out.cols);
     if (x.rows == 0) return 0;
     cpu_of(be)->sgemm(SRP_CBLAS_ROW_MAJOR, SRP_CBLAS_NO_TRANS, SRP_CBLAS_TRANS, (int)x.rows,
-                      (int)w->m.rows, (int)x.cols, 1.0f, x.data, (int)x.ld, w->m.data,
-                      (int)w->m.ld, accumulate ? 1.0f : 0.0f, out.data, (int)out.ld);
+                      (int)w->m.rows, (int)x.cols, 1.0f, x.data, (int)x.ld, w->m.data, (int)w->m.ld,
+                      accumulate ? 1.0f : 0.0f, out.data, (int)out.ld);
     if (bias) {
         const float *bv = bias->m.data;
 #pragma omp parallel for schedule(static)
@@ -161,12 +164,16 @@ static int cpu_gated_rmsnorm(srp_backend *be, srp_mat y, srp_mat z, const srp_we
 
 static float act_one(srp_act act, float v) {
     switch (act) {
-    case SRP_ACT_RELU2: return v > 0 ? v * v : 0.0f;
-    case SRP_ACT_RELU: return v > 0 ? v : 0.0f;
-    case SRP_ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case SRP_ACT_RELU2:
+        return v > 0 ? v * v : 0.0f;
+    case SRP_ACT_RELU:
+        return v > 0 ? v : 0.0f;
+    case SRP_ACT_GELU:
+        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
     case SRP_ACT_GELU_TANH:
         return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-    case SRP_ACT_SILU: return cpu_silu(v);
+    case SRP_ACT_SILU:
+        return cpu_silu(v);
     }
     return v;
 }

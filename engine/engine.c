@@ -27,8 +27,9 @@ static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e)
 #else
     if (!strcmp(name, "auto")) return srp_backend_cpu_create(o->n_threads, out, e);
     if (!strcmp(name, "cuda"))
-        return srp_err_set(e, SRP_EUNSUPPORTED,
-                           "this serpent was built without CUDA (configure with -DSERPENT_CUDA=ON)");
+        return srp_err_set(
+            e, SRP_EUNSUPPORTED,
+            "this serpent was built without CUDA (configure with -DSERPENT_CUDA=ON)");
 #endif
     return srp_err_set(e, SRP_EINVAL, "unknown backend \"%s\" (cpu, cuda or auto)", name);
 }
@@ -84,8 +85,10 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
     for (int l = 0; l < n_mamba; l++) {
         srp_mamba_state *st = &eng->mamba[l];
         st->conv_dtype = be->conv_dtype;
-        size_t conv_bytes = (size_t)S * c->conv_dim * (km1 > 0 ? km1 : 1) * srp_dtype_size(st->conv_dtype);
-        size_t ssm_bytes = (size_t)S * c->ssm_heads * c->ssm_head_dim * c->ssm_state * sizeof(float);
+        size_t conv_bytes =
+            (size_t)S * c->conv_dim * (km1 > 0 ? km1 : 1) * srp_dtype_size(st->conv_dtype);
+        size_t ssm_bytes =
+            (size_t)S * c->ssm_heads * c->ssm_head_dim * c->ssm_state * sizeof(float);
         int rc = be->alloc(be, conv_bytes, &st->conv, e);
         if (!rc) rc = be->alloc(be, ssm_bytes, (void **)&st->ssm, e);
         if (rc) return srp_err_prefix(e, "allocating %d state slots", S);
@@ -150,8 +153,10 @@ int srp_engine_open(const char *model_dir, const srp_engine_opts *opts, srp_engi
     eng->max_logits = o->max_logits > 0 ? o->max_logits : (o->max_seqs > 256 ? o->max_seqs : 256);
     if (eng->max_logits > o->max_batch_tokens) eng->max_logits = o->max_batch_tokens;
     eng->max_blocks_per_seq = (o->max_seq_len + o->kv_block_size - 1) / o->kv_block_size;
-    if (eng->model.n_attn == 0) o->kv_blocks = 0;
-    else if (o->kv_blocks <= 0) o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
+    if (eng->model.n_attn == 0)
+        o->kv_blocks = 0;
+    else if (o->kv_blocks <= 0)
+        o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
     rc = alloc_state(eng, e);
     if (!rc) rc = alloc_workspace(eng, e);
     if (!rc) rc = alloc_host_batch(eng, e);
@@ -167,9 +172,8 @@ void srp_engine_close(srp_engine *eng) {
     if (!eng) return;
     srp_backend *be = eng->be;
     if (be) {
-        srp_mat *bufs[] = { &eng->ws.resid,   &eng->ws.normed,    &eng->ws.proj,
-                            &eng->ws.conv_out, &eng->ws.mix,      &eng->ws.head_in,
-                            &eng->ws.head_norm, &eng->ws.logits };
+        srp_mat *bufs[] = { &eng->ws.resid, &eng->ws.normed,  &eng->ws.proj,      &eng->ws.conv_out,
+                            &eng->ws.mix,   &eng->ws.head_in, &eng->ws.head_norm, &eng->ws.logits };
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]->data) be->free(be, bufs[i]->data);
         for (int l = 0; eng->mamba && l < eng->model.n_mamba; l++) {
@@ -196,15 +200,33 @@ void srp_engine_close(srp_engine *eng) {
     free(eng);
 }
 
-const srp_config *srp_engine_config(const srp_engine *eng) { return &eng->model.cfg; }
-srp_backend *srp_engine_backend(srp_engine *eng) { return eng->be; }
-int srp_engine_max_batch_tokens(const srp_engine *eng) { return eng->opts.max_batch_tokens; }
-int srp_engine_max_seq_len(const srp_engine *eng) { return eng->opts.max_seq_len; }
-int srp_engine_free_slots(const srp_engine *eng) { return eng->n_free_slots; }
-int srp_engine_free_blocks(const srp_engine *eng) { return eng->n_free_blocks; }
-int srp_engine_total_slots(const srp_engine *eng) { return eng->opts.max_seqs; }
-int srp_engine_total_blocks(const srp_engine *eng) { return eng->opts.kv_blocks; }
-int srp_engine_block_size(const srp_engine *eng) { return eng->opts.kv_block_size; }
+const srp_config *srp_engine_config(const srp_engine *eng) {
+    return &eng->model.cfg;
+}
+srp_backend *srp_engine_backend(srp_engine *eng) {
+    return eng->be;
+}
+int srp_engine_max_batch_tokens(const srp_engine *eng) {
+    return eng->opts.max_batch_tokens;
+}
+int srp_engine_max_seq_len(const srp_engine *eng) {
+    return eng->opts.max_seq_len;
+}
+int srp_engine_free_slots(const srp_engine *eng) {
+    return eng->n_free_slots;
+}
+int srp_engine_free_blocks(const srp_engine *eng) {
+    return eng->n_free_blocks;
+}
+int srp_engine_total_slots(const srp_engine *eng) {
+    return eng->opts.max_seqs;
+}
+int srp_engine_total_blocks(const srp_engine *eng) {
+    return eng->opts.kv_blocks;
+}
+int srp_engine_block_size(const srp_engine *eng) {
+    return eng->opts.kv_block_size;
+}
 
 int srp_seq_open(srp_engine *eng, srp_seq *s, srp_err *e) {
     if (eng->n_free_slots == 0)
@@ -258,7 +280,8 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
             return srp_err_set(e, SRP_EINVAL, "step item %d: sequence is not open", i);
         for (int j = 0; j < i; j++)
             if (items[j].seq == it->seq)
-                return srp_err_set(e, SRP_EINVAL, "step items %d and %d are the same sequence", j, i);
+                return srp_err_set(e, SRP_EINVAL, "step items %d and %d are the same sequence", j,
+                                   i);
         if (it->n_tokens <= 0) return srp_err_set(e, SRP_EINVAL, "step item %d: no tokens", i);
         if (it->n_tokens > eng->opts.max_batch_tokens - T)
             return srp_err_set(e, SRP_EINVAL, "step holds more than %d tokens",
@@ -272,9 +295,8 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
                                eng->max_logits);
         for (int t = 0; t < it->n_tokens; t++) {
             if (it->tokens[t] < 0 || it->tokens[t] >= vocab)
-                return srp_err_set(e, SRP_EINVAL,
-                                   "token id %d is outside the vocabulary [0, %d)", it->tokens[t],
-                                   vocab);
+                return srp_err_set(e, SRP_EINVAL, "token id %d is outside the vocabulary [0, %d)",
+                                   it->tokens[t], vocab);
         }
         int rc = srp_seq_reserve(eng, it->seq, it->seq->n_past + it->n_tokens, e);
         if (rc) return rc;
@@ -292,8 +314,15 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
         T += it->n_tokens;
     }
     eng->seq_start[n] = T;
-    *b = (srp_batch){ n, T, eng->tokens, eng->seq_start, eng->n_past, eng->slot,
-                      eng->model.n_attn ? eng->block_table : NULL, eng->max_blocks_per_seq, L,
+    *b = (srp_batch){ n,
+                      T,
+                      eng->tokens,
+                      eng->seq_start,
+                      eng->n_past,
+                      eng->slot,
+                      eng->model.n_attn ? eng->block_table : NULL,
+                      eng->max_blocks_per_seq,
+                      L,
                       eng->logit_rows };
     return 0;
 }

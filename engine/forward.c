@@ -5,13 +5,15 @@
 
 #include "engine_internal.h"
 
-#define TRY(call)                                                                                  \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_) return rc_;                                                                       \
+#define TRY(call)            \
+    do {                     \
+        int rc_ = (call);    \
+        if (rc_) return rc_; \
     } while (0)
 
-static srp_mat rows(srp_mat m, int n) { return srp_mat_rows(m, 0, n); }
+static srp_mat rows(srp_mat m, int n) {
+    return srp_mat_rows(m, 0, n);
+}
 
 static int mamba_mixer(srp_engine *eng, const srp_layer *ly, int T, srp_err *e) {
     srp_backend *be = eng->be;
@@ -33,9 +35,9 @@ static int mamba_mixer(srp_engine *eng, const srp_layer *ly, int T, srp_err *e) 
     srp_mat B = srp_mat_cols(conv, Di, GN);
     srp_mat C = srp_mat_cols(conv, Di + GN, GN);
     srp_mat y = srp_mat_cols(rows(eng->ws.mix, T), 0, Di);
-    srp_mamba_params p = { c->ssm_heads, c->ssm_head_dim, c->ssm_groups, c->ssm_state,
-                           c->conv_kernel, c->chunk_size, c->dt_min, c->dt_max,
-                           &w->A_log, &w->dt_bias, &w->D };
+    srp_mamba_params p = { c->ssm_heads,   c->ssm_head_dim, c->ssm_groups, c->ssm_state,
+                           c->conv_kernel, c->chunk_size,   c->dt_min,     c->dt_max,
+                           &w->A_log,      &w->dt_bias,     &w->D };
     TRY(be->ssd(be, &p, x, B, C, dt, st, y, e));
     TRY(be->gated_rmsnorm(be, y, z, &w->norm, c->gated_norm_group, c->norm_eps, y, e));
     return be->gemm(be, y, &w->out_proj, w->out_proj_bias.m.data ? &w->out_proj_bias : NULL,
@@ -84,9 +86,15 @@ int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e
         TRY(be->rmsnorm(be, resid, &ly->norm, m->cfg.norm_eps, rows(eng->ws.normed, T), e));
         int rc = 0;
         switch (ly->kind) {
-        case SRP_LAYER_MAMBA2: rc = mamba_mixer(eng, ly, T, e); break;
-        case SRP_LAYER_ATTENTION: rc = attention_mixer(eng, ly, T, e); break;
-        case SRP_LAYER_MLP: rc = mlp_mixer(eng, ly, T, e); break;
+        case SRP_LAYER_MAMBA2:
+            rc = mamba_mixer(eng, ly, T, e);
+            break;
+        case SRP_LAYER_ATTENTION:
+            rc = attention_mixer(eng, ly, T, e);
+            break;
+        case SRP_LAYER_MLP:
+            rc = mlp_mixer(eng, ly, T, e);
+            break;
         }
         if (rc) return srp_err_prefix(e, "layer %d (%s)", l, srp_layer_kind_name(ly->kind));
     }
