@@ -99,6 +99,11 @@ typedef struct srp_sample_params {
     uint64_t step; /* index of the token being drawn within its request */
 } srp_sample_params;
 
+/* The largest step the engine will run; a backend sizes its per-step buffers from it. */
+typedef struct srp_backend_limits {
+    int max_tokens, max_seqs, max_blocks_per_seq, max_logits, vocab;
+} srp_backend_limits;
+
 typedef struct srp_backend srp_backend;
 struct srp_backend {
     const char *name;
@@ -121,6 +126,9 @@ struct srp_backend {
     int (*weight_load)(srp_backend *be, const void *data, srp_dtype dtype, int64_t rows,
                        int64_t cols, srp_weight *out, srp_err *e);
     void (*weight_free)(srp_backend *be, srp_weight *w);
+
+    /* Called once, before the first step. */
+    int (*configure)(srp_backend *be, const srp_backend_limits *lim, srp_err *e);
 
     /* Declares the batch the following operations run on (valid until the next call). */
     int (*begin_step)(srp_backend *be, const srp_batch *b, srp_err *e);

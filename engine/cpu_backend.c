@@ -78,6 +78,13 @@ static void cpu_weight_free(srp_backend *be, srp_weight *w) {
     memset(w, 0, sizeof *w);
 }
 
+static int cpu_configure(srp_backend *be, const srp_backend_limits *lim, srp_err *e) {
+    (void)be;
+    (void)lim;
+    (void)e;
+    return 0;
+}
+
 static int cpu_begin_step(srp_backend *be, const srp_batch *b, srp_err *e) {
     (void)e;
     cpu_of(be)->batch = *b;
@@ -256,6 +263,7 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->mem_available = cpu_mem_available;
     b->weight_load = cpu_weight_load;
     b->weight_free = cpu_weight_free;
+    b->configure = cpu_configure;
     b->begin_step = cpu_begin_step;
     b->embed = cpu_embed;
     b->rmsnorm = cpu_rmsnorm;

@@ -157,7 +157,10 @@ int srp_engine_open(const char *model_dir, const srp_engine_opts *opts, srp_engi
         o->kv_blocks = 0;
     else if (o->kv_blocks <= 0)
         o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
-    rc = alloc_state(eng, e);
+    srp_backend_limits lim = { o->max_batch_tokens, o->max_seqs, eng->max_blocks_per_seq,
+                               eng->max_logits, eng->model.cfg.vocab_size };
+    rc = eng->be->configure(eng->be, &lim, e);
+    if (!rc) rc = alloc_state(eng, e);
     if (!rc) rc = alloc_workspace(eng, e);
     if (!rc) rc = alloc_host_batch(eng, e);
     if (rc) {
