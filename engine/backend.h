@@ -122,9 +122,11 @@ struct srp_backend {
     int64_t (*mem_available)(srp_backend *be);
 
     /* Makes a backend weight from checkpoint data (any of F32, F16, BF16, possibly unaligned)
-     * shaped rows x cols. The backend may point into data instead of copying (owned = 0). */
+     * shaped rows x cols. A matrix is a GEMM operand or an embedding table; per-channel
+     * parameters (norm weights, biases, conv taps, A_log, dt_bias, D) are not, and a backend may
+     * keep them in higher precision. The backend may point into data (owned = 0). */
     int (*weight_load)(srp_backend *be, const void *data, srp_dtype dtype, int64_t rows,
-                       int64_t cols, srp_weight *out, srp_err *e);
+                       int64_t cols, int is_matrix, srp_weight *out, srp_err *e);
     void (*weight_free)(srp_backend *be, srp_weight *w);
 
     /* Called once, before the first step. */
@@ -182,5 +184,10 @@ struct srp_backend {
 /* The CPU backend: fp32, OpenMP threads, OpenBLAS for matrix products. n_threads <= 0 uses
  * every core. */
 int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e);
+
+/* The CUDA backend on GPU `device` (builds with SERPENT_CUDA only); srp_cuda_available says
+ * whether a GPU is visible. */
+int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e);
+int srp_cuda_available(void);
 
 #endif

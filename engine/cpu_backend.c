@@ -57,7 +57,8 @@ static int64_t cpu_mem_available(srp_backend *be) {
 }
 
 static int cpu_weight_load(srp_backend *be, const void *data, srp_dtype dtype, int64_t rows,
-                           int64_t cols, srp_weight *out, srp_err *e) {
+                           int64_t cols, int is_matrix, srp_weight *out, srp_err *e) {
+    (void)is_matrix; /* everything is fp32 here */
     memset(out, 0, sizeof *out);
     out->m = (srp_mat){ NULL, SRP_F32, rows, cols, cols };
     if (dtype == SRP_F32 && ((uintptr_t)data & 3) == 0) {

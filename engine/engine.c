@@ -3,11 +3,6 @@
 
 #include "engine_internal.h"
 
-#ifdef SERPENT_HAVE_CUDA
-int srp_backend_cuda_create(const srp_engine_opts *o, srp_backend **out, srp_err *e);
-int srp_cuda_available(void);
-#endif
-
 void srp_engine_opts_default(srp_engine_opts *o) {
     memset(o, 0, sizeof *o);
     o->max_seqs = 8;
@@ -20,9 +15,9 @@ static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e)
     const char *name = o->backend && *o->backend ? o->backend : "auto";
     if (!strcmp(name, "cpu")) return srp_backend_cpu_create(o->n_threads, out, e);
 #ifdef SERPENT_HAVE_CUDA
-    if (!strcmp(name, "cuda")) return srp_backend_cuda_create(o, out, e);
+    if (!strcmp(name, "cuda")) return srp_backend_cuda_create(0, out, e);
     if (!strcmp(name, "auto"))
-        return srp_cuda_available() ? srp_backend_cuda_create(o, out, e)
+        return srp_cuda_available() ? srp_backend_cuda_create(0, out, e)
                                     : srp_backend_cpu_create(o->n_threads, out, e);
 #else
     if (!strcmp(name, "auto")) return srp_backend_cpu_create(o->n_threads, out, e);

@@ -46,7 +46,9 @@ static int load(loader *L, const char *name, int64_t rows, int64_t cols, srp_wei
         return srp_err_set(L->e, SRP_EFORMAT, "%s: tensor %s has shape %s, expected [%lld, %lld]",
                            t->file, t->name, shape_str(t, sb, sizeof sb), (long long)rows,
                            (long long)cols);
-    int rc = L->m->be->weight_load(L->m->be, t->data, t->dtype, rows, cols, out, L->e);
+    /* 2-D weights other than conv taps are matrices: GEMM operands and the embedding */
+    int is_matrix = rows > 1 && strstr(name, "conv1d") == NULL;
+    int rc = L->m->be->weight_load(L->m->be, t->data, t->dtype, rows, cols, is_matrix, out, L->e);
     if (rc) return srp_err_prefix(L->e, "%s: tensor %s", t->file, t->name);
     L->done += (uint64_t)t->numel * srp_dtype_size(t->dtype);
     if (L->progress) L->progress(L->user, L->done, L->total);

@@ -19,11 +19,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "backend.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "backend.h"
 
 /* Chunk length of the SSD kernel's own chunking: per-sequence chunks of at most this many tokens
  * (the math does not depend on the model's chunk_size, only rounding does). */
@@ -32,9 +32,12 @@ extern "C" {
 /* Device-side view of the current batch (device pointers; scalars by value). */
 typedef struct cuda_batch {
     int n_seqs, n_tokens, max_blocks, n_logits;
-    int max_query_len;          /* longest sequence in this step */
-    int max_ctx;                /* largest n_past + length */
-    int n_chunks;               /* SSD chunks of this step */
+    int max_query_len; /* longest sequence in this step */
+    int max_ctx;       /* largest n_past + length */
+    int n_chunks;      /* SSD chunks of this step (sequences longer than one token) */
+    int n_decode;      /* sequences of exactly one token */
+    int n_prefill;     /* sequences of more than one token */
+    int has_block_table;
     const int32_t *tokens;      /* [n_tokens] */
     const int32_t *seq_start;   /* [n_seqs + 1] */
     const int32_t *n_past;      /* [n_seqs] */
@@ -46,6 +49,8 @@ typedef struct cuda_batch {
     const int32_t *chunk_seq;   /* [n_chunks]: sequence of each SSD chunk */
     const int32_t *chunk_start; /* [n_chunks]: first token (batch index) of each chunk */
     const int32_t *chunk_len;   /* [n_chunks] */
+    const int32_t *decode_seq;  /* [n_decode]: the one-token sequences */
+    const int32_t *prefill_seq; /* [n_prefill]: the longer ones */
 } cuda_batch;
 
 typedef struct cuda_backend {
@@ -62,8 +67,11 @@ typedef struct cuda_backend {
     int32_t *meta_host; /* pinned staging buffer for the metadata */
     int32_t *meta_dev;
     size_t meta_cap; /* int32 elements in each */
+    int max_chunks;
+    cudaEvent_t meta_event; /* the last metadata transfer */
 
-    float *sample_logits_host; /* pinned, for host-side sampling fallbacks */
+    int32_t *sample_dev;  /* [max_logits]: sampled tokens */
+    int32_t *sample_host; /* pinned: the same, coming back */
 } cuda_backend;
 
 static inline cuda_backend *cuda_of(srp_backend *be) {

@@ -69,6 +69,38 @@ EOF
   grep -q 'generation: .* tokens/s' "$tmp/err" || fail "$m: no generation speed on stderr"
 done
 
+# text prompts go through the folder's SentencePiece tokenizer (BOS added as tokenizer_config.json
+# says) and reproduce transformers' greedy continuation of the same ids
+m=nemotron_h_spm
+python3 - "$fx/$m/reference.json" "$tmp" <<'EOF2'
+import json, sys
+k = 0
+for r in json.load(open(sys.argv[1]))["prompts"]:
+    if "messages" in r:
+        continue
+    n = 0
+    while n < len(r["greedy"]) and r["margins"][n] >= 1e-2:
+        n += 1
+    open("%s/case_%d.txt" % (sys.argv[2], k), "w", encoding="utf-8").write(r["text"])
+    open("%s/case_%d.ids" % (sys.argv[2], k), "w").write(" ".join(map(str, r["greedy"][:n])))
+    k += 1
+EOF2
+cases=0
+for f in "$tmp"/case_*.txt; do
+  want=$(cat "${f%.txt}.ids")
+  n=$(wc -w <<<"$want")
+  [ "$n" -gt 0 ] || continue
+  got=$("$bin" generate --model "$fx/$m" --prompt "$(cat "$f")" --max-tokens "$n" --temperature 0 \
+        --print-ids --ignore-eos --backend cpu 2>/dev/null)
+  [ "$got" = "$want" ] || fail "$m text prompt $(cat "$f"): got '$got', want '$want'"
+  cases=$((cases + 1))
+done
+[ "$cases" -ge 3 ] || fail "only $cases text prompts compared"
+"$bin" generate --model "$fx/$m" --prompt "Hello" --max-tokens 30 --temperature 0 --backend cpu \
+  >"$tmp/text" 2>/dev/null || fail "text generation failed"
+python3 -c 'import sys; open(sys.argv[1], "rb").read().decode("utf-8")' "$tmp/text" \
+  || fail "generated text is not valid UTF-8"
+
 # sampling is reproducible with a seed
 a=$("$bin" generate --model "$fx/mamba2_untied" --prompt-ids 3,4 --max-tokens 20 --seed 7 --print-ids --backend cpu 2>/dev/null)
 b=$("$bin" generate --model "$fx/mamba2_untied" --prompt-ids 3,4 --max-tokens 20 --seed 7 --print-ids --backend cpu 2>/dev/null)
