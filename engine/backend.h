@@ -118,8 +118,9 @@ struct srp_backend {
     int (*zero)(srp_backend *be, void *p, size_t bytes, srp_err *e);
     int (*upload)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
     int (*download)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
-    /* Free bytes of backend memory (for sizing the slot pool), or -1 if unknown. */
+    /* Free and total bytes of backend memory (for sizing the slot pool), or -1 if unknown. */
     int64_t (*mem_available)(srp_backend *be);
+    int64_t (*mem_total)(srp_backend *be);
 
     /* Makes a backend weight from checkpoint data (any of F32, F16, BF16, possibly unaligned)
      * shaped rows x cols. A matrix is a GEMM operand or an embedding table; per-channel
@@ -179,6 +180,15 @@ struct srp_backend {
 
     /* Waits for queued work. */
     int (*sync)(srp_backend *be, srp_err *e);
+
+    /* Step graphs (NULL where the backend has none): the operations of a step are recorded once
+     * per key (the engine uses the batch size of decode-only steps) and replayed afterwards,
+     * reading the batch that begin_step copied to fixed addresses. graph_replay returns 1 when
+     * it replayed, 0 when no graph exists for key yet; the caller then runs the operations
+     * between graph_begin and graph_end, which records, instantiates and launches them. */
+    int (*graph_replay)(srp_backend *be, int key, srp_err *e);
+    int (*graph_begin)(srp_backend *be, int key, srp_err *e);
+    int (*graph_end)(srp_backend *be, int key, srp_err *e);
 };
 
 /* The CPU backend: fp32, OpenMP threads, OpenBLAS for matrix products. n_threads <= 0 uses

@@ -56,6 +56,12 @@ static int64_t cpu_mem_available(srp_backend *be) {
     return pages > 0 && size > 0 ? (int64_t)pages * size : -1;
 }
 
+static int64_t cpu_mem_total(srp_backend *be) {
+    (void)be;
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (int64_t)pages * size : -1;
+}
+
 static int cpu_weight_load(srp_backend *be, const void *data, srp_dtype dtype, int64_t rows,
                            int64_t cols, int is_matrix, srp_weight *out, srp_err *e) {
     (void)is_matrix; /* everything is fp32 here */
@@ -262,6 +268,7 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->upload = cpu_copy;
     b->download = cpu_copy;
     b->mem_available = cpu_mem_available;
+    b->mem_total = cpu_mem_total;
     b->weight_load = cpu_weight_load;
     b->weight_free = cpu_weight_free;
     b->configure = cpu_configure;

@@ -35,23 +35,113 @@ static int alloc_mat(srp_backend *be, srp_mat *m, srp_dtype t, int64_t rows, int
     return be->alloc(be, (size_t)(rows * cols) * srp_dtype_size(t), &m->data, e);
 }
 
+/* Widths of the projection and mixer-output buffers: the widest any layer needs. */
+static void workspace_widths(const srp_config *c, int64_t *width, int64_t *mix) {
+    int64_t qkv = (int64_t)(c->attn_heads + 2 * c->attn_kv_heads) * c->attn_head_dim;
+    *width = 1;
+    *mix = 1;
+    if (srp_config_count(c, SRP_LAYER_MAMBA2)) {
+        *width = c->d_in_proj;
+        *mix = c->d_inner;
+    }
+    if (srp_config_count(c, SRP_LAYER_ATTENTION)) {
+        if (qkv > *width) *width = qkv;
+        if ((int64_t)c->attn_heads * c->attn_head_dim > *mix)
+            *mix = (int64_t)c->attn_heads * c->attn_head_dim;
+    }
+    if (srp_config_count(c, SRP_LAYER_MLP) && c->mlp_hidden > *width) *width = c->mlp_hidden;
+}
+
+static int64_t workspace_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
+    const int64_t act = (int64_t)srp_dtype_size(eng->be->act_dtype);
+    int64_t width, mix;
+    workspace_widths(c, &width, &mix);
+    return T * c->d_model * 4 + T * (c->d_model + width + c->conv_dim + mix) * act +
+           L * c->d_model * (4 + act) + L * c->vocab_size * 4;
+}
+
+static int64_t slot_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    const int km1 = c->conv_kernel - 1 > 0 ? c->conv_kernel - 1 : 1;
+    return (int64_t)eng->model.n_mamba *
+           ((int64_t)c->conv_dim * km1 * (int64_t)srp_dtype_size(eng->be->conv_dtype) +
+            (int64_t)c->ssm_heads * c->ssm_head_dim * c->ssm_state * 4);
+}
+
+static int64_t block_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    return (int64_t)eng->model.n_attn * 2 * eng->opts.kv_block_size * c->attn_kv_heads *
+           c->attn_head_dim * (int64_t)srp_dtype_size(eng->be->kv_dtype);
+}
+
+/* Sizes the state-slot pool and the KV cache from the memory the backend has left after the
+ * weights: `gpu_memory_utilization` of all device memory is ours. An explicit max_seqs that
+ * does not fit is an error that says how many would. */
+static int size_pools(srp_engine *eng, srp_err *e) {
+    srp_engine_opts *o = &eng->opts;
+    const int64_t total = eng->be->mem_total ? eng->be->mem_total(eng->be) : -1;
+    const int64_t avail = eng->be->mem_available(eng->be);
+    const int64_t per_slot = slot_bytes(eng), per_block = block_bytes(eng);
+    const int64_t per_seq_kv = per_block * eng->max_blocks_per_seq;
+    const int on_gpu = strcmp(eng->be->name, "cpu") != 0;
+    if (!on_gpu || total <= 0 || avail <= 0) {
+        if (o->max_seqs <= 0) o->max_seqs = 8;
+        if (eng->model.n_attn == 0)
+            o->kv_blocks = 0;
+        else if (o->kv_blocks <= 0)
+            o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
+        return 0;
+    }
+    const double util = o->gpu_memory_utilization > 0 ? o->gpu_memory_utilization : 0.9;
+    /* what other processes use is already missing from avail; we may not take what the
+     * utilisation leaves for others, nor the activations, nor ~256 MB for cuBLAS and CUDA */
+    const int64_t used = total - avail;
+    int64_t budget = (int64_t)(util * (double)total) - used - workspace_bytes(eng) - (256ll << 20);
+    if (budget <= 0)
+        return srp_err_set(e, SRP_ENOMEM,
+                           "no GPU memory left for state slots after the weights (%.1f of %.1f GB "
+                           "in use; --gpu-memory-utilization %.2f)",
+                           used / 1e9, total / 1e9, util);
+    if (o->max_seqs <= 0) {
+        int64_t n = budget / (per_slot + per_seq_kv > 0 ? per_slot + per_seq_kv : 1);
+        o->max_seqs = (int)(n > 256 ? 256 : n);
+        if (o->max_seqs < 1)
+            return srp_err_set(e, SRP_ENOMEM,
+                               "not enough GPU memory for one sequence: %.2f GB of state and %.2f "
+                               "GB of KV cache needed, %.2f GB free",
+                               per_slot / 1e9, per_seq_kv / 1e9, budget / 1e9);
+        if (o->max_batch_tokens < o->max_seqs) o->max_batch_tokens = o->max_seqs;
+    }
+    if ((int64_t)o->max_seqs * per_slot > budget)
+        return srp_err_set(e, SRP_ENOMEM,
+                           "%d sequences need %.2f GB of state slots (%.1f MB each) but %.2f GB is "
+                           "free; at most %lld fit (--gpu-memory-utilization %.2f)",
+                           o->max_seqs, o->max_seqs * per_slot / 1e9, per_slot / 1e6, budget / 1e9,
+                           (long long)(budget / per_slot), util);
+    if (eng->model.n_attn == 0) {
+        o->kv_blocks = 0;
+    } else if (o->kv_blocks <= 0) {
+        int64_t fit = (budget - (int64_t)o->max_seqs * per_slot) / per_block;
+        int64_t want = (int64_t)o->max_seqs * eng->max_blocks_per_seq;
+        o->kv_blocks = (int)(fit < want ? fit : want);
+        if (o->kv_blocks < eng->max_blocks_per_seq)
+            return srp_err_set(e, SRP_ENOMEM,
+                               "the KV cache would hold less than one %d-token sequence; lower "
+                               "max_seqs or max_seq_len",
+                               o->max_seq_len);
+    }
+    return 0;
+}
+
 static int alloc_workspace(srp_engine *eng, srp_err *e) {
     const srp_config *c = &eng->model.cfg;
     srp_backend *be = eng->be;
     srp_workspace *ws = &eng->ws;
     const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
-    int64_t qkv = (int64_t)(c->attn_heads + 2 * c->attn_kv_heads) * c->attn_head_dim;
-    int64_t width = 1, mix = 1;
-    if (srp_config_count(c, SRP_LAYER_MAMBA2)) {
-        width = c->d_in_proj;
-        mix = c->d_inner;
-    }
-    if (srp_config_count(c, SRP_LAYER_ATTENTION)) {
-        if (qkv > width) width = qkv;
-        if ((int64_t)c->attn_heads * c->attn_head_dim > mix)
-            mix = (int64_t)c->attn_heads * c->attn_head_dim;
-    }
-    if (srp_config_count(c, SRP_LAYER_MLP) && c->mlp_hidden > width) width = c->mlp_hidden;
+    int64_t width, mix;
+    workspace_widths(c, &width, &mix);
     srp_dtype act = be->act_dtype;
     int rc = alloc_mat(be, &ws->resid, SRP_F32, T, c->d_model, e);
     if (!rc) rc = alloc_mat(be, &ws->normed, act, T, c->d_model, e);
@@ -73,7 +163,7 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
     int n_mamba = eng->model.n_mamba, n_attn = eng->model.n_attn;
     eng->mamba = calloc((size_t)(n_mamba ? n_mamba : 1), sizeof *eng->mamba);
     eng->kv = calloc((size_t)(n_attn ? n_attn : 1), sizeof *eng->kv);
-    eng->free_slots = malloc((size_t)S * sizeof *eng->free_slots);
+    eng->free_slots = malloc((size_t)(S > 0 ? S : 1) * sizeof *eng->free_slots);
     eng->free_blocks = malloc((size_t)(eng->opts.kv_blocks ? eng->opts.kv_blocks : 1) * 4);
     if (!eng->mamba || !eng->kv || !eng->free_slots || !eng->free_blocks)
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
@@ -123,8 +213,8 @@ static int alloc_host_batch(srp_engine *eng, srp_err *e) {
 
 static int check_opts(srp_engine_opts *o, srp_err *e) {
     if (o->kv_block_size <= 0) o->kv_block_size = 16;
-    if (o->max_seqs <= 0 || o->max_seqs > 65536)
-        return srp_err_set(e, SRP_EINVAL, "max_seqs must be in [1, 65536], not %d", o->max_seqs);
+    if (o->max_seqs < 0 || o->max_seqs > 65536)
+        return srp_err_set(e, SRP_EINVAL, "max_seqs must be in [0, 65536], not %d", o->max_seqs);
     if (o->max_batch_tokens <= 0)
         return srp_err_set(e, SRP_EINVAL, "max_batch_tokens must be positive");
     if (o->max_seq_len <= 0) return srp_err_set(e, SRP_EINVAL, "max_seq_len must be positive");
@@ -140,18 +230,27 @@ int srp_engine_open(const char *model_dir, const srp_engine_opts *opts, srp_engi
     srp_engine_opts *o = &eng->opts;
     int rc = check_opts(o, e);
     if (!rc) rc = make_backend(o, &eng->be, e);
-    if (!rc) rc = srp_model_load(&eng->model, model_dir, eng->be, o->progress, o->progress_user, e);
+    if (!rc)
+        rc = o->random_weights ? srp_model_random(&eng->model, model_dir, eng->be, o->seed, e)
+                               : srp_model_load(&eng->model, model_dir, eng->be, o->progress,
+                                                o->progress_user, e);
     if (rc) {
         srp_engine_close(eng);
         return rc;
     }
-    eng->max_logits = o->max_logits > 0 ? o->max_logits : (o->max_seqs > 256 ? o->max_seqs : 256);
-    if (eng->max_logits > o->max_batch_tokens) eng->max_logits = o->max_batch_tokens;
+    eng->use_graphs = !o->no_graphs;
     eng->max_blocks_per_seq = (o->max_seq_len + o->kv_block_size - 1) / o->kv_block_size;
-    if (eng->model.n_attn == 0)
-        o->kv_blocks = 0;
-    else if (o->kv_blocks <= 0)
-        o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
+    /* logits rows first: the pools get what the activations leave */
+    int want_logits = o->max_logits > 0 ? o->max_logits : 256;
+    eng->max_logits = want_logits > o->max_batch_tokens ? o->max_batch_tokens : want_logits;
+    rc = size_pools(eng, e);
+    if (rc) {
+        srp_engine_close(eng);
+        return rc;
+    }
+    /* every running sequence may want its next token's logits in one step */
+    if (o->max_logits <= 0 && o->max_seqs > eng->max_logits) eng->max_logits = o->max_seqs;
+    if (eng->max_logits > o->max_batch_tokens) eng->max_logits = o->max_batch_tokens;
     srp_backend_limits lim = { o->max_batch_tokens, o->max_seqs, eng->max_blocks_per_seq,
                                eng->max_logits, eng->model.cfg.vocab_size };
     rc = eng->be->configure(eng->be, &lim, e);

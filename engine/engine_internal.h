@@ -22,6 +22,7 @@ struct srp_engine {
     srp_engine_opts opts;
     int max_logits;
     int max_blocks_per_seq;
+    int use_graphs;
 
     srp_mamba_state *mamba; /* [n_mamba] */
     srp_kv_layer *kv;       /* [n_attn] */

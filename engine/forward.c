@@ -74,11 +74,11 @@ static int mlp_mixer(srp_engine *eng, const srp_layer *ly, int T, srp_err *e) {
                     rows(eng->ws.resid, T), 1, e);
 }
 
-int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e) {
+/* Everything after begin_step: embedding, layers, head. */
+static int run_layers(srp_engine *eng, const srp_batch *b, srp_err *e) {
     srp_backend *be = eng->be;
     const srp_model *m = &eng->model;
     const int T = b->n_tokens;
-    TRY(be->begin_step(be, b, e));
     srp_mat resid = rows(eng->ws.resid, T);
     TRY(be->embed(be, &m->embed, resid, e));
     for (int l = 0; l < m->cfg.n_layers; l++) {
@@ -98,11 +98,39 @@ int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e
         }
         if (rc) return srp_err_prefix(e, "layer %d (%s)", l, srp_layer_kind_name(ly->kind));
     }
-    *logits = rows(eng->ws.logits, b->n_logits);
     if (b->n_logits == 0) return 0;
     srp_mat head_in = rows(eng->ws.head_in, b->n_logits);
     srp_mat head_norm = rows(eng->ws.head_norm, b->n_logits);
     TRY(be->gather_rows(be, resid, head_in, e));
     TRY(be->rmsnorm(be, head_in, &m->norm_f, m->cfg.norm_eps, head_norm, e));
-    return be->gemm(be, head_norm, &m->lm_head, NULL, *logits, 0, e);
+    return be->gemm(be, head_norm, &m->lm_head, NULL, rows(eng->ws.logits, b->n_logits), 0, e);
+}
+
+/* A decode-only step (every sequence one token, every one wanting logits) has the same shape
+ * every time for a given batch size, so the backend can replay it as one graph: the launch
+ * overhead of the ~8 operations per layer would otherwise rival the step itself. */
+static int graph_key(const srp_engine *eng, const srp_batch *b) {
+    if (!eng->use_graphs || !eng->be->graph_replay) return -1;
+    if (b->n_tokens != b->n_seqs || b->n_logits != b->n_seqs) return -1;
+    for (int i = 0; i < b->n_logits; i++)
+        if (b->logit_rows[i] != i) return -1;
+    return b->n_seqs;
+}
+
+int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e) {
+    srp_backend *be = eng->be;
+    TRY(be->begin_step(be, b, e));
+    *logits = rows(eng->ws.logits, b->n_logits);
+    const int key = graph_key(eng, b);
+    if (key < 0) return run_layers(eng, b, e);
+    int rc = be->graph_replay(be, key, e);
+    if (rc != 0) return rc < 0 ? rc : 0;
+    TRY(be->graph_begin(be, key, e));
+    rc = run_layers(eng, b, e);
+    if (rc) {
+        srp_err ignored;
+        be->graph_end(be, -1, &ignored);
+        return rc;
+    }
+    return be->graph_end(be, key, e);
 }

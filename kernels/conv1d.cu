@@ -4,27 +4,55 @@
 
 #define MAX_KERNEL 64
 
-/* One thread per (token, channel). Inputs before the sequence's first token of this step come
- * from the slot's conv state, or are zero for a new sequence. */
+#define RUN 16 /* consecutive tokens per thread: each input is loaded once */
+
+__device__ __forceinline__ float conv_in(const __nv_bfloat16 *x, int64_t ldx,
+                                         const __nv_bfloat16 *st, int km1, int have_state,
+                                         int t_first, int src, int c) {
+    /* input at position src relative to the sequence's first token of this step */
+    if (src >= 0) return __bfloat162float(x[(int64_t)(t_first + src) * ldx + c]);
+    return have_state ? __bfloat162float(st[km1 + src]) : 0.0f;
+}
+
+/* One thread per (channel, run of RUN tokens), with a sliding window of the last kernel-1 raw
+ * inputs; the window restarts where a new sequence begins. Inputs before a sequence's first
+ * token of this step come from its slot's conv state, or are zero. KS is the kernel size when
+ * known at compile time (the window then lives in registers), 0 for any other size. */
+template <int KS>
 __global__ void conv1d_out_kernel(const __nv_bfloat16 *x, int64_t ldx, const float *w,
-                                  const float *bias, int kernel, const __nv_bfloat16 *state,
+                                  const float *bias, int kernel_rt, const __nv_bfloat16 *state,
                                   int channels, cuda_batch b, __nv_bfloat16 *out, int64_t ldo) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= channels) return;
-    const int s = b.token_seq[t], rel = t - b.seq_start[s], km1 = kernel - 1;
-    const __nv_bfloat16 *st = state + ((int64_t)b.slot[s] * channels + c) * km1;
-    const int have_state = b.n_past[s] > 0;
-    float acc = bias ? bias[c] : 0.0f;
-    for (int k = 0; k < kernel; k++) {
-        const int src = rel - km1 + k; /* position relative to this step's first token */
-        float v;
-        if (src >= 0)
-            v = __bfloat162float(x[(int64_t)(t - rel + src) * ldx + c]);
-        else
-            v = have_state ? __bfloat162float(st[km1 + src]) : 0.0f;
-        acc += w[c * kernel + k] * v;
+    const int kernel = KS > 0 ? KS : kernel_rt;
+    const int t_begin = blockIdx.y * RUN;
+    const int t_end = min(t_begin + RUN, b.n_tokens);
+    const int km1 = kernel - 1;
+    float win[KS > 0 ? KS : MAX_KERNEL], wc[KS > 0 ? KS : MAX_KERNEL];
+#pragma unroll
+    for (int k = 0; k < kernel; k++) wc[k] = w[c * kernel + k];
+    const float bc = bias ? bias[c] : 0.0f;
+    int seq = -1, first = 0;
+    for (int t = t_begin; t < t_end; t++) {
+        const int s = b.token_seq[t];
+        if (s != seq) { /* (re)fill the window for this sequence */
+            seq = s;
+            first = b.seq_start[s];
+            const int rel = t - first, have = b.n_past[s] > 0;
+            const __nv_bfloat16 *st = state + ((int64_t)b.slot[s] * channels + c) * km1;
+#pragma unroll
+            for (int k = 0; k < km1; k++)
+                win[k] = conv_in(x, ldx, st, km1, have, first, rel - km1 + k, c);
+        }
+        const float xt = __bfloat162float(x[(int64_t)t * ldx + c]);
+        float acc = bc + wc[km1] * xt;
+#pragma unroll
+        for (int k = 0; k < km1; k++) acc += wc[k] * win[k];
+#pragma unroll
+        for (int k = 0; k + 1 < km1; k++) win[k] = win[k + 1];
+        if (km1 > 0) win[km1 - 1] = xt;
+        out[(int64_t)t * ldo + c] = __float2bfloat16(acc / (1.0f + __expf(-acc)));
     }
-    out[(int64_t)t * ldo + c] = __float2bfloat16(acc / (1.0f + __expf(-acc)));
 }
 
 /* One thread per (sequence, channel): the new state is the last kernel-1 inputs, which for a
@@ -56,11 +84,28 @@ int srp_cuda_conv1d(cuda_backend *cb, srp_mat xbc, const srp_weight *w, const sr
         return srp_err_set(e, SRP_EINVAL, "conv1d: expects bf16 inputs, outputs and state");
     const cuda_batch *b = &cb->batch;
     if (b->n_tokens == 0) return 0;
-    dim3 grid_out((channels + 127) / 128, b->n_tokens);
-    conv1d_out_kernel<<<grid_out, 128, 0, cb->stream>>>(
-        (const __nv_bfloat16 *)xbc.data, xbc.ld, (const float *)w->m.data,
-        bias ? (const float *)bias->m.data : NULL, kernel, (const __nv_bfloat16 *)st->conv,
-        channels, *b, (__nv_bfloat16 *)out.data, out.ld);
+    dim3 grid_out((channels + 127) / 128, (b->n_tokens + RUN - 1) / RUN);
+    const __nv_bfloat16 *xp = (const __nv_bfloat16 *)xbc.data;
+    const float *wp = (const float *)w->m.data, *bp = bias ? (const float *)bias->m.data : NULL;
+    const __nv_bfloat16 *sp = (const __nv_bfloat16 *)st->conv;
+    __nv_bfloat16 *op = (__nv_bfloat16 *)out.data;
+    switch (kernel) {
+    case 4:
+        conv1d_out_kernel<4><<<grid_out, 128, 0, cb->stream>>>(xp, xbc.ld, wp, bp, kernel, sp,
+                                                               channels, *b, op, out.ld);
+        break;
+    case 3:
+        conv1d_out_kernel<3><<<grid_out, 128, 0, cb->stream>>>(xp, xbc.ld, wp, bp, kernel, sp,
+                                                               channels, *b, op, out.ld);
+        break;
+    case 2:
+        conv1d_out_kernel<2><<<grid_out, 128, 0, cb->stream>>>(xp, xbc.ld, wp, bp, kernel, sp,
+                                                               channels, *b, op, out.ld);
+        break;
+    default:
+        conv1d_out_kernel<0><<<grid_out, 128, 0, cb->stream>>>(xp, xbc.ld, wp, bp, kernel, sp,
+                                                               channels, *b, op, out.ld);
+    }
     CUDA_LAUNCHED(e);
     if (kernel > 1) {
         dim3 grid_st((channels + 127) / 128, b->n_seqs);

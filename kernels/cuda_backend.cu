@@ -20,12 +20,15 @@ extern "C" int srp_cuda_available(void) {
 
 static void cuda_destroy(srp_backend *be) {
     cuda_backend *cb = cuda_of(be);
+    for (int i = 0; i < cb->n_graphs; i++) cudaGraphExecDestroy(cb->graphs[i].exec);
     if (cb->blas) cublasDestroy(cb->blas);
+    if (cb->blas_workspace) cudaFree(cb->blas_workspace);
     if (cb->meta_dev) cudaFree(cb->meta_dev);
     if (cb->meta_host) cudaFreeHost(cb->meta_host);
     if (cb->meta_event) cudaEventDestroy(cb->meta_event);
     if (cb->sample_host) cudaFreeHost(cb->sample_host);
     if (cb->sample_dev) cudaFree(cb->sample_dev);
+    if (cb->ssd_scratch) cudaFree(cb->ssd_scratch);
     if (cb->stream) cudaStreamDestroy(cb->stream);
     free(cb);
 }
@@ -77,6 +80,62 @@ static int64_t cuda_mem_available(srp_backend *be) {
     size_t free_b = 0, total = 0;
     if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) return -1;
     return (int64_t)free_b;
+}
+
+static int64_t cuda_mem_total(srp_backend *be) {
+    (void)be;
+    size_t free_b = 0, total = 0;
+    if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) return -1;
+    return (int64_t)total;
+}
+
+/* ---- graphs of decode steps ---------------------------------------------------------------- */
+static int cuda_graph_replay(srp_backend *be, int key, srp_err *e) {
+    cuda_backend *cb = cuda_of(be);
+    for (int i = 0; i < cb->n_graphs; i++) {
+        if (cb->graphs[i].key == key) {
+            CUDA_TRY(cudaGraphLaunch(cb->graphs[i].exec, cb->stream), e);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int cuda_graph_begin(srp_backend *be, int key, srp_err *e) {
+    cuda_backend *cb = cuda_of(be);
+    (void)key;
+    CUDA_TRY(cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal), e);
+    cb->capturing = 1;
+    return 0;
+}
+
+/* Ends the capture; key < 0 discards it (an operation failed while recording). */
+static int cuda_graph_end(srp_backend *be, int key, srp_err *e) {
+    cuda_backend *cb = cuda_of(be);
+    cudaGraph_t graph = NULL;
+    cudaError_t err = cudaStreamEndCapture(cb->stream, &graph);
+    cb->capturing = 0;
+    if (key < 0) {
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        return 0;
+    }
+    CUDA_TRY(err, e);
+    cudaGraphExec_t exec;
+    err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_TRY(err, e);
+    if (cb->n_graphs == (int)(sizeof cb->graphs / sizeof cb->graphs[0])) {
+        /* full: drop the oldest, the batch sizes seen first are the least likely to recur */
+        cudaGraphExecDestroy(cb->graphs[0].exec);
+        memmove(cb->graphs, cb->graphs + 1, sizeof cb->graphs[0] * (cb->n_graphs - 1));
+        cb->n_graphs--;
+    }
+    cb->graphs[cb->n_graphs].key = key;
+    cb->graphs[cb->n_graphs].exec = exec;
+    cb->n_graphs++;
+    CUDA_TRY(cudaGraphLaunch(exec, cb->stream), e);
+    return 0;
 }
 
 /* Converts checkpoint data to the device layout on the host, a slice at a time, so the upload
@@ -145,7 +204,7 @@ static void cuda_weight_free(srp_backend *be, srp_weight *w) {
  * limits, not the batch, so device pointers never move between steps. */
 typedef struct meta_layout {
     size_t tokens, seq_start, n_past, slot, block_table, logit_rows, token_seq, token_pos,
-        chunk_seq, chunk_start, chunk_len, decode_seq, prefill_seq, total;
+        chunk_seq, chunk_start, chunk_len, decode_seq, prefill_seq, prefill_chunk0, total;
     int max_chunks;
 } meta_layout;
 
@@ -167,6 +226,7 @@ static meta_layout layout_for(const srp_backend_limits *l) {
     m.chunk_len = o, o += (size_t)m.max_chunks;
     m.decode_seq = o, o += (size_t)l->max_seqs;
     m.prefill_seq = o, o += (size_t)l->max_seqs;
+    m.prefill_chunk0 = o, o += (size_t)l->max_seqs;
     m.total = o;
     return m;
 }
@@ -198,6 +258,7 @@ static int cuda_configure(srp_backend *be, const srp_backend_limits *lim, srp_er
     b->chunk_len = d + m.chunk_len;
     b->decode_seq = d + m.decode_seq;
     b->prefill_seq = d + m.prefill_seq;
+    b->prefill_chunk0 = d + m.prefill_chunk0;
     if (cb->sample_host) cudaFreeHost(cb->sample_host);
     if (cb->sample_dev) cudaFree(cb->sample_dev);
     cb->sample_host = NULL;
@@ -241,6 +302,7 @@ static int cuda_begin_step(srp_backend *be, const srp_batch *b, srp_err *e) {
             h[m.decode_seq + n_decode++] = s;
             continue;
         }
+        h[m.prefill_chunk0 + n_prefill] = n_chunks;
         h[m.prefill_seq + n_prefill++] = s;
         /* SSD chunks start at the sequence's own first token: no chunk spans two sequences */
         for (int c = 0; c < len; c += SRP_SSD_CHUNK) {
@@ -339,6 +401,10 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     if (!rc && cublasCreate(&cb->blas) != CUBLAS_STATUS_SUCCESS)
         rc = srp_err_set(e, SRP_EBACKEND, "cuda: cannot create a cuBLAS handle");
     if (!rc) cublasSetStream(cb->blas, cb->stream);
+    const size_t blas_ws = 32u << 20;
+    if (!rc) rc = srp_cuda_check(cudaMalloc(&cb->blas_workspace, blas_ws), "cuBLAS workspace", e);
+    if (!rc && cublasSetWorkspace(cb->blas, cb->blas_workspace, blas_ws) != CUBLAS_STATUS_SUCCESS)
+        rc = srp_err_set(e, SRP_EBACKEND, "cuda: cannot give cuBLAS its workspace");
     if (rc) {
         cuda_destroy(&cb->base);
         return rc;
@@ -355,6 +421,10 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     b->upload = cuda_upload;
     b->download = cuda_download;
     b->mem_available = cuda_mem_available;
+    b->mem_total = cuda_mem_total;
+    b->graph_replay = cuda_graph_replay;
+    b->graph_begin = cuda_graph_begin;
+    b->graph_end = cuda_graph_end;
     b->weight_load = cuda_weight_load;
     b->weight_free = cuda_weight_free;
     b->configure = cuda_configure;

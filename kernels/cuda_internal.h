@@ -38,19 +38,20 @@ typedef struct cuda_batch {
     int n_decode;      /* sequences of exactly one token */
     int n_prefill;     /* sequences of more than one token */
     int has_block_table;
-    const int32_t *tokens;      /* [n_tokens] */
-    const int32_t *seq_start;   /* [n_seqs + 1] */
-    const int32_t *n_past;      /* [n_seqs] */
-    const int32_t *slot;        /* [n_seqs] */
-    const int32_t *block_table; /* [n_seqs * max_blocks] or NULL */
-    const int32_t *logit_rows;  /* [n_logits] */
-    const int32_t *token_seq;   /* [n_tokens]: sequence index of each token */
-    const int32_t *token_pos;   /* [n_tokens]: absolute position (n_past + offset) */
-    const int32_t *chunk_seq;   /* [n_chunks]: sequence of each SSD chunk */
-    const int32_t *chunk_start; /* [n_chunks]: first token (batch index) of each chunk */
-    const int32_t *chunk_len;   /* [n_chunks] */
-    const int32_t *decode_seq;  /* [n_decode]: the one-token sequences */
-    const int32_t *prefill_seq; /* [n_prefill]: the longer ones */
+    const int32_t *tokens;         /* [n_tokens] */
+    const int32_t *seq_start;      /* [n_seqs + 1] */
+    const int32_t *n_past;         /* [n_seqs] */
+    const int32_t *slot;           /* [n_seqs] */
+    const int32_t *block_table;    /* [n_seqs * max_blocks] or NULL */
+    const int32_t *logit_rows;     /* [n_logits] */
+    const int32_t *token_seq;      /* [n_tokens]: sequence index of each token */
+    const int32_t *token_pos;      /* [n_tokens]: absolute position (n_past + offset) */
+    const int32_t *chunk_seq;      /* [n_chunks]: sequence of each SSD chunk */
+    const int32_t *chunk_start;    /* [n_chunks]: first token (batch index) of each chunk */
+    const int32_t *chunk_len;      /* [n_chunks] */
+    const int32_t *decode_seq;     /* [n_decode]: the one-token sequences */
+    const int32_t *prefill_seq;    /* [n_prefill]: the longer ones */
+    const int32_t *prefill_chunk0; /* [n_prefill]: index of each one's first SSD chunk */
 } cuda_batch;
 
 typedef struct cuda_backend {
@@ -70,6 +71,15 @@ typedef struct cuda_backend {
     int max_chunks;
     cudaEvent_t meta_event; /* the last metadata transfer */
 
+    void *blas_workspace; /* cuBLAS's, preallocated so GEMMs can be captured in graphs */
+    struct {
+        int key;
+        cudaGraphExec_t exec;
+    } graphs[64];
+    int n_graphs;
+    int capturing;
+    void *ssd_scratch; /* the SSD time steps of a prefill step */
+    size_t ssd_scratch_bytes;
     int32_t *sample_dev;  /* [max_logits]: sampled tokens */
     int32_t *sample_host; /* pinned: the same, coming back */
 } cuda_backend;

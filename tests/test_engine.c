@@ -94,6 +94,9 @@ TEST(engine_open_reports_bad_folders) {
     CHECK(srp_engine_open(srp_test_path("fixtures/mamba2_tied"), &o, &eng, &e) == SRP_EINVAL);
     CHECK_STR_CONTAINS(e.msg, "tpu");
     o.backend = "cpu";
-    o.max_seqs = 0;
+    o.max_seqs = -1;
+    CHECK(srp_engine_open(srp_test_path("fixtures/mamba2_tied"), &o, &eng, &e) == SRP_EINVAL);
+    o.max_seqs = 8;
+    o.max_seq_len = 0;
     CHECK(srp_engine_open(srp_test_path("fixtures/mamba2_tied"), &o, &eng, &e) == SRP_EINVAL);
 }

@@ -338,6 +338,8 @@ TEST(gpu_ssd_tensor_core) {
     check_ssd(4, 64, 64, 1, 6, len, past, 1e-2, 1e-2);
     int one[1] = { 2000 }, zero[1] = { 0 };
     check_ssd(2, 64, 128, 1, 1, one, zero, 1e-2, 1e-2); /* a long sequence: 32 chunks */
+    /* enough (sequence, head) pairs that each head's state stays in one block */
+    check_ssd(128, 64, 128, 8, 6, len, past, 1e-2, 1e-2);
 }
 
 TEST(gpu_ssd_generic_and_decode) {
