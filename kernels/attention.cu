@@ -27,8 +27,11 @@ typedef __nv_bfloat16 bf16;
 
 #define ATTN_BN 64 /* keys per K/V tile of the tensor-core kernels */
 
-/* Prefill: 8 warps of 16 rows each; K/V tiles double-buffered. */
-#define PF_WARPS   8
+/* Prefill: warps of 16 rows each; K/V tiles double-buffered. */
+#ifndef ATTN_PF_WARPS
+#define ATTN_PF_WARPS 8
+#endif
+#define PF_WARPS   ATTN_PF_WARPS
 #define PF_THREADS (32 * PF_WARPS)
 #define PF_BM      (16 * PF_WARPS)
 #define PF_STAGES  2
@@ -38,7 +41,7 @@ typedef __nv_bfloat16 bf16;
 #define DC_WARPS          4
 #define DC_THREADS        (32 * DC_WARPS)
 #define DC_STAGES         3
-#define DC_KEYS_PER_SPLIT 512 /* below this a split's prologue and combine stop paying off */
+#define DC_KEYS_PER_SPLIT 256 /* below this a split's prologue and combine stop paying off */
 #define DC_MAX_SPLITS     64
 
 #define LOG2E 1.4426950408889634f
@@ -295,7 +298,8 @@ attn_warp_tile(const uint32_t (*qf)[4], uint32_t sK, uint32_t sV, int kr0, int k
  * the host and a graph stays valid); within a sequence the last (longest-context) tile comes
  * first. Blocks past the last tile return. */
 template <int D>
-static __global__ void __launch_bounds__(PF_THREADS, 1) attn_prefill_kernel(attn_args a) {
+static __global__ void __launch_bounds__(PF_THREADS, 8 / PF_WARPS)
+    attn_prefill_kernel(attn_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ int sh_seq, sh_local;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -558,7 +562,9 @@ static __global__ void __launch_bounds__(DC_THREADS) attn_decode_kernel(attn_arg
 }
 
 /* One warp per (sequence, head) of the decode sequences: merges the splits' partial results,
- * O = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i. */
+ * O = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i. The lanes first compute 32 splits' weights
+ * at once and pass them round by shuffles, so the loop over splits has no dependent load and
+ * several splits' rows are in flight (one split at a time took ~1 us each at 64 splits). */
 static __global__ void attn_combine_kernel(attn_args a) {
     const int lane = threadIdx.x & 31;
     const int64_t wid = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -571,26 +577,35 @@ static __global__ void attn_combine_kernel(attn_args a) {
     for (int i = lane; i < a.n_splits; i += 32) M = fmaxf(M, a.ws_ml[(i * stride + wid) * 2]);
     M = warp_max(M);
     float L = 0.0f;
-    for (int i = lane; i < a.n_splits; i += 32)
-        L += exp2f(a.ws_ml[(i * stride + wid) * 2] - M) * a.ws_ml[(i * stride + wid) * 2 + 1];
-    L = warp_sum(L);
     float acc[8] = { 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f };
-    for (int i = 0; i < a.n_splits; i++) {
-        const float w = exp2f(a.ws_ml[(i * stride + wid) * 2] - M);
-        if (w == 0.0f) continue; /* an empty split, or one that cannot matter in fp32 */
-        const float *src = a.ws_o + (i * stride + wid) * a.D;
+    for (int i0 = 0; i0 < a.n_splits; i0 += 32) {
+        float w = 0.0f;
+        if (i0 + lane < a.n_splits) {
+            const float *ml = a.ws_ml + ((i0 + lane) * stride + wid) * 2;
+            w = exp2f(ml[0] - M); /* 0 for an empty split (m = -inf) */
+            L += w * ml[1];
+        }
+        const int n = min(32, a.n_splits - i0);
+#pragma unroll 4
+        for (int j = 0; j < n; j++) {
+            const float wj = __shfl_sync(0xffffffffu, w, j);
+            const float *src = a.ws_o + ((i0 + j) * stride + wid) * a.D;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const int d = lane + 32 * j;
-            if (d < a.D) acc[j] += w * src[d];
+            for (int k = 0; k < 8; k++) {
+                const int d = lane + 32 * k;
+                /* an empty split's O was never written: select, not multiply, so its stale
+                 * contents (NaN, say) cannot leak in */
+                if (d < a.D) acc[k] += wj != 0.0f ? wj * src[d] : 0.0f;
+            }
         }
     }
+    L = warp_sum(L);
     const float inv = 1.0f / L;
     bf16 *dst = a.out + (int64_t)t0 * a.ldo + (int64_t)h * a.D;
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
-        const int d = lane + 32 * j;
-        if (d < a.D) dst[d] = __float2bfloat16(acc[j] * inv);
+    for (int k = 0; k < 8; k++) {
+        const int d = lane + 32 * k;
+        if (d < a.D) dst[d] = __float2bfloat16(acc[k] * inv);
     }
 }
 
@@ -687,29 +702,45 @@ static int launch_prefill(cuda_backend *cb, const attn_args *a, int n_tiles, srp
     return 0;
 }
 
+/* Raises the decode kernel's shared-memory limit and reads how many of its blocks fit on one
+ * multiprocessor, once per head size. */
+template <int D> static int decode_blocks_per_sm(int *out, srp_err *e) {
+    static int done, per_sm;
+    if (!done) {
+        int rc = set_smem((const void *)attn_decode_kernel<D>, decode_smem(D), &done, e);
+        if (rc) return rc;
+        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attn_decode_kernel<D>,
+                                                               DC_THREADS, decode_smem(D)),
+                 e);
+    }
+    *out = per_sm > 0 ? per_sm : 1;
+    return 0;
+}
+
 template <int D> static int launch_decode(cuda_backend *cb, const attn_args *a, srp_err *e) {
-    static int done;
-    const size_t sm = decode_smem(D);
-    int rc = set_smem((const void *)attn_decode_kernel<D>, sm, &done, e);
-    if (rc) return rc;
     attn_decode_kernel<D>
-        <<<dim3(a->n_splits, a->KV * a->n_rg, a->n_seqs), DC_THREADS, sm, cb->stream>>>(*a);
+        <<<dim3(a->n_splits, a->KV * a->n_rg, a->n_seqs), DC_THREADS, decode_smem(D), cb->stream>>>(
+            *a);
     CUDA_LAUNCHED(e);
     return 0;
 }
 
-/* Key splits for the decode kernel: enough blocks to fill the GPU several times over, no split
- * shorter than DC_KEYS_PER_SPLIT keys, and no more partials than the workspace holds. The result
- * never changes what is computed, only how it is divided, so a graph captured with one count
- * stays correct as contexts grow. */
-static int choose_splits(cuda_backend *cb, int n_dec, int n_rg, const srp_attn_params *p,
-                         srp_err *e) {
+/* Key splits for the decode kernel. Decode is a stream over the cache, so what matters is that
+ * enough blocks run at once to keep memory busy, and that none waits for a second wave: split
+ * only as far as one wave of resident blocks holds (no split shorter than DC_KEYS_PER_SPLIT keys,
+ * no more partials than the workspace holds). Run 1 (H100, batch 32 at 4K): 5 splits, 4.9 waves
+ * of short blocks, took 84% of the roofline; the stream of one long block per (sequence, KV
+ * head) avoids both the waves' fixed costs and the combine. The count never changes what is
+ * computed, only how it is divided, so a graph captured with one count stays correct as contexts
+ * grow. */
+static int choose_splits(cuda_backend *cb, int n_dec, int n_rg, int per_sm,
+                         const srp_attn_params *p, srp_err *e) {
     const cuda_batch *b = &cb->batch;
     const int sms = cb->prop.multiProcessorCount > 0 ? cb->prop.multiProcessorCount : 132;
     const int64_t blocks = (int64_t)n_dec * p->kv_heads * n_rg;
-    int64_t n = (b->max_ctx + DC_KEYS_PER_SPLIT - 1) / DC_KEYS_PER_SPLIT;
-    const int64_t fill = (8 * (int64_t)sms + blocks - 1) / blocks;
-    if (n > fill) n = fill;
+    int64_t n = (int64_t)sms * per_sm / blocks;
+    const int64_t by_len = (b->max_ctx + DC_KEYS_PER_SPLIT - 1) / DC_KEYS_PER_SPLIT;
+    if (n > by_len) n = by_len;
     if (n > DC_MAX_SPLITS) n = DC_MAX_SPLITS;
     const int64_t row_floats = (int64_t)b->n_seqs * p->heads * (p->head_dim + 2);
     const int64_t cap = (int64_t)(SRP_ATTN_WS_BYTES / sizeof(float)) / row_floats;
@@ -844,7 +875,10 @@ extern "C" int srp_cuda_attention(cuda_backend *cb, const srp_attn_params *p, sr
         if (b->n_seqs > 65535)
             return srp_err_set(e, SRP_EUNSUPPORTED, "attention: %d sequences (at most 65535)",
                                b->n_seqs);
-        a.n_splits = choose_splits(cb, n_dec, a.n_rg, p, e);
+        int per_sm = 1;
+        rc = D == 64 ? decode_blocks_per_sm<64>(&per_sm, e) : decode_blocks_per_sm<128>(&per_sm, e);
+        if (rc) return rc;
+        a.n_splits = choose_splits(cb, n_dec, a.n_rg, per_sm, p, e);
         if (a.n_splits < 0) return a.n_splits;
         if (a.n_splits > 1) {
             a.ws_o = cb->attn_ws;
