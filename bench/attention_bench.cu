@@ -12,7 +12,7 @@
  *           the pages + q read + out written
  *   flops = 4 * head_dim * heads * (number of (query, key) pairs the causal mask keeps)
  *   floor = max(bytes / copy bandwidth, flops / matrix rate); fraction = floor / time.
- * Usage: attention_bench [--json PATH] [--runs N] [--commit SHA] */
+ * Usage: attention_bench [--json PATH] [--runs N] [--commit SHA] [--only NAME] */
 #include <cublas_v2.h>
 #include <math.h>
 #include <stdint.h>
@@ -198,6 +198,9 @@ static result run_case(cuda_backend *cb, const bench_case *c, int runs, size_t l
         fill(sets[i].kc, cache_n, 200 + i);
         fill(sets[i].vc, cache_n, 300 + i);
     }
+    /* the fills ran on the legacy stream, which the backend's non-blocking stream does not
+     * wait for */
+    CU(cudaDeviceSynchronize());
     srp_attn_params p = { H_, KV_, D_, 1.0f / sqrtf((float)D_) };
 
     cudaEvent_t *ev = (cudaEvent_t *)malloc((size_t)2 * runs * sizeof *ev);
@@ -260,7 +263,7 @@ static result run_case(cuda_backend *cb, const bench_case *c, int runs, size_t l
 }
 
 int main(int argc, char **argv) {
-    const char *json = NULL, *commit = "unknown";
+    const char *json = NULL, *commit = "unknown", *only = NULL;
     int runs = 50;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc)
@@ -269,8 +272,10 @@ int main(int argc, char **argv) {
             runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--commit") && i + 1 < argc)
             commit = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else
-            DIE("usage: %s [--json PATH] [--runs N] [--commit SHA]", argv[0]);
+            DIE("usage: %s [--json PATH] [--runs N] [--commit SHA] [--only NAME]", argv[0]);
     }
     if (runs < 1) runs = 1;
     cuda_backend cb;
@@ -279,7 +284,8 @@ int main(int argc, char **argv) {
     int clock_khz = 0, mem_khz = 0;
     cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0);
     cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, 0);
-    const double bw = copy_bandwidth(), peak = matmul_rate();
+    /* with --only (a profiler run) the ceilings are not measured and no fractions come out */
+    const double bw = only ? NAN : copy_bandwidth(), peak = only ? NAN : matmul_rate();
     printf("%s: %d SMs, L2 %d MB, peak SM clock %d MHz, memory clock %d MHz\n", cb.prop.name,
            cb.prop.multiProcessorCount, cb.prop.l2CacheSize >> 20, clock_khz / 1000,
            mem_khz / 1000);
@@ -304,6 +310,7 @@ int main(int argc, char **argv) {
     const int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++) {
         const bench_case *c = &cases[i];
+        if (only && strcmp(only, c->name)) continue;
         result r = run_case(&cb, c, runs, (size_t)cb.prop.l2CacheSize);
         const double t = r.med_us[0] * 1e-6;
         const double floor_s = fmax(r.bytes / bw, r.flops / peak);
@@ -320,7 +327,7 @@ int main(int argc, char **argv) {
                     c->name, c->n_seqs, c->len, c->past, r.med_us[0], r.med_us[1], r.min_us,
                     r.bytes, r.flops, r.bytes / t / 1e9, r.flops / t / 1e12, floor_s * 1e6,
                     r.bytes / bw > r.flops / peak ? "memory" : "compute", floor_s / t, r.nan_out,
-                    i + 1 < n ? "," : "");
+                    i + 1 < n && !only ? "," : "");
         fflush(stdout);
     }
     if (jf) {

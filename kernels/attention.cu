@@ -683,10 +683,16 @@ static size_t decode_smem(int D) {
     return (size_t)(16 * D + DC_STAGES * 2 * ATTN_BN * D) * 2;
 }
 
-/* Raises a kernel's dynamic shared-memory limit once (a benign race if two threads do it). */
+/* Raises a kernel's dynamic shared-memory limit once (a benign race if two threads do it), and
+ * asks for the largest shared-memory carve-out: these kernels live in shared memory, and a
+ * smaller carve-out could leave room for fewer resident blocks than the occupancy query (which
+ * the decode split count relies on) assumes. */
 static int set_smem(const void *fn, size_t bytes, int *done, srp_err *e) {
     if (*done) return 0;
     CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), e);
+    CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                  cudaSharedmemCarveoutMaxShared),
+             e);
     *done = 1;
     return 0;
 }

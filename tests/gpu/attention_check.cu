@@ -193,7 +193,7 @@ static int run_case(const attn_case *c, srp_backend *cpu, cuda_backend *cb) {
     CK(cudaMalloc((void **)&out_d, (size_t)T * ldo * 2));
     CK(cudaMalloc((void **)&kc_d, cache_n * 2));
     CK(cudaMalloc((void **)&vc_d, cache_n * 2));
-    CK(cudaMemcpy(qkv_d, qkv_h, (size_t)T * ld * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpyAsync(qkv_d, qkv_h, (size_t)T * ld * 2, cudaMemcpyHostToDevice, cb->stream));
     if (gpu_batch_set(cb, &hb, &meta, &e)) {
         bad = fail("batch", &e);
         goto done;
@@ -206,20 +206,26 @@ static int run_case(const attn_case *c, srp_backend *cpu, cuda_backend *cb) {
         srp_mat o = { out_d, SRP_BF16, T, qc, ldo };
         srp_kv_layer kvl = { kc_d, vc_d, SRP_BF16, bs };
         for (int run = 0; run < 2; run++) {
-            CK(cudaMemcpy(kc_d, kc_h, cache_n * 2, cudaMemcpyHostToDevice));
-            CK(cudaMemcpy(vc_d, vc_h, cache_n * 2, cudaMemcpyHostToDevice));
-            CK(cudaMemset(out_d, 0xff, (size_t)T * ldo * 2));
+            /* On cb->stream, and waited for: a plain cudaMemcpy from pageable memory can return
+             * before its DMA lands and is not ordered with a non-blocking stream (seen: the tail
+             * of the cache upload overwrote keys the kernel had just written). */
+            CK(cudaMemcpyAsync(kc_d, kc_h, cache_n * 2, cudaMemcpyHostToDevice, cb->stream));
+            CK(cudaMemcpyAsync(vc_d, vc_h, cache_n * 2, cudaMemcpyHostToDevice, cb->stream));
+            CK(cudaMemsetAsync(out_d, 0xff, (size_t)T * ldo * 2, cb->stream));
+            CK(cudaStreamSynchronize(cb->stream));
             if (srp_cuda_attention(cb, &p, q, k, v, &kvl, o, &e)) {
                 bad = fail("srp_cuda_attention", &e);
                 goto done;
             }
             CK(cudaStreamSynchronize(cb->stream));
             CK(cudaGetLastError());
-            CK(cudaMemcpy(run ? out_h2 : out_h, out_d, (size_t)T * ldo * 2,
-                          cudaMemcpyDeviceToHost));
+            CK(cudaMemcpyAsync(run ? out_h2 : out_h, out_d, (size_t)T * ldo * 2,
+                               cudaMemcpyDeviceToHost, cb->stream));
+            CK(cudaStreamSynchronize(cb->stream));
         }
-        CK(cudaMemcpy(kc_back, kc_d, cache_n * 2, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(vc_back, vc_d, cache_n * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpyAsync(kc_back, kc_d, cache_n * 2, cudaMemcpyDeviceToHost, cb->stream));
+        CK(cudaMemcpyAsync(vc_back, vc_d, cache_n * 2, cudaMemcpyDeviceToHost, cb->stream));
+        CK(cudaStreamSynchronize(cb->stream));
 
         /* the CPU reference */
         srp_mat qf = { q_f, SRP_F32, T, qc, qc }, kf = { k_f, SRP_F32, T, kc, kc },

@@ -4,7 +4,7 @@
 # is also kept under $OUT (at most 8 files). Environment:
 #   ATTN_VARIANTS="NAME:FLAG,FLAG ..."  kernels rebuilt with other compile-time settings, each
 #                                       checked and benchmarked by its own binaries
-#   ATTN_NCU="KERNEL_REGEX:BENCH_CASE ..." one Nsight Compute profile per pair
+#   ATTN_NCU="KERNEL_REGEX:N:BENCH_CASE ..." Nsight Compute on the first N matching launches
 #   ATTN_NO_SANITIZER=1                 skip compute-sanitizer
 # Usage: tests/gpu/device_run.sh [attention_check args...]   (from any directory)
 set -uo pipefail
@@ -58,14 +58,16 @@ for v in ${ATTN_VARIANTS:-}; do
 done
 for p in ${ATTN_NCU:-}; do
     k=${p%%:*}
-    c=${p#*:}
-    echo "== ncu $k on $c"
-    timeout 60 ncu --kernel-name "regex:$k" --launch-count 1 --section SpeedOfLight \
+    c=${p##*:}
+    n=${p#*:}
+    n=${n%%:*}
+    echo "== ncu $k (first $n launches) on $c"
+    timeout 60 ncu --kernel-name "regex:$k" --launch-count "$n" --section SpeedOfLight \
         --section Occupancy --section LaunchStats --section WarpStateStats \
         --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         "$B/attention_bench" --only "$c" --runs 1 > "$OUT/ncu_$c.txt" 2>&1
-    grep -E "Throughput|Duration|Occupancy|Registers|Stall|Issued|Pipe|Bank|Eligible|Active Warps|Memory \[%\]|Executed Ipc" \
-        "$OUT/ncu_$c.txt" | head -40
+    grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Block Limit (Shared|Registers)|Waves Per SM|Registers Per|Issue Slots Busy|No Eligible|Memory Throughput" \
+        "$OUT/ncu_$c.txt" | head -60
 done
 if [ -z "${ATTN_NO_SANITIZER:-}" ]; then
     timeout 40 compute-sanitizer --tool memcheck "$B/attention_check" --only mixed_g2_d64_sharp 2>&1 |

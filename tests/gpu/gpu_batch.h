@@ -54,6 +54,9 @@ static inline int gpu_batch_set(cuda_backend *cb, const srp_batch *hb, int32_t *
     if (!rc)
         rc = srp_cuda_check(cudaMemcpy(*mem, h, n * sizeof *h, cudaMemcpyHostToDevice),
                             "cudaMemcpy(batch)", e);
+    /* A copy from pageable memory may return before its DMA has landed, and it is ordered only
+     * with the legacy stream, not with a non-blocking cb->stream: wait for it. */
+    if (!rc) rc = srp_cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize", e);
     free(h);
     if (rc) return rc;
     cuda_batch *b = &cb->batch;
