@@ -794,14 +794,16 @@ extern "C" int srp_cuda_attention(cuda_backend *cb, const srp_attn_params *p, sr
     if (!kv->k || !kv->v || kv->block_size <= 0)
         return srp_err_set(e, SRP_EINVAL, "attention: KV cache without pages (block size %d)",
                            kv->block_size);
-    if (!b->block_table || b->max_blocks <= 0)
+    /* cb->host is the engine's batch (host arrays) when begin_step keeps it; the device table
+     * pointer may be a fixed array that is set even when this batch has no table. */
+    const srp_batch *hb = &cb->host;
+    const int have_host = hb->seq_start && hb->n_past && hb->n_seqs == b->n_seqs;
+    if (!b->block_table || (have_host && !hb->block_table) || b->max_blocks <= 0)
         return srp_err_set(e, SRP_EINVAL, "attention: batch has no block table");
     if (b->n_tokens == 0) return 0;
 
     /* With the host copy of the batch, reject positions past the block table (the CPU backend's
      * check) and count the work of each kind, so no kernel is launched for nothing. */
-    const srp_batch *hb = &cb->host;
-    const int have_host = hb->seq_start && hb->n_past && hb->n_seqs == b->n_seqs;
     int n_dec = b->n_seqs, n_pf_tiles = -1;
     const int G = H / KV;
     if (have_host) {
