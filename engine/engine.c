@@ -205,8 +205,9 @@ static int alloc_host_batch(srp_engine *eng, srp_err *e) {
     eng->slot = malloc((size_t)S * 4);
     eng->block_table = malloc((size_t)S * eng->max_blocks_per_seq * 4);
     eng->logit_rows = malloc((size_t)eng->max_logits * 4);
+    eng->graph_seen = calloc((size_t)S + 1, 1);
     if (!eng->tokens || !eng->seq_start || !eng->n_past || !eng->slot || !eng->block_table ||
-        !eng->logit_rows)
+        !eng->logit_rows || !eng->graph_seen)
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
     return 0;
 }
@@ -294,6 +295,7 @@ void srp_engine_close(srp_engine *eng) {
     free(eng->slot);
     free(eng->block_table);
     free(eng->logit_rows);
+    free(eng->graph_seen);
     free(eng);
 }
 

@@ -23,6 +23,7 @@ struct srp_engine {
     int max_logits;
     int max_blocks_per_seq;
     int use_graphs;
+    unsigned char *graph_seen; /* [max_seqs + 1]: decode batch sizes run once eagerly */
 
     srp_mamba_state *mamba; /* [n_mamba] */
     srp_kv_layer *kv;       /* [n_attn] */

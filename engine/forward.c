@@ -109,11 +109,17 @@ static int run_layers(srp_engine *eng, const srp_batch *b, srp_err *e) {
 /* A decode-only step (every sequence one token, every one wanting logits) has the same shape
  * every time for a given batch size, so the backend can replay it as one graph: the launch
  * overhead of the ~8 operations per layer would otherwise rival the step itself. */
-static int graph_key(const srp_engine *eng, const srp_batch *b) {
+static int graph_key(srp_engine *eng, const srp_batch *b) {
     if (!eng->use_graphs || !eng->be->graph_replay) return -1;
     if (b->n_tokens != b->n_seqs || b->n_logits != b->n_seqs) return -1;
     for (int i = 0; i < b->n_logits; i++)
         if (b->logit_rows[i] != i) return -1;
+    /* The first step of a batch size runs eagerly: operations allocate their lazily made
+     * buffers there (no allocation may happen while a graph records). */
+    if (!eng->graph_seen[b->n_seqs]) {
+        eng->graph_seen[b->n_seqs] = 1;
+        return -1;
+    }
     return b->n_seqs;
 }
 

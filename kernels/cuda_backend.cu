@@ -21,6 +21,7 @@ extern "C" int srp_cuda_available(void) {
 static void cuda_destroy(srp_backend *be) {
     cuda_backend *cb = cuda_of(be);
     for (int i = 0; i < cb->n_graphs; i++) cudaGraphExecDestroy(cb->graphs[i].exec);
+    srp_cuda_attention_free(cb);
     if (cb->blas) cublasDestroy(cb->blas);
     if (cb->blas_workspace) cudaFree(cb->blas_workspace);
     if (cb->meta_dev) cudaFree(cb->meta_dev);

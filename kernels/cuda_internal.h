@@ -82,6 +82,14 @@ typedef struct cuda_backend {
     size_t ssd_scratch_bytes;
     int32_t *sample_dev;  /* [max_logits]: sampled tokens */
     int32_t *sample_host; /* pinned: the same, coming back */
+
+    /* ---- attention (kernels/attention.cu) ---- */
+    /* Split-K partials of decode attention: SRP_ATTN_WS_BYTES, allocated by the first attention
+     * call that wants more than one split outside graph capture (zero until then; a call during
+     * capture without it runs unsplit), never resized, so captured graphs stay valid. Freed by
+     * srp_cuda_attention_free. */
+    float *attn_ws;
+    /* ---- end attention ---- */
 } cuda_backend;
 
 static inline cuda_backend *cuda_of(srp_backend *be) {
@@ -115,6 +123,11 @@ int srp_cuda_ssd(cuda_backend *cb, const srp_mamba_params *p, srp_mat x, srp_mat
                  srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e);
 int srp_cuda_attention(cuda_backend *cb, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
                        const srp_kv_layer *kv, srp_mat out, srp_err *e);
+/* ---- attention (kernels/attention.cu) ---- */
+#define SRP_ATTN_WS_BYTES ((size_t)32 << 20)
+/* Releases cb->attn_ws (call from the backend's destroy). */
+void srp_cuda_attention_free(cuda_backend *cb);
+/* ---- end attention ---- */
 int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *params,
                     int32_t *tokens, srp_err *e);
 
