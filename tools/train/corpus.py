@@ -10,14 +10,18 @@ Only the Python standard library is used (this runs with Debian's python3).
 
 Sources and how each is cut into documents:
   kjv      one chapter per document (heading line, then one verse per line, verse numbers dropped)
-  devil, jargon, foldoc, gcide
+  devil, jargon, gcide
            dictionary entries with markup stripped, consecutive entries grouped into documents of
-           about 3000 characters; gcide and foldoc are subsampled to fit the size budget
+           about 3000 characters; gcide is subsampled to fit the size budget
   fortunes selected fortune files (lyrics, comic strips, TV quotes, ASCII art and crude files
            left out), fortunes grouped like dictionary entries
   chat     a share of the dictionary entries rendered as ChatML conversations ("What does X
            mean?" -> the definition), so the model learns the chat template's shape and to end
            its turn with <|im_end|>; these entries are not also used as plain text
+
+Not used: dict-foldoc (GFDL). GCIDE is GPL-2.0-or-later and the GFDL and the GPL do not mix;
+should the weights count as a work derived from their training text, the other sources here
+(public domain, BSD) leave them distributable under the GPL.
 
 The held-out split is by document: in every source a fixed-seed sample of documents (at least 2)
 goes to heldout.txt, so held-out perplexity covers every kind of text the model saw.
@@ -44,16 +48,13 @@ SOURCES = {
                   licence="public domain (copyright expired)"),
     "jargon": dict(packages=["dict-jargon"], title="The Jargon File 4.4.7",
                    licence="public domain (dedicated by its editors)"),
-    "foldoc": dict(packages=["dict-foldoc"], title="The Free On-line Dictionary of Computing, "
-                   "Editor Denis Howe, http://foldoc.org/", licence="GFDL-1.1-or-later, no "
-                   "invariant sections, no cover texts"),
     "gcide": dict(packages=["dict-gcide"], title="GCIDE, the GNU Collaborative International "
                   "Dictionary of English 0.48 (from Webster's 1913 and WordNet)",
                   licence="GPL-2.0-or-later"),
     "fortunes": dict(packages=["fortunes", "fortunes-min"], title="fortune-mod 1.99.1 fortune "
                      "files (a selection)", licence="BSD-3-Clause (fortune-mod, as Debian "
                      "distributes it)"),
-    "chat": dict(packages=["dict-devil", "dict-jargon", "dict-foldoc", "dict-gcide"],
+    "chat": dict(packages=["dict-devil", "dict-jargon", "dict-gcide"],
                  title="conversations made from a share of the dictionary entries above",
                  licence="that of the entry's dictionary"),
 }
@@ -192,25 +193,6 @@ def jargon_entries(base):
         body = [tidy(unbrace(p)) for p in paragraphs(rest, verse_indent=8)]
         body = [p for p in body if english_enough(p, 0.65)]  # drops box-drawn tables
         if head and body:
-            yield Entry(head, body, inline=False)
-
-
-def foldoc_entries(base):
-    for raw in dictd_entries(base):
-        blocks = re.split(r"\n[ \t]*\n", raw.strip("\n"), maxsplit=1)
-        if len(blocks) < 2:
-            continue
-        head = clean_line(blocks[0].split("\n")[0])  # first of the synonyms heading the entry
-        body = []
-        for p in paragraphs(blocks[1], verse_indent=8):
-            p = re.sub(r"^<[^>]*>\s*", "", p)  # <category, tags>
-            p = drop_brackets(unbrace(p))  # [{Jargon File}]-style source notes
-            if re.fullmatch(r"\(\d{4}-\d{2}-\d{2}\)", p.strip()):
-                continue  # last-edited date
-            p = tidy(p) if "\n" not in p else p
-            if english_enough(p, 0.65):  # drops tables and code
-                body.append(p)
-        if head and body and len(" ".join(body)) >= 60:  # pure redirects are short
             yield Entry(head, body, inline=False)
 
 
@@ -368,15 +350,13 @@ def build(scratch, text_mb, seed):
     dd = lambda pkg, name: os.path.join(scratch, pkg, "usr/share/dictd", name)
     dicts = {"devil": list(devil_entries(dd("dict-devil", "devil"))),
              "jargon": list(jargon_entries(dd("dict-jargon", "jargon"))),
-             "foldoc": list(foldoc_entries(dd("dict-foldoc", "foldoc"))),
              "gcide": list(gcide_entries(dd("dict-gcide", "gcide")))}
     # Budget: the Bible, Bierce, the Jargon File and the fortunes whole (small, and the best
-    # prose); what is left is split between FOLDOC and GCIDE, 45:55.
+    # prose); GCIDE, 40 MB of it, fills what is left.
     used = sum(map(len, docs["kjv"])) + sum(map(len, fort)) + sum(
         len(e.text()) for k in ("devil", "jargon") for e in dicts[k])
-    left = max(0, budget - used)
-    for k, share in (("foldoc", 0.45), ("gcide", 0.55)):
-        dicts[k] = sample_to_budget(dicts[k], left * share, random.Random(f"{seed}-{k}"))
+    dicts["gcide"] = sample_to_budget(dicts["gcide"], max(0, budget - used),
+                                      random.Random(f"{seed}-gcide"))
     docs["fortunes"] = group(fort)
     chats = []
     for k, entries in dicts.items():

@@ -53,7 +53,7 @@ trap cleanup EXIT
 
 # --- fetch and unpack ---------------------------------------------------------------------
 # bible-kjv holds the `bible` program that decompresses bible-kjv-text's data file.
-PKGS=(bible-kjv bible-kjv-text dict-devil dict-jargon dict-foldoc dict-gcide fortunes fortunes-min)
+PKGS=(bible-kjv bible-kjv-text dict-devil dict-jargon dict-gcide fortunes fortunes-min)
 mkdir -p "$SCRATCH/debs"
 # apt-get download writes to the current folder; as root it warns that _apt cannot write there.
 if ! (cd "$SCRATCH/debs" && apt-get download "${PKGS[@]}" 2>/dev/null); then
@@ -80,8 +80,6 @@ check_licence() {  # package, a phrase its copyright file must contain
 check_licence bible-kjv-text "copyright for the King James Version text of the Bible is expired"
 check_licence dict-devil "The Devil's Dictionary is in the public domain"
 check_licence dict-jargon "The Jargon File is in the public domain"
-check_licence dict-foldoc "GNU Free Documentation"
-check_licence dict-foldoc "no Invariant Sections"
 check_licence dict-gcide "GCIDE is free software"
 check_licence dict-gcide "GNU General Public License"
 check_licence fortunes "This program falls under the BSD copyright"
