@@ -106,6 +106,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-steps", type=int, help="stop after this many steps (this call)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the training forward (untried: may fuse the reference "
+                         "SSD path's large broadcasts; try it with --smoke first)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny model, ~20 steps, then a resume of 10 more: checks every path")
     return ap.parse_args(argv)
@@ -323,7 +326,8 @@ def run(a):
         model = transformers.NemotronHForCausalLM.from_pretrained(a.resume, torch_dtype=torch.float32)
         start_step, tokens_seen = prev["steps"], prev["tokens_seen"]
         prior_loop_s = prev.get("loop_seconds", 0.0)
-        history = prev.get("history", [])
+        # Evaluations after the saved step belong to weights that were not kept (--keep-best).
+        history = [h for h in prev.get("history", []) if h["step"] <= start_step]
         resumed = prev.get("resumed_at_steps", []) + [start_step]
         if prev.get("data_sha256") != data_info["splits"]["train"]["sha256"]:
             log("warning: the training data differ from those the checkpoint was trained on")
@@ -351,6 +355,8 @@ def run(a):
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8, **fused)
     windows = Windows(train_tokens, a.seq, a.seed, device)
+    # Measurements always use the plain module (float32, documents of every length).
+    fwd = torch.compile(model) if a.compile else model
 
     deadline = T_START + a.minutes * 60
     loop_t0 = time.time()
@@ -400,7 +406,7 @@ def run(a):
             g["lr"] = lr
         x, y = windows.batch(step, a.batch)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            logits = model(input_ids=x, use_cache=False).logits
+            logits = fwd(input_ids=x, use_cache=False).logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
