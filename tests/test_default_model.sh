@@ -9,8 +9,9 @@
 # float32, one forward per document), with each document's summed NLL. serpent scores every
 # document with one `serpent score` call (fresh state per document, as in training.json) and
 # the token-weighted perplexity exp(sum NLL / sum (tokens - 1)) is compared. MAX_DOCS (or
-# SERPENT_PPL_DOCS) scores only the first N documents, compared with the same documents'
-# reference sums. SERPENT_BACKEND picks the backend (default auto: cpu without a GPU).
+# SERPENT_PPL_DOCS) scores only N documents spread evenly over the file (it is ordered by
+# source), compared with the same documents' reference sums. SERPENT_BACKEND picks the backend
+# (default auto: cpu without a GPU).
 set -euo pipefail
 
 [ $# -ge 2 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -24,11 +25,19 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# The documents to score: all, or MAX_DOCS of them at even strides.
+total=$(grep -c . "$MODEL/heldout_ids.txt")
+if [ "$MAX" -gt 0 ] && [ "$MAX" -lt "$total" ]; then
+  awk -v m="$MAX" -v t="$total" 'BEGIN { for (j = 0; j < m; j++) want[int(j * t / m) + 1] = 1 }
+    want[NR]' "$MODEL/heldout_ids.txt" >"$tmp/docs.txt"
+else
+  cp "$MODEL/heldout_ids.txt" "$tmp/docs.txt"
+fi
+
 # serpent: one score per document -> "INDEX TOKENS MEAN_NLL"
 n=0
 t0=$(date +%s)
 while IFS=$'\t' read -r idx ids; do
-  [ "$MAX" -gt 0 ] && [ "$n" -ge "$MAX" ] && break
   if ! "$BIN" score --model "$MODEL" --backend "${SERPENT_BACKEND:-auto}" --prompt-ids "$ids" \
       >"$tmp/out" 2>"$tmp/err"; then
     echo "FAIL: serpent score failed on held-out document $idx:"
@@ -39,7 +48,7 @@ while IFS=$'\t' read -r idx ids; do
   nll=$(sed -n 's/^mean_nll: //p' "$tmp/out")
   echo "$idx $tokens $nll" >>"$tmp/serpent.txt"
   n=$((n + 1))
-done <"$MODEL/heldout_ids.txt"
+done <"$tmp/docs.txt"
 [ "$n" -gt 0 ] || { echo "FAIL: no documents in $MODEL/heldout_ids.txt"; exit 1; }
 echo "scored $n held-out documents in $(($(date +%s) - t0)) s"
 
