@@ -429,7 +429,8 @@ def run(a):
             tok_t0, tok_n = time.time(), 0
         if time.time() - last_eval >= a.eval_every:
             periodic_eval()
-            last_eval = time.time()
+            last_eval = tok_t0 = time.time()  # tokens/s counts training time only
+            tok_n = 0
 
     loop_s = time.time() - loop_t0
     final_ppl = periodic_eval()
