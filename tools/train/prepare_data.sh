@@ -48,7 +48,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 SCRATCH=$(mktemp -d /tmp/serpent-traindata.XXXXXX)
-cleanup() { [ "$KEEP" = 1 ] && echo "scratch kept in $SCRATCH" || rm -rf "$SCRATCH"; }
+cleanup() { if [ "$KEEP" = 1 ]; then echo "scratch kept in $SCRATCH"; else rm -rf "$SCRATCH"; fi; }
 trap cleanup EXIT
 
 # --- fetch and unpack ---------------------------------------------------------------------
