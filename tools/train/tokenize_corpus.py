@@ -23,11 +23,12 @@ import sentencepiece as spm
 DOC_SEP = "\f"
 SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]  # ids 0..4, in this order
 
-# ChatML. It starts with bos_token, as Hugging Face templates do: a rendered conversation is
-# tokenized WITHOUT adding special tokens again (apply_chat_template's convention). The model
-# learned conversations as <s><|im_start|>role\ntext<|im_end|>\n...<|im_end|></s>.
+# ChatML. The model learned conversations as <s><|im_start|>role\ntext<|im_end|>\n...
+# <|im_end|></s>. The template leaves <s> out: tokenize the rendered text with the tokenizer's
+# add_bos_token (serpent: add_special), which prepends it. A "<s>" written in the text would not
+# become token 1 anyway: SentencePiece does not match control symbols in text (it does match the
+# user-defined <|im_start|> and <|im_end|>).
 CHAT_TEMPLATE = (
-    "{{ bos_token }}"
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
