@@ -110,7 +110,8 @@ def parse_args(argv=None):
                     help="torch.compile the training forward (untried: may fuse the reference "
                          "SSD path's large broadcasts; try it with --smoke first)")
     ap.add_argument("--smoke", action="store_true",
-                    help="tiny model, ~20 steps, then a resume of 10 more: checks every path")
+                    help="tiny model, ~20 steps, then a resume of 10 more: checks every path; "
+                         "then times a few steps of the real model at --batch x --seq")
     return ap.parse_args(argv)
 
 
@@ -484,6 +485,40 @@ def run(a):
     return ppl
 
 
+def bench_full(a, steps=6):
+    """A few training steps of the real model at the real batch: time and memory to expect."""
+    device = torch.device(a.device)
+    with open(os.path.join(a.data, "data.json")) as f:
+        vocab = json.load(f)["tokenizer"]["vocab_size"]
+    model = transformers.NemotronHForCausalLM(build_config(MODEL, vocab)).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4,
+                            **({"fused": True} if device.type == "cuda" else {}))
+    windows = Windows(load_tokens(os.path.join(a.data, "train.bin")), a.seq, a.seed, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = None
+    for step in range(steps):
+        if step == 1:  # the first step pays for allocation and kernel selection
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.time()
+        x, y = windows.batch(step, a.batch)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            logits = model(input_ids=x, use_cache=False).logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = (time.time() - t0) / (steps - 1)
+    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+    tps = a.batch * a.seq / dt
+    log(f"full model ({count_params(model):,} parameters), batch {a.batch} x {a.seq}: "
+        f"{dt:.3f} s/step, {tps:,.0f} tokens/s, peak memory {mem:.1f} GiB; about "
+        f"{tps * 8 * 60 / 1e6:.0f}M tokens in 8 minutes of training")
+
+
 def main():
     a = parse_args()
     if a.smoke:
@@ -501,6 +536,16 @@ def main():
             info = json.load(f)
         assert info["resumed_at_steps"] == [first], info["resumed_at_steps"]
         assert info["steps_run"] == min(30, first + 10), (first, info["steps_run"])
+        # Phase 3: time the real model at the real batch (defaults unless given).
+        full = parse_args()
+        try:
+            bench_full(full)
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if "out of memory" not in str(e):
+                raise
+            log(f"full model at batch {full.batch} x {full.seq}: out of memory; use a smaller "
+                f"--batch for the real run")
+            return 1
         log("smoke test passed")
         return 0
     run(a)
