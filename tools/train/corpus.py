@@ -226,7 +226,11 @@ def gcide_entries(base):
             # "[1913 Webster] Anthropopathism": the next entry's head word trails the source tag.
             p = re.sub(r"(\[[^\[\]]*\])\s+[A-Za-z'-]+$", r"\1", p)
             p = drop_brackets(unbrace(p))
-            p = re.sub(r"\s*--\s?[A-Z][A-Za-z.' &]{0,40}\.(?=\s|$)", "", p)  # --Milton.
+            # Quotations' sources: "--Milton.", "--Ps. xxxix. 5." (no space after the dashes;
+            # " -- Stringently, adv." introduces a derived word and stays).
+            p = re.sub(r"\s*--[A-Z][^-]{0,50}$", "", p)
+            p = re.sub(r"\s*--[A-Z][A-Za-z.' &]{0,40}\.(?=\s)", "", p)
+            p = re.sub(r'(?<=\w)["*`](?=\w)', "", p)  # syllable marks: Strin"gent*ly
             p = tidy(p)
             if len(p) > 1:
                 out.append(p)
@@ -235,7 +239,9 @@ def gcide_entries(base):
         m = re.match(r"([^,]{1,60}?),\s*(.*)$", out[0])
         if not m or not english_enough(" ".join(out), 0.8):
             continue
-        head, first = m.group(1).strip() + ",", m.group(2).strip()
+        # "Age (aj), n." : a pronunciation in parentheses may follow the head word.
+        head = re.sub(r"\s*\([^()]{1,30}\)$", "", m.group(1).strip()) + ","
+        first = m.group(2).strip()
         # The part of speech ("v. t.", "n.", "a.") belongs to the head, not to the definition.
         pos = re.match(r"((?:[a-z]{1,5}\.\s*){1,3})(?=\S)", first)
         if pos:
