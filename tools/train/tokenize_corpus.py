@@ -85,6 +85,7 @@ def tokenizer_config():
         "tokenizer_class": "LlamaTokenizer",
         "add_bos_token": True,
         "add_eos_token": False,
+        "add_prefix_space": False,  # the model has no dummy prefix; tells Hugging Face's converter
         "bos_token": "<s>",
         "eos_token": "</s>",
         "unk_token": "<unk>",
