@@ -8,7 +8,7 @@ mkdir -p "$out"
 cmake -S . -B build-bench -DSERPENT_CUDA=ON -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
 cmake --build build-bench -j "$(nproc)" --target bench_kernels bench_model >/dev/null
 clocks=$(nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv,noheader | head -1)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo "${SERPENT_COMMIT:-unknown}")
+commit=${SERPENT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 day=$(date +%Y%m%d)
 build-bench/bench_kernels --json "$out/kernels-$day.json" --commit "$commit" --clocks "$clocks"
 # the whole model against the ceilings just measured
