@@ -29,6 +29,9 @@ static void cuda_destroy(srp_backend *be) {
     if (cb->meta_event) cudaEventDestroy(cb->meta_event);
     if (cb->sample_host) cudaFreeHost(cb->sample_host);
     if (cb->sample_dev) cudaFree(cb->sample_dev);
+    if (cb->sample_params_dev) cudaFree(cb->sample_params_dev);
+    if (cb->sample_scratch) cudaFree(cb->sample_scratch);
+    free(cb->sample_rows_host);
     if (cb->ssd_scratch) cudaFree(cb->ssd_scratch);
     if (cb->stream) cudaStreamDestroy(cb->stream);
     free(cb);
@@ -267,6 +270,13 @@ static int cuda_configure(srp_backend *be, const srp_backend_limits *lim, srp_er
     CUDA_TRY(cudaMallocHost((void **)&cb->sample_host, (size_t)lim->max_logits * sizeof(int32_t)),
              e);
     CUDA_TRY(cudaMalloc((void **)&cb->sample_dev, (size_t)lim->max_logits * sizeof(int32_t)), e);
+    if (cb->sample_params_dev) cudaFree(cb->sample_params_dev);
+    cb->sample_params_dev = NULL;
+    CUDA_TRY(
+        cudaMalloc(&cb->sample_params_dev, (size_t)lim->max_logits * sizeof(srp_sample_params)), e);
+    free(cb->sample_rows_host);
+    cb->sample_rows_host = (int *)malloc(((size_t)lim->max_logits * 2 + 64) * sizeof(int));
+    if (!cb->sample_rows_host) return srp_err_set(e, SRP_ENOMEM, "out of memory");
     return 0;
 }
 

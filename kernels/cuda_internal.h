@@ -80,7 +80,11 @@ typedef struct cuda_backend {
     int capturing;
     void *ssd_scratch; /* the SSD time steps of a prefill step */
     size_t ssd_scratch_bytes;
-    int32_t *sample_dev;  /* [max_logits]: sampled tokens */
+    int32_t *sample_dev;     /* [max_logits]: sampled tokens */
+    void *sample_params_dev; /* [max_logits] srp_sample_params */
+    int *sample_rows_host;   /* row lists and segment offsets */
+    void *sample_scratch; /* probabilities, ids, sorted copies, CUB storage (kernels/sample.cu) */
+    size_t sample_cub_bytes;
     int32_t *sample_host; /* pinned: the same, coming back */
 
     /* ---- attention (kernels/attention.cu) ---- */

@@ -351,21 +351,46 @@ TEST(gpu_ssd_generic_and_decode) {
     check_ssd(6, 12, 24, 3, 4, dl, dp, 1e-2, 1e-5);
 }
 
-TEST(gpu_sample) {
-    const int R = 40, V = 5000;
+/* The GPU sampler draws what the CPU sampler draws from the same logits: greedy with ties,
+ * temperature, top-k, top-p, min-p and their combinations, in rows of several sizes. */
+static void check_sample(int R, int V, float scale) {
     pair p = backends(R, R, 1, R, V);
     srp_err e = { 0 };
-    float *l = randv((int64_t)R * V, 3);
+    float *l = randv((int64_t)R * V, scale);
+    /* ties: every 16th row repeats its maximum at a later index */
+    for (int r = 0; r < R; r += 16) {
+        float mx = l[(int64_t)r * V];
+        int at = 0;
+        for (int i = 1; i < V; i++)
+            if (l[(int64_t)r * V + i] > mx) mx = l[(int64_t)r * V + i], at = i;
+        l[(int64_t)r * V + (at + V / 2) % V] = mx;
+    }
     srp_mat lc = put(p.cpu, SRP_F32, R, V, l), lg = put(p.gpu, SRP_F32, R, V, l);
-    srp_sample_params sp[40];
+    srp_sample_params *sp = malloc(sizeof *sp * R);
+    static const float temps[] = { 0.0f, 0.7f, 1.0f, 1.6f };
+    static const int topk[] = { 0, 1, 40, 1000 };
+    static const float topp[] = { 1.0f, 0.9f, 0.5f, 0.99f };
+    static const float minp[] = { 0.0f, 0.05f, 0.0f, 0.2f };
     for (int r = 0; r < R; r++)
-        sp[r] = (srp_sample_params){ r % 2 ? 0.8f : 0.0f, r % 3 == 0 ? 40 : 0,
-                                     r % 5 ? 0.9f : 1.0f, r % 7 == 0 ? 0.05f : 0.0f,
-                                     1000u + r,           (uint64_t)r };
-    int32_t tc[40], tg[40];
+        sp[r] = (srp_sample_params){ temps[r % 4],       topk[(r / 4) % 4], topp[(r / 16) % 4],
+                                     minp[(r / 64) % 4], 1000u + r,         (uint64_t)r * 7 };
+    int32_t *tc = malloc(sizeof(int32_t) * R), *tg = malloc(sizeof(int32_t) * R);
     REQUIRE(p.cpu->sample(p.cpu, lc, sp, tc, &e) == 0);
-    REQUIRE(p.gpu->sample(p.gpu, lg, sp, tg, &e) == 0);
-    for (int r = 0; r < R; r++) CHECKF(tc[r] == tg[r], "row %d: cpu %d gpu %d", r, tc[r], tg[r]);
-    free(l);
+    int rc = p.gpu->sample(p.gpu, lg, sp, tg, &e);
+    CHECKF(rc == 0, "%s", e.msg);
+    int same = 0;
+    for (int r = 0; r < R; r++) {
+        same += tc[r] == tg[r];
+        CHECKF(tc[r] == tg[r], "V %d row %d (T %.1f k %d p %.2f min-p %.2f): cpu %d gpu %d", V, r,
+               sp[r].temperature, sp[r].top_k, sp[r].top_p, sp[r].min_p, tc[r], tg[r]);
+    }
+    fprintf(stderr, "  sample V %d: %d of %d rows identical\n", V, same, R);
+    free(l), free(sp), free(tc), free(tg);
     release(&p);
+}
+
+TEST(gpu_sample) {
+    check_sample(256, 5000, 3.0f);
+    check_sample(64, 131072, 2.0f);
+    check_sample(40, 300, 0.3f); /* flat: wide nuclei */
 }
