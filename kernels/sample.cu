@@ -135,9 +135,12 @@ __global__ void draw_unsorted_kernel(const float *probs, int vocab, const srp_sa
     }
 }
 
-/* Rows with top-k and/or top-p, their probabilities sorted descending with token ids. */
-__global__ void draw_sorted_kernel(const float *sorted, const int32_t *ids, int vocab,
-                                   const srp_sample_params *sp, const int *rows, int32_t *tokens) {
+/* Rows with top-k and/or top-p, their probabilities sorted descending with token ids (and, in
+ * probs, unsorted: when min-p leaves no more than top_k tokens and top-p is off, the CPU sampler
+ * walks index order, and so does this). */
+__global__ void draw_sorted_kernel(const float *sorted, const int32_t *ids, const float *probs,
+                                   int vocab, const srp_sample_params *sp, const int *rows,
+                                   int32_t *tokens) {
     __shared__ double red[32];
     __shared__ int found, kept;
     const int r = rows[blockIdx.x];
@@ -151,6 +154,20 @@ __global__ void draw_sorted_kernel(const float *sorted, const int32_t *ids, int 
         if (pr[i] < 0.0f && (i == 0 || pr[i - 1] >= 0.0f)) kept = i;
     __syncthreads();
     int m = kept;
+    if (!(p.top_k > 0 && p.top_k < m) && p.top_p >= 1.0f) {
+        const float *up = probs + (int64_t)blockIdx.x * vocab;
+        auto at_index = [up](int i) { return up[i] > 0.0f ? (double)up[i] : 0.0; };
+        double s = 0.0;
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) s += at_index(i);
+        const double total = block_sum_d(s, red);
+        const double target = rng_uniform(p.seed, p.step) * total;
+        int pos = first_exceeding(at_index, vocab, target, red, &found);
+        if (threadIdx.x == 0) {
+            while (pos > 0 && up[pos] < 0.0f) pos--;
+            tokens[r] = pos;
+        }
+        return;
+    }
     if (p.top_k > 0 && p.top_k < m) m = p.top_k;
     auto at = [pr](int i) { return (double)pr[i]; };
     if (p.top_p < 1.0f) {
@@ -278,7 +295,7 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
                                  offsets, offsets + 1, cb->stream),
                              e);
                     draw_sorted_kernel<<<k, SAMPLE_THREADS, 0, cb->stream>>>(
-                        sorted, sorted_ids, vocab, dparams, rows_dev, cb->sample_dev);
+                        sorted, sorted_ids, probs, vocab, dparams, rows_dev, cb->sample_dev);
                     CUDA_LAUNCHED(e);
                 }
                 /* the host lists and offsets are reused by the next group */

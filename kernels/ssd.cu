@@ -22,10 +22,8 @@ __device__ __forceinline__ float time_step(const __nv_bfloat16 *dt, int64_t ld, 
 }
 
 /* ---- recurrent update: one-token sequences ----------------------------------------------------
- * Block = (decode sequence, head, group of 16 rows of the head's state); each warp owns 4 rows.
- * When the state size is a multiple of 128, each lane streams 4 consecutive columns per 128
- * (16-byte loads, all of a row group's loads issued before the arithmetic), else one column per
- * 32. The state is read and written once, coalesced. */
+ * Block = (decode sequence, head, group of 16 rows of the head's state); each warp owns 4 rows
+ * and each lane a strided set of state columns, so the state is streamed once, coalesced. */
 #define UPD_ROWS_PER_WARP 4
 #define UPD_WARPS         4
 
@@ -46,40 +44,6 @@ __global__ void ssd_update_kernel(ssd_args a, cuda_batch b) {
     float *S = a.ssm + ((int64_t)b.slot[s] * a.heads + h) * P * N;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int p0 = blockIdx.z * UPD_ROWS_PER_WARP * UPD_WARPS + warp * UPD_ROWS_PER_WARP;
-    if (N % 128 == 0 && N <= 256 && p0 + UPD_ROWS_PER_WARP <= P) {
-        const int NV = N / 128; /* float4 per lane per row */
-        float4 v[UPD_ROWS_PER_WARP][2];
-#pragma unroll
-        for (int r = 0; r < UPD_ROWS_PER_WARP; r++)
-#pragma unroll
-            for (int k = 0; k < 2; k++)
-                if (k < NV)
-                    v[r][k] = fresh
-                                  ? make_float4(0.f, 0.f, 0.f, 0.f)
-                                  : *(const float4 *)&S[(int64_t)(p0 + r) * N + 128 * k + 4 * lane];
-#pragma unroll
-        for (int r = 0; r < UPD_ROWS_PER_WARP; r++) {
-            const int p = p0 + r;
-            const float xp = __bfloat162float(a.x[t * a.ldx + (int64_t)h * P + p]), dx = dt * xp;
-            float acc = 0.0f;
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                if (k >= NV) break;
-                const int n = 128 * k + 4 * lane;
-                float4 sv = v[r][k];
-                sv.x = sv.x * dA + dx * Bs[n];
-                sv.y = sv.y * dA + dx * Bs[n + 1];
-                sv.z = sv.z * dA + dx * Bs[n + 2];
-                sv.w = sv.w * dA + dx * Bs[n + 3];
-                *(float4 *)&S[(int64_t)p * N + n] = sv;
-                acc += sv.x * Cs[n] + sv.y * Cs[n + 1] + sv.z * Cs[n + 2] + sv.w * Cs[n + 3];
-            }
-            for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-            if (lane == 0)
-                a.y[t * a.ldy + (int64_t)h * P + p] = __float2bfloat16(acc + a.D[h] * xp);
-        }
-        return;
-    }
     for (int r = 0; r < UPD_ROWS_PER_WARP; r++) {
         const int p = p0 + r;
         if (p >= P) break;
