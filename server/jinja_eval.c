@@ -343,10 +343,67 @@ static int eval_slice(jctx *c, jenv *env, jv obj, const jnode *s, jv *out) {
     return 0;
 }
 
+/* ---- the loop variable ---- */
+
+static const char *const loop_keys[] = { "index",     "index0", "revindex", "revindex0", "first",
+                                         "last",      "length", "previtem", "nextitem" };
+static size_t loop_key_len[9] = { 5, 6, 8, 9, 5, 4, 6, 8, 8 };
+
+static jv loop_value(const jloop *L, int field) {
+    double len = (double)L->count, idx = (double)L->i;
+    switch (field) {
+    case 0: return jv_int(idx + 1);
+    case 1: return jv_int(idx);
+    case 2: return jv_int(len - idx);
+    case 3: return jv_int(len - idx - 1);
+    case 4: return jv_bool(L->i == 0);
+    case 5: return jv_bool(L->i + 1 == L->count);
+    case 6: return jv_int(len);
+    case 7: return L->i > 0 ? L->items[L->i - 1] : jv_undef();
+    default: return L->i + 1 < L->count ? L->items[L->i + 1] : jv_undef();
+    }
+}
+
+/* `loop` read as a value: a fresh object, as the reference makes one per iteration. Reading
+ * `loop.index` does not need one, which keeps long loops from allocating per iteration. */
+static int loop_object(jctx *c, const jloop *L, jv *out) {
+    jobj *o = jalloc(c, sizeof *o);
+    jv *vals = jalloc(c, 9 * sizeof *vals);
+    if (!o || !vals) return c->e->code;
+    for (int i = 0; i < 9; i++) vals[i] = loop_value(L, i);
+    /* The keys are shared and never written: only namespaces are mutable. */
+    o->kp = (const char **)loop_keys;
+    o->kn = loop_key_len;
+    o->v = vals;
+    o->n = o->cap = 9;
+    *out = (jv){ .k = JV_OBJECT, .u.obj = o };
+    return 0;
+}
+
+static bool loop_field(jv v, jv prop, jv *out) {
+    if (v.k != JV_LOOP || prop.k != JV_STR) return false;
+    for (int i = 0; i < 9; i++)
+        if (prop.n == loop_key_len[i] && memcmp(prop.u.s, loop_keys[i], prop.n) == 0) {
+            *out = loop_value(v.u.loop, i);
+            return true;
+        }
+    return false;
+}
+
 static int eval_member(jctx *c, jenv *env, const jnode *n, jv *out) {
     jv obj, prop;
-    int rc = jinja_eval(c, env, n->a, &obj);
-    if (rc) return rc;
+    int rc;
+    if (n->a->kind == JN_IDENT) {
+        obj = jenv_lookup(env, n->a->s, n->a->slen);
+        if (obj.k == JV_LOOP) {
+            if (!n->flag && n->b->kind == JN_IDENT &&
+                loop_field(obj, jv_str(n->b->s, n->b->slen), out))
+                return 0;
+            if ((rc = loop_object(c, obj.u.loop, &obj))) return rc;
+        }
+    } else if ((rc = jinja_eval(c, env, n->a, &obj))) {
+        return rc;
+    }
     if (n->flag) {
         if (n->b->kind == JN_SLICE) return eval_slice(c, env, obj, n->b, out);
         if ((rc = jinja_eval(c, env, n->b, &prop))) return rc;
@@ -526,7 +583,9 @@ int jinja_eval(jctx *c, jenv *env, const jnode *n, jv *out) {
     case JN_FLOAT: *out = jv_float(n->num); return 0;
     case JN_STR:
     case JN_TEXT: *out = jv_str(n->s, n->slen); return 0;
-    case JN_IDENT: *out = jenv_lookup(env, n->s, n->slen); return 0;
+    case JN_IDENT:
+        *out = jenv_lookup(env, n->s, n->slen);
+        return out->k == JV_LOOP ? loop_object(c, out->u.loop, out) : 0;
     case JN_ARRAY:
     case JN_TUPLE: {
         jarr *a = jarr_new(c, n->n);
@@ -583,10 +642,6 @@ int jinja_eval(jctx *c, jenv *env, const jnode *n, jv *out) {
 
 /* ---- statements ---- */
 
-static const char *const loop_keys[] = { "index",     "index0", "revindex", "revindex0", "first",
-                                         "last",      "length", "previtem", "nextitem" };
-static size_t loop_key_len[9] = { 5, 6, 8, 9, 5, 4, 6, 8, 8 };
-
 static int assign_loop_target(jctx *c, const jnode *target, jv item, jenv *scope) {
     if (target->kind == JN_IDENT) return jenv_set(c, scope, target->s, target->slen, item);
     for (size_t j = 0; j < target->n; j++) {
@@ -641,26 +696,13 @@ static int exec_for(jctx *c, jenv *env, const jnode *n, jbuf *out) {
         items[count++] = cur;
     }
     bool none = true;
+    jloop *L = jalloc(c, sizeof *L);
+    if (!L) return c->e->code;
+    L->items = items;
+    L->count = count;
     for (size_t i = 0; i < count; i++) {
-        jobj *loop = jalloc(c, sizeof *loop);
-        jv *vals = jalloc(c, 9 * sizeof *vals);
-        if (!loop || !vals) return c->e->code;
-        double len = (double)count, idx = (double)i;
-        vals[0] = jv_int(idx + 1);
-        vals[1] = jv_int(idx);
-        vals[2] = jv_int(len - idx);
-        vals[3] = jv_int(len - idx - 1);
-        vals[4] = jv_bool(i == 0);
-        vals[5] = jv_bool(i == count - 1);
-        vals[6] = jv_int(len);
-        vals[7] = i > 0 ? items[i - 1] : jv_undef();
-        vals[8] = i + 1 < count ? items[i + 1] : jv_undef();
-        /* The keys are shared and never written: only namespaces are mutable. */
-        loop->kp = (const char **)loop_keys;
-        loop->kn = loop_key_len;
-        loop->v = vals;
-        loop->n = loop->cap = 9;
-        if ((rc = jenv_set(c, scope, "loop", 4, (jv){ .k = JV_OBJECT, .u.obj = loop })) ||
+        L->i = i;
+        if ((rc = jenv_set(c, scope, "loop", 4, (jv){ .k = JV_LOOP, .u.loop = L })) ||
             (rc = assign_loop_target(c, n->a, items[i], scope)))
             return rc;
         size_t mark = out->n;

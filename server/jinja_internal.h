@@ -209,11 +209,13 @@ enum jv_kind {
     JV_KWARGS, /* keyword arguments: an object that knows it came from name=value */
     JV_NS,     /* namespace(): mutable, no methods */
     JV_FUNC,
+    JV_LOOP, /* a for loop's `loop`, only ever stored in a scope: reading it makes an object */
 };
 
 typedef struct jarr jarr;
 typedef struct jobj jobj;
 typedef struct jfunc jfunc;
+typedef struct jloop jloop;
 
 typedef struct jv {
     uint8_t k;
@@ -225,6 +227,7 @@ typedef struct jv {
         jarr *arr;
         jobj *obj;
         jfunc *fn;
+        jloop *loop;
     } u;
 } jv;
 
@@ -238,6 +241,11 @@ struct jobj {
     const char **kp;
     size_t *kn;
     jv *v;
+};
+
+struct jloop {
+    const jv *items;
+    size_t count, i;
 };
 
 enum jfn_kind { JF_GLOBAL, JF_METHOD, JF_MACRO, JF_CALLER };

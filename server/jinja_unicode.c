@@ -1,8 +1,8 @@
 /* Unicode as the JavaScript reference sees it: its whitespace set (\s, trim), UTF-16 lengths and
- * ordering, and toUpperCase / toLowerCase for the scripts chat text mostly uses (Latin, Greek,
- * Cyrillic, Armenian, full-width forms). Other code points keep their case. */
+ * ordering, and the case mappings of toUpperCase / toLowerCase (tables generated from Node). */
 #include <string.h>
 
+#include "jinja_case_table.h"
 #include "jinja_internal.h"
 
 uint32_t ju_decode(const char *p, size_t n, size_t *adv) {
@@ -103,110 +103,35 @@ size_t ju_utf16_len(const char *p, size_t n) {
     return units;
 }
 
-/* Ranges where upper and lower case alternate: even code point upper, odd lower (or the
- * reverse when `odd_upper`). */
-typedef struct {
-    uint32_t lo, hi;
-    bool odd_upper;
-} pair_range;
-
-static const pair_range pairs[] = {
-    { 0x100, 0x12F, false },   { 0x132, 0x137, false },   { 0x139, 0x148, true },
-    { 0x14A, 0x177, false },   { 0x179, 0x17E, true },    { 0x1DE, 0x1EF, false },
-    { 0x1F8, 0x233, false },   { 0x460, 0x481, false },   { 0x48A, 0x4BF, false },
-    { 0x4C1, 0x4CE, true },    { 0x4D0, 0x52F, false },   { 0x1E00, 0x1E95, false },
-    { 0x1EA0, 0x1EFF, false },
-};
-
-/* Ranges where lower = upper + delta. */
-typedef struct {
-    uint32_t lo, hi; /* upper-case range */
-    int delta;
-} shift_range;
-
-static const shift_range shifts[] = {
-    { 'A', 'Z', 32 },        { 0xC0, 0xD6, 32 },      { 0xD8, 0xDE, 32 },
-    { 0x388, 0x38A, 37 },    { 0x38E, 0x38F, 63 },    { 0x391, 0x3A1, 32 },
-    { 0x3A3, 0x3AB, 32 },    { 0x400, 0x40F, 80 },    { 0x410, 0x42F, 32 },
-    { 0x531, 0x556, 48 },    { 0xFF21, 0xFF3A, 32 },
-};
-
-static const struct {
-    uint32_t upper, lower;
-} singles[] = {
-    { 0x178, 0xFF }, { 0x386, 0x3AC }, { 0x38C, 0x3CC }, { 0x4C0, 0x4CF }, { 0x39C, 0xB5 },
-    { 0x3A3, 0x3C2 }, { 0x49, 0x131 }, { 0x53, 0x17F }, { 0x1E60, 0x1E9B },
-};
-
-int ju_lower(uint32_t cp, uint32_t out[3]) {
+static int map_case(const jcase_run *runs, size_t nruns, const jcase_multi *multi, size_t nmulti,
+                    uint32_t cp, uint32_t out[3]) {
+    for (size_t i = 0; i < nmulti; i++)
+        if (multi[i].cp == cp) {
+            for (int k = 0; k < multi[i].n; k++) out[k] = multi[i].out[k];
+            return multi[i].n;
+        }
+    size_t lo = 0, hi = nruns;
+    while (lo < hi) { /* the last run starting at or before cp */
+        size_t mid = (lo + hi) / 2;
+        if (runs[mid].lo <= cp) lo = mid + 1;
+        else hi = mid;
+    }
     out[0] = cp;
-    if (cp < 0x80) {
-        if (cp >= 'A' && cp <= 'Z') out[0] = cp + 32;
-        return 1;
+    if (lo > 0) {
+        const jcase_run *r = &runs[lo - 1];
+        if (cp <= r->hi && (cp - r->lo) % r->stride == 0) out[0] = (uint32_t)((int32_t)cp + r->delta);
     }
-    if (cp == 0x130) { /* İ lowercases to i + combining dot */
-        out[0] = 'i';
-        out[1] = 0x307;
-        return 2;
-    }
-    if (cp == 0x1E9E) {
-        out[0] = 0xDF;
-        return 1;
-    }
-    for (size_t i = 0; i < sizeof shifts / sizeof shifts[0]; i++)
-        if (cp >= shifts[i].lo && cp <= shifts[i].hi) {
-            out[0] = cp + (uint32_t)shifts[i].delta;
-            return 1;
-        }
-    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
-        if (cp >= pairs[i].lo && cp <= pairs[i].hi) {
-            if ((cp & 1) == (pairs[i].odd_upper ? 1u : 0u)) out[0] = cp + 1;
-            return 1;
-        }
-    for (size_t i = 0; i < 4; i++)
-        if (cp == singles[i].upper) out[0] = singles[i].lower;
     return 1;
 }
 
 int ju_upper(uint32_t cp, uint32_t out[3]) {
-    out[0] = cp;
-    if (cp < 0x80) {
-        if (cp >= 'a' && cp <= 'z') out[0] = cp - 32;
-        return 1;
-    }
-    switch (cp) {
-    case 0xDF: out[0] = out[1] = 'S'; return 2;
-    case 0x149: out[0] = 0x2BC; out[1] = 'N'; return 2;
-    case 0x390: out[0] = 0x399; out[1] = 0x308; out[2] = 0x301; return 3;
-    case 0x3B0: out[0] = 0x3A5; out[1] = 0x308; out[2] = 0x301; return 3;
-    case 0x587: out[0] = 0x535; out[1] = 0x552; return 2;
-    case 0xFB00: out[0] = out[1] = 'F'; return 2;
-    case 0xFB01: out[0] = 'F'; out[1] = 'I'; return 2;
-    case 0xFB02: out[0] = 'F'; out[1] = 'L'; return 2;
-    case 0xFB03: out[0] = out[1] = 'F'; out[2] = 'I'; return 3;
-    case 0xFB04: out[0] = out[1] = 'F'; out[2] = 'L'; return 3;
-    case 0xFB05:
-    case 0xFB06: out[0] = 'S'; out[1] = 'T'; return 2;
-    default: break;
-    }
-    for (size_t i = 0; i < sizeof singles / sizeof singles[0]; i++)
-        if (cp == singles[i].lower) {
-            out[0] = singles[i].upper;
-            return 1;
-        }
-    for (size_t i = 0; i < sizeof shifts / sizeof shifts[0]; i++) {
-        uint32_t d = (uint32_t)shifts[i].delta;
-        if (cp >= shifts[i].lo + d && cp <= shifts[i].hi + d) {
-            out[0] = cp - d;
-            return 1;
-        }
-    }
-    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
-        if (cp >= pairs[i].lo && cp <= pairs[i].hi) {
-            if ((cp & 1) != (pairs[i].odd_upper ? 1u : 0u)) out[0] = cp - 1;
-            return 1;
-        }
-    return 1;
+    return map_case(upper_runs, sizeof upper_runs / sizeof upper_runs[0], upper_multi,
+                    sizeof upper_multi / sizeof upper_multi[0], cp, out);
+}
+
+int ju_lower(uint32_t cp, uint32_t out[3]) {
+    return map_case(lower_runs, sizeof lower_runs / sizeof lower_runs[0], lower_multi,
+                    sizeof lower_multi / sizeof lower_multi[0], cp, out);
 }
 
 /* The first UTF-16 unit of a code point, and the second (0 for BMP). */

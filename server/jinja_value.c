@@ -241,7 +241,7 @@ const char *jv_type_name(jv v) {
                                          "IntegerValue",   "FloatValue",  "StringValue",
                                          "ArrayValue",     "TupleValue",  "ObjectValue",
                                          "KeywordArgumentsValue", "NamespaceValue",
-                                         "FunctionValue" };
+                                         "FunctionValue", "ObjectValue" };
     return v.k < sizeof names / sizeof names[0] ? names[v.k] : "?";
 }
 
