@@ -4,8 +4,7 @@
 
 #include "jinja_internal.h"
 
-int srp_chat_template_compile(const char *tmpl, size_t len, srp_chat_template **out,
-                              srp_err *e) {
+int srp_chat_template_compile(const char *tmpl, size_t len, srp_chat_template **out, srp_err *e) {
     *out = NULL;
     if (!tmpl) return srp_err_set(e, SRP_EINVAL, "chat template: no template");
     srp_chat_template *t = calloc(1, sizeof *t);
@@ -82,10 +81,10 @@ int srp_chat_template_render(const srp_chat_template *t, const cJSON *messages, 
     *out = NULL;
     if (out_len) *out_len = 0;
     jctx c = { .t = t, .e = e };
-    c.lim.max_output = limits && limits->max_output ? limits->max_output
-                                                    : SRP_CHAT_DEFAULT_MAX_OUTPUT;
-    c.lim.max_memory = limits && limits->max_memory ? limits->max_memory
-                                                    : SRP_CHAT_DEFAULT_MAX_MEMORY;
+    c.lim.max_output =
+        limits && limits->max_output ? limits->max_output : SRP_CHAT_DEFAULT_MAX_OUTPUT;
+    c.lim.max_memory =
+        limits && limits->max_memory ? limits->max_memory : SRP_CHAT_DEFAULT_MAX_MEMORY;
     c.lim.max_steps = limits && limits->max_steps ? limits->max_steps : SRP_CHAT_DEFAULT_MAX_STEPS;
     c.arena.cap = c.lim.max_memory;
     jbuf b = jctx_buf(&c);

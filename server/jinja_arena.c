@@ -84,7 +84,9 @@ int jbuf_put(jbuf *b, const char *s, size_t n) {
     return 0;
 }
 
-int jbuf_putc(jbuf *b, char c) { return jbuf_put(b, &c, 1); }
+int jbuf_putc(jbuf *b, char c) {
+    return jbuf_put(b, &c, 1);
+}
 
 void jbuf_free(jbuf *b) {
     free(b->p);

@@ -161,7 +161,8 @@ static int merge_sort(sort_ctx *s, jv *v, size_t n) {
     if (!tmp) return s->c->e->code;
     for (size_t width = 1; width < n && !s->rc; width *= 2) {
         for (size_t lo = 0; lo < n; lo += 2 * width) {
-            size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t mid = lo + width < n ? lo + width : n,
+                   hi = lo + 2 * width < n ? lo + 2 * width : n;
             size_t i = lo, j = mid, k = lo;
             while (i < mid && j < hi) tmp[k++] = sort_cmp(s, v[j], v[i]) < 0 ? v[j++] : v[i++];
             while (i < mid) tmp[k++] = v[i++];
@@ -196,8 +197,10 @@ int jinja_dictsort(jctx *c, const jnode *at, jv obj, jv *args, size_t nargs, jv 
     size_t np = 0;
     const jobj *kw = NULL;
     for (size_t i = 0; i < nargs; i++) {
-        if (args[i].k == JV_KWARGS) kw = args[i].u.obj;
-        else if (np < 3) pos[np++] = args[i];
+        if (args[i].k == JV_KWARGS)
+            kw = args[i].u.obj;
+        else if (np < 3)
+            pos[np++] = args[i];
     }
     jv cs = arg_or(pos, np, 0, kw, "case_sensitive", jv_bool(false));
     if (cs.k != JV_BOOL) return jerr(c, at, "case_sensitive must be a boolean");
@@ -302,7 +305,8 @@ static int vl_array(jctx *c, vlist *l, jv *out) {
 
 static int str_split(jctx *c, const jnode *at, jv s, jv *args, size_t nargs, jv *out) {
     jv sep = nargs > 0 ? args[0] : jv_null();
-    if (sep.k != JV_STR && sep.k != JV_NULL) return jerr(c, at, "sep argument must be a string or null");
+    if (sep.k != JV_STR && sep.k != JV_NULL)
+        return jerr(c, at, "sep argument must be a string or null");
     jv ms = nargs > 1 ? args[1] : jv_int(-1);
     if (ms.k != JV_INT) return jerr(c, at, "maxsplit argument must be a number");
     double maxsplit = ms.u.num;
@@ -333,8 +337,8 @@ static int str_split(jctx *c, const jnode *at, jv s, jv *args, size_t nargs, jv 
     if (sep.n == 0) return jerr(c, at, "empty separator");
     const char *p = s.u.s, *end = s.u.s + s.n;
     for (;;) {
-        const char *hit = (size_t)(end - p) >= sep.n ? memmem(p, (size_t)(end - p), sep.u.s, sep.n)
-                                                     : NULL;
+        const char *hit =
+            (size_t)(end - p) >= sep.n ? memmem(p, (size_t)(end - p), sep.u.s, sep.n) : NULL;
         if (!hit) break;
         if ((rc = vl_push(c, &l, jv_str(p, (size_t)(hit - p))))) return rc;
         p = hit + sep.n;
@@ -355,7 +359,8 @@ static int str_split(jctx *c, const jnode *at, jv s, jv *args, size_t nargs, jv 
 static int str_replace(jctx *c, const jnode *at, jv s, jv *args, size_t nargs, jv *out) {
     if (nargs < 2) return jerr(c, at, "replace() requires at least two arguments");
     jv old = args[0], nw = args[1];
-    if (old.k != JV_STR || nw.k != JV_STR) return jerr(c, at, "replace() arguments must be strings");
+    if (old.k != JV_STR || nw.k != JV_STR)
+        return jerr(c, at, "replace() arguments must be strings");
     jv count = jv_null();
     if (nargs > 2) {
         if (args[2].k == JV_KWARGS) {
@@ -491,11 +496,16 @@ full:
 static double to_number(jv v) {
     switch (v.k) {
     case JV_INT:
-    case JV_FLOAT: return v.u.num;
-    case JV_BOOL: return v.b;
-    case JV_NULL: return 0;
-    case JV_STR: return jnum_parse_js(v.u.s, v.n);
-    default: return NAN;
+    case JV_FLOAT:
+        return v.u.num;
+    case JV_BOOL:
+        return v.b;
+    case JV_NULL:
+        return 0;
+    case JV_STR:
+        return jnum_parse_js(v.u.s, v.n);
+    default:
+        return NAN;
     }
 }
 
@@ -524,10 +534,11 @@ static int g_range(jctx *c, const jnode *at, jv *args, size_t nargs, jv *out) {
 }
 
 static int g_strftime(jctx *c, const jnode *at, jv *args, size_t nargs, jv *out) {
-    if (nargs < 1 || args[0].k != JV_STR) return jerr(c, at, "strftime_now() expects a format string");
-    static const char *const months[] = { "January", "February", "March",     "April",
-                                          "May",     "June",     "July",      "August",
-                                          "September", "October", "November", "December" };
+    if (nargs < 1 || args[0].k != JV_STR)
+        return jerr(c, at, "strftime_now() expects a format string");
+    static const char *const months[] = { "January",   "February", "March",    "April",
+                                          "May",       "June",     "July",     "August",
+                                          "September", "October",  "November", "December" };
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
@@ -538,15 +549,32 @@ static int g_strftime(jctx *c, const jnode *at, jv *args, size_t nargs, jv *out)
         int n = -1;
         if (f.u.s[i] == '%' && i + 1 < f.n) {
             switch (f.u.s[i + 1]) {
-            case 'Y': n = snprintf(tmp, sizeof tmp, "%d", tm.tm_year + 1900); break;
-            case 'm': n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_mon + 1); break;
-            case 'd': n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_mday); break;
-            case 'H': n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_hour); break;
-            case 'M': n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_min); break;
-            case 'b': n = snprintf(tmp, sizeof tmp, "%.3s", months[tm.tm_mon]); break;
-            case 'B': n = snprintf(tmp, sizeof tmp, "%s", months[tm.tm_mon]); break;
-            case '%': n = snprintf(tmp, sizeof tmp, "%%"); break;
-            default: break;
+            case 'Y':
+                n = snprintf(tmp, sizeof tmp, "%d", tm.tm_year + 1900);
+                break;
+            case 'm':
+                n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_mon + 1);
+                break;
+            case 'd':
+                n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_mday);
+                break;
+            case 'H':
+                n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_hour);
+                break;
+            case 'M':
+                n = snprintf(tmp, sizeof tmp, "%02d", tm.tm_min);
+                break;
+            case 'b':
+                n = snprintf(tmp, sizeof tmp, "%.3s", months[tm.tm_mon]);
+                break;
+            case 'B':
+                n = snprintf(tmp, sizeof tmp, "%s", months[tm.tm_mon]);
+                break;
+            case '%':
+                n = snprintf(tmp, sizeof tmp, "%%");
+                break;
+            default:
+                break;
             }
         }
         if (n >= 0) {
@@ -606,8 +634,7 @@ bad_pair:
     return jerr(c, at, "namespace expected an object or an iterable of [key, value] pairs");
 }
 
-int jinja_call_builtin(jctx *c, const jnode *at, const jfunc *f, jv *args, size_t nargs,
-                       jv *out) {
+int jinja_call_builtin(jctx *c, const jnode *at, const jfunc *f, jv *args, size_t nargs, jv *out) {
     jv s = f->self;
     int rc;
     switch (f->id) {
@@ -616,25 +643,36 @@ int jinja_call_builtin(jctx *c, const jnode *at, const jfunc *f, jv *args, size_
         if (nargs && args[0].k != JV_UNDEF && (rc = jv_to_str(c, args[0], true, &msg))) return rc;
         return srp_err_set(c->e, SRP_EINVAL, "%.*s", (int)(msg.n < 1000 ? msg.n : 1000), msg.u.s);
     }
-    case G_RANGE: return g_range(c, at, args, nargs, out);
-    case G_STRFTIME: return g_strftime(c, at, args, nargs, out);
-    case G_NAMESPACE: return g_namespace(c, at, args, nargs, out);
+    case G_RANGE:
+        return g_range(c, at, args, nargs, out);
+    case G_STRFTIME:
+        return g_strftime(c, at, args, nargs, out);
+    case G_NAMESPACE:
+        return g_namespace(c, at, args, nargs, out);
     case M_UPPER:
-    case M_LOWER: return jstr_case(c, s.u.s, s.n, f->id == M_UPPER, out);
+    case M_LOWER:
+        return jstr_case(c, s.u.s, s.n, f->id == M_UPPER, out);
     case M_STRIP:
     case M_LSTRIP:
     case M_RSTRIP:
         ju_trim(&s.u.s, &s.n, f->id != M_RSTRIP, f->id != M_LSTRIP);
         *out = s;
         return 0;
-    case M_TITLE: return str_title(c, s, out);
-    case M_CAPITALIZE: return str_capitalize(c, s, out);
+    case M_TITLE:
+        return str_title(c, s, out);
+    case M_CAPITALIZE:
+        return str_capitalize(c, s, out);
     case M_STARTSWITH:
-    case M_ENDSWITH: return str_affix(c, at, s, args, nargs, f->id == M_ENDSWITH, out);
-    case M_SPLIT: return str_split(c, at, s, args, nargs, out);
-    case M_REPLACE: return str_replace(c, at, s, args, nargs, out);
-    case M_FORMAT: return str_format(c, at, s, args, nargs, out);
-    case M_JOIN: return str_join(c, at, s, args, nargs, out);
+    case M_ENDSWITH:
+        return str_affix(c, at, s, args, nargs, f->id == M_ENDSWITH, out);
+    case M_SPLIT:
+        return str_split(c, at, s, args, nargs, out);
+    case M_REPLACE:
+        return str_replace(c, at, s, args, nargs, out);
+    case M_FORMAT:
+        return str_format(c, at, s, args, nargs, out);
+    case M_JOIN:
+        return str_join(c, at, s, args, nargs, out);
     case M_GET: {
         if (nargs < 1 || args[0].k != JV_STR)
             return jerr(c, at, "Object key must be a string: got %s",
@@ -643,7 +681,8 @@ int jinja_call_builtin(jctx *c, const jnode *at, const jfunc *f, jv *args, size_
         *out = v ? *v : nargs > 1 ? args[1] : jv_null();
         return 0;
     }
-    case M_ITEMS: return jinja_object_items(c, s, out);
+    case M_ITEMS:
+        return jinja_object_items(c, s, out);
     case M_KEYS:
     case M_VALUES: {
         const jobj *o = s.u.obj;
@@ -654,8 +693,10 @@ int jinja_call_builtin(jctx *c, const jnode *at, const jfunc *f, jv *args, size_
         *out = (jv){ .k = JV_ARRAY, .u.arr = a };
         return 0;
     }
-    case M_DICTSORT: return jinja_dictsort(c, at, s, args, nargs, out);
-    default: return jerr(c, at, "unknown built-in function");
+    case M_DICTSORT:
+        return jinja_dictsort(c, at, s, args, nargs, out);
+    default:
+        return jerr(c, at, "unknown built-in function");
     }
 }
 
@@ -677,7 +718,7 @@ int jinja_setup_globals(jctx *c, jenv *root) {
     static const struct {
         const char *name;
         int v; /* 0 false, 1 true, 2 none */
-    } consts[] = { { "false", 0 }, { "true", 1 }, { "none", 2 },
+    } consts[] = { { "false", 0 }, { "true", 1 },  { "none", 2 },
                    { "True", 1 },  { "False", 0 }, { "None", 2 } };
     for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++) {
         jv v = consts[i].v == 2 ? jv_null() : jv_bool(consts[i].v);

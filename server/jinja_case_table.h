@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+/* clang-format off */
+
 typedef struct { uint32_t lo, hi; uint8_t stride; int32_t delta; } jcase_run;
 typedef struct { uint32_t cp; uint8_t n; uint32_t out[3]; } jcase_multi;
 
@@ -503,5 +505,7 @@ static const jcase_run lower_runs[] = {
 static const jcase_multi lower_multi[] = {
     { 0x130, 2, { 0x69, 0x307 } },
 };
+
+/* clang-format on */
 
 #endif

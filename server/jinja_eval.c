@@ -71,8 +71,7 @@ int jinja_eval_args(jctx *c, jenv *env, jnode *const *args, size_t n, jv **pos, 
         if ((rc = jinja_eval(c, env, a->kind == JN_SPREAD ? a->a : a, &spreads[k]))) return rc;
         if (a->kind == JN_SPREAD) {
             if (!jv_is_arr(spreads[k]))
-                return jerr(c, a, "Cannot unpack non-iterable type: %s",
-                            jv_type_name(spreads[k]));
+                return jerr(c, a, "Cannot unpack non-iterable type: %s", jv_type_name(spreads[k]));
             total += spreads[k].u.arr->n;
         } else {
             total++;
@@ -105,8 +104,8 @@ int jinja_eval_args(jctx *c, jenv *env, jnode *const *args, size_t n, jv **pos, 
         if ((rc = jinja_eval(c, env, a->a, &v))) return rc;
         if (a->kind == JN_KWARG) {
             if (jobj_get(*kw, a->s, a->slen))
-                return jerr(c, a, "Got multiple values for keyword argument '%.*s'",
-                            (int)a->slen, a->s);
+                return jerr(c, a, "Got multiple values for keyword argument '%.*s'", (int)a->slen,
+                            a->s);
             if ((rc = jobj_set(c, *kw, a->s, a->slen, v))) return rc;
         } else {
             if (!jv_is_obj(v))
@@ -165,8 +164,7 @@ static int bind_params(jctx *c, const jnode *at, const char *name, size_t namele
         jarr *va = jarr_new(c, extra);
         if (!va) return c->e->code;
         if (extra) memcpy(va->v, args + np, extra * sizeof *args);
-        if ((rc = jenv_set(c, scope, "varargs", 7, (jv){ .k = JV_ARRAY, .u.arr = va })))
-            return rc;
+        if ((rc = jenv_set(c, scope, "varargs", 7, (jv){ .k = JV_ARRAY, .u.arr = va }))) return rc;
     } else if (nargs > np) {
         return jerr(c, at, "macro %.*s takes not more than %zu argument(s)", (int)namelen, name,
                     np);
@@ -258,7 +256,9 @@ static int string_at(jctx *c, jv s, double idx, jv *out) {
     return 0;
 }
 
-static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
+static double clampd(double v, double lo, double hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
 
 /* Python-style slicing as the reference implements it (an explicit stop of -1 with a negative
  * step means "through the first element", unlike Python). */
@@ -345,22 +345,31 @@ static int eval_slice(jctx *c, jenv *env, jv obj, const jnode *s, jv *out) {
 
 /* ---- the loop variable ---- */
 
-static const char *const loop_keys[] = { "index",     "index0", "revindex", "revindex0", "first",
-                                         "last",      "length", "previtem", "nextitem" };
+static const char *const loop_keys[] = { "index", "index0", "revindex", "revindex0", "first",
+                                         "last",  "length", "previtem", "nextitem" };
 static size_t loop_key_len[9] = { 5, 6, 8, 9, 5, 4, 6, 8, 8 };
 
 static jv loop_value(const jloop *L, int field) {
     double len = (double)L->count, idx = (double)L->i;
     switch (field) {
-    case 0: return jv_int(idx + 1);
-    case 1: return jv_int(idx);
-    case 2: return jv_int(len - idx);
-    case 3: return jv_int(len - idx - 1);
-    case 4: return jv_bool(L->i == 0);
-    case 5: return jv_bool(L->i + 1 == L->count);
-    case 6: return jv_int(len);
-    case 7: return L->i > 0 ? L->items[L->i - 1] : jv_undef();
-    default: return L->i + 1 < L->count ? L->items[L->i + 1] : jv_undef();
+    case 0:
+        return jv_int(idx + 1);
+    case 1:
+        return jv_int(idx);
+    case 2:
+        return jv_int(len - idx);
+    case 3:
+        return jv_int(len - idx - 1);
+    case 4:
+        return jv_bool(L->i == 0);
+    case 5:
+        return jv_bool(L->i + 1 == L->count);
+    case 6:
+        return jv_int(len);
+    case 7:
+        return L->i > 0 ? L->items[L->i - 1] : jv_undef();
+    default:
+        return L->i + 1 < L->count ? L->items[L->i + 1] : jv_undef();
     }
 }
 
@@ -415,10 +424,10 @@ static int eval_member(jctx *c, jenv *env, const jnode *n, jv *out) {
     *out = jv_undef();
     if (jv_is_attr(obj)) {
         if (prop.k != JV_STR)
-            return jerr(c, n, "Cannot access property with non-string: got %s",
-                        jv_type_name(prop));
+            return jerr(c, n, "Cannot access property with non-string: got %s", jv_type_name(prop));
         const jv *v = jobj_get(obj.u.obj, prop.u.s, prop.n);
-        if (v) *out = *v;
+        if (v)
+            *out = *v;
         else if (obj.k != JV_NS && jinja_builtin_member(c, obj, prop.u.s, prop.n, out, &rc))
             return rc;
         return 0;
@@ -470,9 +479,9 @@ static int eval_binary(jctx *c, jenv *env, const jnode *n, jv *out) {
         *out = jv_bool(eq == (op == OP_EQ));
         return 0;
     }
-    static const char *const opnames[] = { "",  "and", "or", "not", "==", "!=", "<",  ">",
-                                           "<=", ">=", "in", "not in", "+", "-", "~", "*",
-                                           "/",  "//", "%",  "**" };
+    static const char *const opnames[] = { "",  "and", "or", "not", "==",     "!=", "<",
+                                           ">", "<=",  ">=", "in",  "not in", "+",  "-",
+                                           "~", "*",   "/",  "//",  "%",      "**" };
     if (l.k == JV_UNDEF || r.k == JV_UNDEF) {
         if (r.k == JV_UNDEF && (op == OP_IN || op == OP_NOTIN)) {
             *out = jv_bool(op == OP_NOTIN);
@@ -501,17 +510,38 @@ static int eval_binary(jctx *c, jenv *env, const jnode *n, jv *out) {
         double a = l.u.num, b = r.u.num, res;
         bool fl = l.k == JV_FLOAT || r.k == JV_FLOAT;
         switch (op) {
-        case OP_ADD: res = a + b; break;
-        case OP_SUB: res = a - b; break;
-        case OP_MUL: res = a * b; break;
-        case OP_DIV: *out = jv_float(a / b); return 0;
-        case OP_FLOORDIV: res = floor(a / b); break;
-        case OP_MOD: res = fmod(a, b); break;
-        case OP_LT: *out = jv_bool(a < b); return 0;
-        case OP_GT: *out = jv_bool(a > b); return 0;
-        case OP_LE: *out = jv_bool(a <= b); return 0;
-        case OP_GE: *out = jv_bool(a >= b); return 0;
-        default: goto unknown;
+        case OP_ADD:
+            res = a + b;
+            break;
+        case OP_SUB:
+            res = a - b;
+            break;
+        case OP_MUL:
+            res = a * b;
+            break;
+        case OP_DIV:
+            *out = jv_float(a / b);
+            return 0;
+        case OP_FLOORDIV:
+            res = floor(a / b);
+            break;
+        case OP_MOD:
+            res = fmod(a, b);
+            break;
+        case OP_LT:
+            *out = jv_bool(a < b);
+            return 0;
+        case OP_GT:
+            *out = jv_bool(a > b);
+            return 0;
+        case OP_LE:
+            *out = jv_bool(a <= b);
+            return 0;
+        case OP_GE:
+            *out = jv_bool(a >= b);
+            return 0;
+        default:
+            goto unknown;
         }
         *out = fl ? jv_float(res) : jv_int(res);
         return 0;
@@ -579,10 +609,16 @@ int jinja_eval(jctx *c, jenv *env, const jnode *n, jv *out) {
     int rc = jcharge(c, 1);
     if (rc) return rc;
     switch (n->kind) {
-    case JN_INT: *out = jv_int(n->num); return 0;
-    case JN_FLOAT: *out = jv_float(n->num); return 0;
+    case JN_INT:
+        *out = jv_int(n->num);
+        return 0;
+    case JN_FLOAT:
+        *out = jv_float(n->num);
+        return 0;
     case JN_STR:
-    case JN_TEXT: *out = jv_str(n->s, n->slen); return 0;
+    case JN_TEXT:
+        *out = jv_str(n->s, n->slen);
+        return 0;
     case JN_IDENT:
         *out = jenv_lookup(env, n->s, n->slen);
         return out->k == JV_LOOP ? loop_object(c, out->u.loop, out) : 0;
@@ -602,25 +638,28 @@ int jinja_eval(jctx *c, jenv *env, const jnode *n, jv *out) {
             jv k, v;
             if ((rc = jinja_eval(c, env, n->list[i], &k))) return rc;
             if (k.k != JV_STR)
-                return jerr(c, n->list[i], "Object keys must be strings: got %s",
-                            jv_type_name(k));
-            if ((rc = jinja_eval(c, env, n->list2[i], &v)) ||
-                (rc = jobj_set(c, o, k.u.s, k.n, v)))
+                return jerr(c, n->list[i], "Object keys must be strings: got %s", jv_type_name(k));
+            if ((rc = jinja_eval(c, env, n->list2[i], &v)) || (rc = jobj_set(c, o, k.u.s, k.n, v)))
                 return rc;
         }
         *out = (jv){ .k = JV_OBJECT, .u.obj = o };
         return 0;
     }
-    case JN_MEMBER: return eval_member(c, env, n, out);
-    case JN_CALL: return eval_call(c, env, n, out);
-    case JN_UNARY: return eval_unary(c, env, n, out);
-    case JN_BINARY: return eval_binary(c, env, n, out);
+    case JN_MEMBER:
+        return eval_member(c, env, n, out);
+    case JN_CALL:
+        return eval_call(c, env, n, out);
+    case JN_UNARY:
+        return eval_unary(c, env, n, out);
+    case JN_BINARY:
+        return eval_binary(c, env, n, out);
     case JN_FILTER: {
         jv v;
         if ((rc = jinja_eval(c, env, n->a, &v))) return rc;
         return jinja_filter(c, env, n, v, n->b, out);
     }
-    case JN_TEST: return jinja_test(c, env, n, out);
+    case JN_TEST:
+        return jinja_test(c, env, n, out);
     case JN_SELECT: {
         jv t;
         if ((rc = jinja_eval(c, env, n->b, &t))) return rc;
@@ -635,8 +674,11 @@ int jinja_eval(jctx *c, jenv *env, const jnode *n, jv *out) {
         if ((rc = jinja_eval(c, env, n->a, &t))) return rc;
         return jinja_eval(c, env, jv_truthy(t) ? n->b : n->c, out);
     }
-    case JN_COMMENT: *out = jv_null(); return 0;
-    default: return jerr(c, n, "this construct cannot be used as a value");
+    case JN_COMMENT:
+        *out = jv_null();
+        return 0;
+    default:
+        return jerr(c, n, "this construct cannot be used as a value");
     }
 }
 
@@ -688,8 +730,7 @@ static int exec_for(jctx *c, jenv *env, const jnode *n, jbuf *out) {
             jenv *ls = jenv_new(c, scope);
             jv t;
             if (!ls) return c->e->code;
-            if ((rc = assign_loop_target(c, n->a, cur, ls)) ||
-                (rc = jinja_eval(c, ls, test, &t)))
+            if ((rc = assign_loop_target(c, n->a, cur, ls)) || (rc = jinja_eval(c, ls, test, &t)))
                 return rc;
             if (!jv_truthy(t)) continue;
         }
@@ -746,8 +787,7 @@ static int exec_set(jctx *c, jenv *env, const jnode *n) {
         for (size_t i = 0; i < t->n; i++) {
             if (t->list[i]->kind != JN_IDENT)
                 return jerr(c, t->list[i], "Cannot unpack to non-identifier in set");
-            if ((rc = jenv_set(c, env, t->list[i]->s, t->list[i]->slen, v.u.arr->v[i])))
-                return rc;
+            if ((rc = jenv_set(c, env, t->list[i]->s, t->list[i]->slen, v.u.arr->v[i]))) return rc;
         }
         return 0;
     }
@@ -805,7 +845,8 @@ int jinja_exec_block(jctx *c, jenv *env, jnode *const *list, size_t n, jbuf *out
         case JN_TEXT:
             if (jbuf_put(out, s->s, s->slen)) return jbuf_err(c, s);
             break;
-        case JN_COMMENT: break;
+        case JN_COMMENT:
+            break;
         case JN_IF: {
             jv t;
             if ((rc = jinja_eval(c, env, s->a, &t))) return rc;
@@ -844,8 +885,10 @@ int jinja_exec_block(jctx *c, jenv *env, jnode *const *list, size_t n, jbuf *out
                 return rc;
             break;
         }
-        case JN_BREAK: return JR_BREAK;
-        case JN_CONTINUE: return JR_CONTINUE;
+        case JN_BREAK:
+            return JR_BREAK;
+        case JN_CONTINUE:
+            return JR_CONTINUE;
         default:
             if ((rc = jinja_eval(c, env, s, &v)) || (rc = put_value(c, v, out))) return rc;
             break;

@@ -27,12 +27,17 @@ static jv pos_or_kw(jv *args, size_t nargs, size_t i, const jobj *kw, const char
 static bool js_truthy(jv v) {
     switch (v.k) {
     case JV_UNDEF:
-    case JV_NULL: return false;
-    case JV_BOOL: return v.b;
+    case JV_NULL:
+        return false;
+    case JV_BOOL:
+        return v.b;
     case JV_INT:
-    case JV_FLOAT: return v.u.num != 0 && !isnan(v.u.num);
-    case JV_STR: return v.n > 0;
-    default: return true;
+    case JV_FLOAT:
+        return v.u.num != 0 && !isnan(v.u.num);
+    case JV_STR:
+        return v.n > 0;
+    default:
+        return true;
     }
 }
 
@@ -150,12 +155,23 @@ static int html_escape(jctx *c, const jnode *at, jv v, jv *out) {
     for (size_t i = 0; i < v.n; i++) {
         const char *r = NULL;
         switch (v.u.s[i]) {
-        case '&': r = "&amp;"; break;
-        case '<': r = "&lt;"; break;
-        case '>': r = "&gt;"; break;
-        case '"': r = "&#34;"; break;
-        case '\'': r = "&#39;"; break;
-        default: break;
+        case '&':
+            r = "&amp;";
+            break;
+        case '<':
+            r = "&lt;";
+            break;
+        case '>':
+            r = "&gt;";
+            break;
+        case '"':
+            r = "&#34;";
+            break;
+        case '\'':
+            r = "&#39;";
+            break;
+        default:
+            break;
         }
         if (r ? jbuf_put(&b, r, strlen(r)) : jbuf_putc(&b, v.u.s[i])) {
             jbuf_free(&b);
@@ -223,8 +239,8 @@ static int minmax(jctx *c, const jnode *at, jv v, bool max, jv *out) {
     return 0;
 }
 
-static int apply(jctx *c, jenv *env, const jnode *at, const char *name, size_t nn, jv v,
-                 bool call, jv *args, size_t nargs, const jobj *kw, jv *out);
+static int apply(jctx *c, jenv *env, const jnode *at, const char *name, size_t nn, jv v, bool call,
+                 jv *args, size_t nargs, const jobj *kw, jv *out);
 
 /* Extension: select / reject by a test, map by a filter name. */
 static int select_map(jctx *c, jenv *env, const jnode *at, jv v, bool map, bool keep, jv *args,
@@ -249,16 +265,14 @@ static int select_map(jctx *c, jenv *env, const jnode *at, jv v, bool map, bool 
             if ((rc = jinja_test_named(c, at, args[0].u.s, args[0].n, x, args + 1, nargs - 1,
                                        &known, &r)))
                 return rc;
-            if (!known)
-                return jerr(c, at, "Unknown test: %.*s", (int)args[0].n, args[0].u.s);
+            if (!known) return jerr(c, at, "Unknown test: %.*s", (int)args[0].n, args[0].u.s);
         }
         if (r == keep) items[k++] = x;
     }
     return wrap_arr(c, items, k, out);
 }
 
-static int selectattr(jctx *c, const jnode *at, jv v, bool keep, jv *args, size_t nargs,
-                      jv *out) {
+static int selectattr(jctx *c, const jnode *at, jv v, bool keep, jv *args, size_t nargs, jv *out) {
     size_t n = v.u.arr->n, k = 0;
     for (size_t i = 0; i < n; i++)
         if (!jv_is_attr(v.u.arr->v[i]))
@@ -323,10 +337,14 @@ static int round_num(jctx *c, const jnode *at, jv v, jv *args, size_t nargs, con
     jv method = pos_or_kw(args, nargs, 1, kw, "method", jv_str("common", 6));
     if (prec.k != JV_INT || method.k != JV_STR) return jerr(c, at, "round(): bad arguments");
     double scale = pow(10, prec.u.num), x = v.u.num * scale;
-    if (is_name(method.u.s, method.n, "common")) x = round(x);
-    else if (is_name(method.u.s, method.n, "ceil")) x = ceil(x);
-    else if (is_name(method.u.s, method.n, "floor")) x = floor(x);
-    else return jerr(c, at, "method must be common, ceil or floor");
+    if (is_name(method.u.s, method.n, "common"))
+        x = round(x);
+    else if (is_name(method.u.s, method.n, "ceil"))
+        x = ceil(x);
+    else if (is_name(method.u.s, method.n, "floor"))
+        x = floor(x);
+    else
+        return jerr(c, at, "method must be common, ceil or floor");
     *out = jv_float(x / scale);
     return 0;
 }
@@ -495,11 +513,16 @@ static int apply_plain(jctx *c, jenv *env, const jnode *at, const char *name, si
         return jerr(c, at, "Unknown ObjectValue filter: %.*s", (int)nn, name);
     }
     if (v.k == JV_BOOL) {
-        if (IS("bool")) *out = v;
-        else if (IS("int")) *out = jv_int(v.b);
-        else if (IS("float")) *out = jv_float(v.b);
-        else if (IS("string")) *out = v.b ? jv_str("true", 4) : jv_str("false", 5);
-        else return jerr(c, at, "Unknown BooleanValue filter: %.*s", (int)nn, name);
+        if (IS("bool"))
+            *out = v;
+        else if (IS("int"))
+            *out = jv_int(v.b);
+        else if (IS("float"))
+            *out = jv_float(v.b);
+        else if (IS("string"))
+            *out = v.b ? jv_str("true", 4) : jv_str("false", 5);
+        else
+            return jerr(c, at, "Unknown BooleanValue filter: %.*s", (int)nn, name);
         return 0;
     }
     /* extension: Jinja2's undefined is empty, and str(None) is "None" */
@@ -518,13 +541,12 @@ static int apply_plain(jctx *c, jenv *env, const jnode *at, const char *name, si
         *out = jv_str("None", 4);
         return 0;
     }
-    return jerr(c, at, "Cannot apply filter \"%.*s\" to type: %s", (int)nn, name,
-                jv_type_name(v));
+    return jerr(c, at, "Cannot apply filter \"%.*s\" to type: %s", (int)nn, name, jv_type_name(v));
 #undef IS
 }
 
-static int apply(jctx *c, jenv *env, const jnode *at, const char *name, size_t nn, jv v,
-                 bool call, jv *args, size_t nargs, const jobj *kw, jv *out) {
+static int apply(jctx *c, jenv *env, const jnode *at, const char *name, size_t nn, jv v, bool call,
+                 jv *args, size_t nargs, const jobj *kw, jv *out) {
 #define IS(lit) is_name(name, nn, lit)
     int rc = jcharge(c, 1);
     if (rc) return rc;
@@ -576,8 +598,9 @@ static int apply(jctx *c, jenv *env, const jnode *at, const char *name, size_t n
         if (IS("map")) {
             if (kw && jobj_get(kw, "attribute", 9)) return map_attribute(c, at, v, kw, out);
             if (nargs == 0)
-                return jerr(c, at, "`map` expressions without `attribute` set are not "
-                                   "currently supported.");
+                return jerr(c, at,
+                            "`map` expressions without `attribute` set are not "
+                            "currently supported.");
             return select_map(c, env, at, v, true, true, args, nargs, kw, out); /* extension */
         }
         /* extension */
@@ -626,17 +649,20 @@ static int apply(jctx *c, jenv *env, const jnode *at, const char *name, size_t n
     }
     if (jv_is_num(v) && IS("round")) return round_num(c, at, v, args, nargs, kw, out);
     if (nargs == 0 && !kw) return apply_plain(c, env, at, name, nn, v, out); /* extension */
-    return jerr(c, at, "Cannot apply filter \"%.*s\" to type: %s", (int)nn, name,
-                jv_type_name(v));
+    return jerr(c, at, "Cannot apply filter \"%.*s\" to type: %s", (int)nn, name, jv_type_name(v));
 #undef IS
 }
 
 static const char *node_type(const jnode *n) {
     switch (n->kind) {
-    case JN_MEMBER: return "MemberExpression";
-    case JN_CALL: return "CallExpression";
-    case JN_STR: return "StringLiteral";
-    default: return "Expression";
+    case JN_MEMBER:
+        return "MemberExpression";
+    case JN_CALL:
+        return "CallExpression";
+    case JN_STR:
+        return "StringLiteral";
+    default:
+        return "Expression";
     }
 }
 
@@ -667,34 +693,49 @@ int jinja_test_named(jctx *c, const jnode *at, const char *name, size_t nn, jv v
     *known = true;
     bool r = false;
     int rc;
-    if (IS("boolean")) r = v.k == JV_BOOL;
-    else if (IS("callable")) r = v.k == JV_FUNC;
+    if (IS("boolean"))
+        r = v.k == JV_BOOL;
+    else if (IS("callable"))
+        r = v.k == JV_FUNC;
     else if (IS("odd") || IS("even")) {
         if (v.k != JV_INT) return jerr(c, at, "cannot %.*s on %s", (int)nn, name, jv_type_name(v));
         r = (fmod(v.u.num, 2) != 0) == IS("odd");
-    } else if (IS("false")) r = v.k == JV_BOOL && !v.b;
-    else if (IS("true")) r = v.k == JV_BOOL && v.b;
-    else if (IS("none")) r = v.k == JV_NULL;
-    else if (IS("string")) r = v.k == JV_STR;
-    else if (IS("number")) r = jv_is_num(v);
-    else if (IS("integer")) r = v.k == JV_INT;
-    else if (IS("iterable")) r = v.k == JV_ARRAY || v.k == JV_STR;
-    else if (IS("mapping")) r = jv_is_obj(v);
-    else if (IS("sequence")) r = jv_is_arr(v) || jv_is_obj(v) || v.k == JV_STR;
+    } else if (IS("false"))
+        r = v.k == JV_BOOL && !v.b;
+    else if (IS("true"))
+        r = v.k == JV_BOOL && v.b;
+    else if (IS("none"))
+        r = v.k == JV_NULL;
+    else if (IS("string"))
+        r = v.k == JV_STR;
+    else if (IS("number"))
+        r = jv_is_num(v);
+    else if (IS("integer"))
+        r = v.k == JV_INT;
+    else if (IS("iterable"))
+        r = v.k == JV_ARRAY || v.k == JV_STR;
+    else if (IS("mapping"))
+        r = jv_is_obj(v);
+    else if (IS("sequence"))
+        r = jv_is_arr(v) || jv_is_obj(v) || v.k == JV_STR;
     else if (IS("lower") || IS("upper")) {
         if (v.k != JV_STR) return jerr(c, at, "test %.*s needs a string", (int)nn, name);
         jv m;
         if ((rc = jstr_case(c, v.u.s, v.n, IS("upper"), &m))) return rc;
         r = m.n == v.n && memcmp(m.u.s, v.u.s, v.n) == 0;
-    } else if (IS("defined")) r = v.k != JV_UNDEF;
-    else if (IS("undefined")) r = v.k == JV_UNDEF;
+    } else if (IS("defined"))
+        r = v.k != JV_UNDEF;
+    else if (IS("undefined"))
+        r = v.k == JV_UNDEF;
     else if (IS("equalto") || IS("eq") || IS("sameas")) {
         if (nargs < 1) return jerr(c, at, "test %.*s needs an argument", (int)nn, name);
         r = jv_strict_eq(v, args[0]);
     }
     /* extension: Jinja2 tests the reference lacks */
-    else if (IS("float")) r = v.k == JV_FLOAT;
-    else if (IS("escaped")) r = false;
+    else if (IS("float"))
+        r = v.k == JV_FLOAT;
+    else if (IS("escaped"))
+        r = false;
     else if (IS("divisibleby")) {
         if (nargs < 1 || !jv_is_num(v) || !jv_is_num(args[0]))
             return jerr(c, at, "divisibleby needs two numbers");

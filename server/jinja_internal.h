@@ -48,10 +48,10 @@ void jbuf_free(jbuf *b);
 
 /* ---- unicode as JavaScript sees it (jinja_unicode.c) ---- */
 uint32_t ju_decode(const char *p, size_t n, size_t *adv); /* invalid byte: U+FFFD, adv 1 */
-size_t ju_encode(uint32_t cp, char *out);                  /* out has room for 4 bytes */
-bool ju_is_space(uint32_t cp);                              /* JS \s, String.prototype.trim */
-size_t ju_space_at(const char *p, size_t n);          /* bytes of a JS space at p, or 0 */
-size_t ju_space_before(const char *p, size_t n);      /* bytes of a JS space ending at p+n */
+size_t ju_encode(uint32_t cp, char *out);                 /* out has room for 4 bytes */
+bool ju_is_space(uint32_t cp);                            /* JS \s, String.prototype.trim */
+size_t ju_space_at(const char *p, size_t n);              /* bytes of a JS space at p, or 0 */
+size_t ju_space_before(const char *p, size_t n);          /* bytes of a JS space ending at p+n */
 void ju_trim(const char **p, size_t *n, bool left, bool right);
 size_t ju_utf16_len(const char *p, size_t n);
 /* Case mapping of one code point; writes up to 3 code points, returns how many. */
@@ -120,17 +120,17 @@ enum jnode_kind {
     JN_KWARG,  /* s name, a value */
     JN_SPREAD, /* *a */
     JN_KWSPREAD,
-    JN_UNARY,   /* op, a */
-    JN_BINARY,  /* op, a, b */
-    JN_FILTER,  /* a operand, b filter (JN_IDENT or JN_CALL of an identifier, else invalid) */
-    JN_TEST,    /* a operand, s name, flag negate, list args (an extension over the reference) */
-    JN_SELECT,  /* a if b (no else) */
-    JN_TERNARY, /* b if a else c */
-    JN_IF,      /* a test, list body, list2 else */
-    JN_FOR,     /* a target, b iterable, list body, list2 else */
-    JN_SET,     /* a target, b value (or NULL: list body) */
-    JN_MACRO,   /* s name, list params, list2 body, special */
-    JN_CALLBLOCK,   /* a call expression, list caller params, list2 body, special */
+    JN_UNARY,     /* op, a */
+    JN_BINARY,    /* op, a, b */
+    JN_FILTER,    /* a operand, b filter (JN_IDENT or JN_CALL of an identifier, else invalid) */
+    JN_TEST,      /* a operand, s name, flag negate, list args (an extension over the reference) */
+    JN_SELECT,    /* a if b (no else) */
+    JN_TERNARY,   /* b if a else c */
+    JN_IF,        /* a test, list body, list2 else */
+    JN_FOR,       /* a target, b iterable, list body, list2 else */
+    JN_SET,       /* a target, b value (or NULL: list body) */
+    JN_MACRO,     /* s name, list params, list2 body, special */
+    JN_CALLBLOCK, /* a call expression, list caller params, list2 body, special */
     JN_FILTERBLOCK, /* a filter, list body */
     JN_BREAK,
     JN_CONTINUE,
@@ -254,10 +254,10 @@ typedef struct jenv jenv;
 
 struct jfunc {
     uint8_t kind;
-    int id;              /* which global or method */
-    jv self;             /* the receiver of a method */
-    const jnode *node;   /* macro or call block */
-    jenv *env;           /* scope a caller() closes over */
+    int id;            /* which global or method */
+    jv self;           /* the receiver of a method */
+    const jnode *node; /* macro or call block */
+    jenv *env;         /* scope a caller() closes over */
 };
 
 struct jenv {
@@ -278,16 +278,36 @@ typedef struct jctx {
     srp_err *e;
 } jctx;
 
-static inline jv jv_undef(void) { return (jv){ .k = JV_UNDEF }; }
-static inline jv jv_null(void) { return (jv){ .k = JV_NULL }; }
-static inline jv jv_bool(bool b) { return (jv){ .k = JV_BOOL, .b = b }; }
-static inline jv jv_int(double d) { return (jv){ .k = JV_INT, .u.num = d }; }
-static inline jv jv_float(double d) { return (jv){ .k = JV_FLOAT, .u.num = d }; }
-static inline jv jv_str(const char *s, size_t n) { return (jv){ .k = JV_STR, .n = n, .u.s = s }; }
-static inline bool jv_is_arr(jv v) { return v.k == JV_ARRAY || v.k == JV_TUPLE; }
-static inline bool jv_is_obj(jv v) { return v.k == JV_OBJECT || v.k == JV_KWARGS; }
-static inline bool jv_is_num(jv v) { return v.k == JV_INT || v.k == JV_FLOAT; }
-static inline bool jv_is_attr(jv v) { return jv_is_obj(v) || v.k == JV_NS; }
+static inline jv jv_undef(void) {
+    return (jv){ .k = JV_UNDEF };
+}
+static inline jv jv_null(void) {
+    return (jv){ .k = JV_NULL };
+}
+static inline jv jv_bool(bool b) {
+    return (jv){ .k = JV_BOOL, .b = b };
+}
+static inline jv jv_int(double d) {
+    return (jv){ .k = JV_INT, .u.num = d };
+}
+static inline jv jv_float(double d) {
+    return (jv){ .k = JV_FLOAT, .u.num = d };
+}
+static inline jv jv_str(const char *s, size_t n) {
+    return (jv){ .k = JV_STR, .n = n, .u.s = s };
+}
+static inline bool jv_is_arr(jv v) {
+    return v.k == JV_ARRAY || v.k == JV_TUPLE;
+}
+static inline bool jv_is_obj(jv v) {
+    return v.k == JV_OBJECT || v.k == JV_KWARGS;
+}
+static inline bool jv_is_num(jv v) {
+    return v.k == JV_INT || v.k == JV_FLOAT;
+}
+static inline bool jv_is_attr(jv v) {
+    return jv_is_obj(v) || v.k == JV_NS;
+}
 
 /* Errors: every failure of a render goes through these; they return the code. */
 int jerr(jctx *c, const jnode *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -298,8 +318,8 @@ void *jalloc(jctx *c, size_t n); /* jarena_alloc that records SRP_EFULL / SRP_EN
 int jstr_new(jctx *c, const char *s, size_t n, jv *out);
 int jstr_cat(jctx *c, const char *a, size_t an, const char *b, size_t bn, jv *out);
 int jbuf_to_str(jctx *c, jbuf *b, jv *out); /* copies into the arena and frees b */
-jbuf jctx_buf(const jctx *c);                /* an empty buffer with the output limit */
-int jbuf_err(jctx *c, const jnode *at);      /* error for a failed jbuf_put */
+jbuf jctx_buf(const jctx *c);               /* an empty buffer with the output limit */
+int jbuf_err(jctx *c, const jnode *at);     /* error for a failed jbuf_put */
 
 jarr *jarr_new(jctx *c, size_t n);
 jobj *jobj_new(jctx *c, size_t cap);
@@ -316,14 +336,14 @@ int jv_tostring(jctx *c, jv v, jbuf *b, int depth);
 int jv_rawstring(jctx *c, jv v, jbuf *b, int depth);
 int jv_to_str(jctx *c, jv v, bool raw, jv *out);
 
-size_t jnum_format(double d, char *out); /* Number.prototype.toString; out >= 32 bytes */
-double jnum_parse_js(const char *s, size_t n);   /* Number(string) */
-double jnum_parse_int(const char *s, size_t n);  /* parseInt(s, 10) */
+size_t jnum_format(double d, char *out);          /* Number.prototype.toString; out >= 32 bytes */
+double jnum_parse_js(const char *s, size_t n);    /* Number(string) */
+double jnum_parse_int(const char *s, size_t n);   /* parseInt(s, 10) */
 double jnum_parse_float(const char *s, size_t n); /* parseFloat(s) */
 
 int jv_loose_eq(jctx *c, jv a, jv b, bool *out); /* JS == on the underlying values */
-bool jv_strict_eq(jv a, jv b);           /* JS === */
-bool jv_same_value_zero(jv a, jv b);     /* Set membership */
+bool jv_strict_eq(jv a, jv b);                   /* JS === */
+bool jv_same_value_zero(jv a, jv b);             /* Set membership */
 int jv_compare(jctx *c, const jnode *at, jv a, jv b, bool case_sensitive, int *out);
 int jstr_case(jctx *c, const char *s, size_t n, bool upper, jv *out); /* toUpper/LowerCase */
 
@@ -356,8 +376,7 @@ int jinja_test_named(jctx *c, const jnode *at, const char *name, size_t nn, jv v
                      size_t nargs, bool *known, bool *result);
 /* A property of a string, array or object that is not a key: a bound method or `length`. */
 bool jinja_builtin_member(jctx *c, jv self, const char *name, size_t nn, jv *out, int *err);
-int jinja_call_builtin(jctx *c, const jnode *at, const jfunc *f, jv *args, size_t nargs,
-                       jv *out);
+int jinja_call_builtin(jctx *c, const jnode *at, const jfunc *f, jv *args, size_t nargs, jv *out);
 int jinja_setup_globals(jctx *c, jenv *root);
 int jinja_object_items(jctx *c, jv obj, jv *out);
 int jinja_dictsort(jctx *c, const jnode *at, jv obj, jv *args, size_t nargs, jv *out);

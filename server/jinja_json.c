@@ -130,11 +130,13 @@ int jv_tojson(jctx *c, const jnode *at, jv v, const jjson_opts *o, int depth, jb
     }
     char num[400];
     switch (v.k) {
-    case JV_NULL: return jbuf_put(b, "null", 4) ? jbuf_err(c, at) : 0;
+    case JV_NULL:
+        return jbuf_put(b, "null", 4) ? jbuf_err(c, at) : 0;
     case JV_UNDEF:
         rc = o->undefined_as_null ? jbuf_put(b, "null", 4) : jbuf_put(b, "undefined", 9);
         return rc ? jbuf_err(c, at) : 0;
-    case JV_BOOL: return (v.b ? jbuf_put(b, "true", 4) : jbuf_put(b, "false", 5)) ? jbuf_err(c, at) : 0;
+    case JV_BOOL:
+        return (v.b ? jbuf_put(b, "true", 4) : jbuf_put(b, "false", 5)) ? jbuf_err(c, at) : 0;
     case JV_INT:
     case JV_FLOAT:
         if (!isfinite(v.u.num)) return jbuf_put(b, "null", 4) ? jbuf_err(c, at) : 0;
@@ -144,8 +146,10 @@ int jv_tojson(jctx *c, const jnode *at, jv v, const jjson_opts *o, int depth, jb
         return put_json_string(b, v.u.s, v.n, o->ensure_ascii) ? jbuf_err(c, at) : 0;
     case JV_ARRAY:
     case JV_OBJECT:
-    case JV_NS: break;
-    default: return jerr(c, at, "Cannot convert to JSON: %s", jv_type_name(v));
+    case JV_NS:
+        break;
+    default:
+        return jerr(c, at, "Cannot convert to JSON: %s", jv_type_name(v));
     }
     /* Newline plus indent * depth spaces before the closing bracket, one level more inside. */
     size_t pad = o->indent > 0 ? (size_t)o->indent : 0;
@@ -191,8 +195,7 @@ int jv_tojson(jctx *c, const jnode *at, jv v, const jjson_opts *o, int depth, jb
         } else {
             size_t k = order ? order[i] : i;
             const jobj *ob = v.u.obj;
-            if (put_json_string(b, ob->kp[k], ob->kn[k], o->ensure_ascii) ||
-                jbuf_put(b, ksep, ksn))
+            if (put_json_string(b, ob->kp[k], ob->kn[k], o->ensure_ascii) || jbuf_put(b, ksep, ksn))
                 goto full;
             item = ob->v[k];
         }

@@ -119,8 +119,7 @@ static void strip_generation(const mapped *in, mapped *out) {
         if (!end) continue;
         size_t before = i;
         size_t k;
-        while (before > last && (k = ju_space_before(in->s + last, before - last)) > 0)
-            before -= k;
+        while (before > last && (k = ju_space_before(in->s + last, before - last)) > 0) before -= k;
         size_t after = skip_spaces(in->s, in->n, end);
         for (size_t p = kept_from; p < (ls ? before : i); p++) keep(out, in, p);
         if (!rs)
@@ -162,12 +161,15 @@ static int push(lexer *L, int type, const char *s, size_t n, size_t at) {
         t->v = v;
         t->cap = cap;
     }
-    t->v[t->n++] = (jtok){ .type = (uint8_t)type, .s = s, .n = n,
-                           .pos = at < L->n ? L->map[at] : (uint32_t)L->origlen };
+    t->v[t->n++] = (jtok){
+        .type = (uint8_t)type, .s = s, .n = n, .pos = at < L->n ? L->map[at] : (uint32_t)L->origlen
+    };
     return 0;
 }
 
-static int last_type(const lexer *L) { return L->out->n ? L->out->v[L->out->n - 1].type : -1; }
+static int last_type(const lexer *L) {
+    return L->out->n ? L->out->v[L->out->n - 1].type : -1;
+}
 
 static void strip_trailing_whitespace(lexer *L) {
     jtoks *t = L->out;
@@ -177,9 +179,13 @@ static void strip_trailing_whitespace(lexer *L) {
     if (k->n == 0) t->n--;
 }
 
-static void skip_leading_whitespace(lexer *L) { L->i = skip_spaces(L->s, L->n, L->i); }
+static void skip_leading_whitespace(lexer *L) {
+    L->i = skip_spaces(L->s, L->n, L->i);
+}
 
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
 static bool is_word(char c) {
     return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
@@ -283,15 +289,15 @@ static const struct {
     const char *seq;
     uint8_t len, type;
 } table[] = {
-    { "{%", 2, JT_OPEN_STMT }, { "%}", 2, JT_CLOSE_STMT }, { "{{", 2, JT_OPEN_EXPR },
-    { "}}", 2, JT_CLOSE_EXPR }, { "(", 1, JT_LPAREN },     { ")", 1, JT_RPAREN },
-    { "{", 1, JT_LBRACE },      { "}", 1, JT_RBRACE },     { "[", 1, JT_LBRACKET },
-    { "]", 1, JT_RBRACKET },    { ",", 1, JT_COMMA },      { ".", 1, JT_DOT },
-    { ":", 1, JT_COLON },       { "|", 1, JT_PIPE },       { "<=", 2, JT_CMP },
-    { ">=", 2, JT_CMP },        { "==", 2, JT_CMP },       { "!=", 2, JT_CMP },
-    { "<", 1, JT_CMP },         { ">", 1, JT_CMP },        { "+", 1, JT_ADD },
-    { "-", 1, JT_ADD },         { "~", 1, JT_ADD },        { "**", 2, JT_POW },
-    { "*", 1, JT_MUL },         { "//", 2, JT_MUL },       { "/", 1, JT_MUL },
+    { "{%", 2, JT_OPEN_STMT },  { "%}", 2, JT_CLOSE_STMT }, { "{{", 2, JT_OPEN_EXPR },
+    { "}}", 2, JT_CLOSE_EXPR }, { "(", 1, JT_LPAREN },      { ")", 1, JT_RPAREN },
+    { "{", 1, JT_LBRACE },      { "}", 1, JT_RBRACE },      { "[", 1, JT_LBRACKET },
+    { "]", 1, JT_RBRACKET },    { ",", 1, JT_COMMA },       { ".", 1, JT_DOT },
+    { ":", 1, JT_COLON },       { "|", 1, JT_PIPE },        { "<=", 2, JT_CMP },
+    { ">=", 2, JT_CMP },        { "==", 2, JT_CMP },        { "!=", 2, JT_CMP },
+    { "<", 1, JT_CMP },         { ">", 1, JT_CMP },         { "+", 1, JT_ADD },
+    { "-", 1, JT_ADD },         { "~", 1, JT_ADD },         { "**", 2, JT_POW },
+    { "*", 1, JT_MUL },         { "//", 2, JT_MUL },        { "/", 1, JT_MUL },
     { "%", 1, JT_MUL },         { "=", 1, JT_EQUALS },
 };
 
@@ -366,8 +372,7 @@ static int lex_tokens(lexer *L) {
                 L->i++;
                 size_t d0;
                 if ((rc = consume_class(L, false, &d0))) return rc;
-                if (L->i > d0 && L->i + 1 < L->n && L->s[L->i] == '.' &&
-                    is_digit(L->s[L->i + 1])) {
+                if (L->i > d0 && L->i + 1 < L->n && L->s[L->i] == '.' && is_digit(L->s[L->i + 1])) {
                     L->i++;
                     size_t f0;
                     if ((rc = consume_class(L, false, &f0))) return rc;
@@ -383,9 +388,12 @@ static int lex_tokens(lexer *L) {
             if (table[t].type == JT_CLOSE_EXPR && L->curly > 0) continue;
             if (!at(L, table[t].seq)) continue;
             if ((rc = push(L, table[t].type, L->s + L->i, table[t].len, start))) return rc;
-            if (table[t].type == JT_OPEN_EXPR) L->curly = 0;
-            else if (table[t].type == JT_LBRACE) L->curly++;
-            else if (table[t].type == JT_RBRACE) L->curly--;
+            if (table[t].type == JT_OPEN_EXPR)
+                L->curly = 0;
+            else if (table[t].type == JT_LBRACE)
+                L->curly++;
+            else if (table[t].type == JT_RBRACE)
+                L->curly--;
             L->i += table[t].len;
             matched = true;
             break;
@@ -444,8 +452,14 @@ int jinja_lex(const char *src, size_t len, jarena *a, jtoks *out, srp_err *e) {
         rc = srp_err_set(e, SRP_ENOMEM, "chat template: out of memory");
         goto out;
     }
-    lexer L = { .s = text, .n = m[1].n, .map = m[1].map, .out = out, .a = a, .orig = src,
-                .origlen = len, .e = e };
+    lexer L = { .s = text,
+                .n = m[1].n,
+                .map = m[1].map,
+                .out = out,
+                .a = a,
+                .orig = src,
+                .origlen = len,
+                .e = e };
     rc = lex_tokens(&L);
 out:
     mapped_free(&m[0]);

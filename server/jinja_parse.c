@@ -229,14 +229,14 @@ static jnode *parse_args(parser *P, bool params, nlist *out) {
                         return fail(P, "Duplicate parameter name", NULL);
                 if (!nl_push(P, &names, arg)) return NULL;
             }
-            if (arg->kind == JN_KWARG) saw_keyword = true;
+            if (arg->kind == JN_KWARG)
+                saw_keyword = true;
             else if (saw_keyword)
                 return fail(P, "%s",
                             params ? "Non-default argument follows default argument"
                                    : "Positional arguments must come before keyword arguments");
             else if (saw_spread)
-                return fail(P, "Positional arguments must not follow `*` argument unpacking",
-                            NULL);
+                return fail(P, "Positional arguments must not follow `*` argument unpacking", NULL);
         }
         if (!nl_push(P, out, arg)) return NULL;
         if (is(P, JT_COMMA)) P->cur++;
@@ -363,8 +363,8 @@ static jnode *parse_filter_expression(parser *P) {
 /* Tests that take one argument may take it without parentheses (`is divisibleby 3`). */
 static bool test_takes_bare_argument(const jnode *name) {
     static const char *const with_arg[] = { "divisibleby", "equalto", "eq", "ne", "sameas",
-                                            "lt", "le", "gt", "ge", "lessthan", "greaterthan",
-                                            "in", NULL };
+                                            "lt",          "le",      "gt", "ge", "lessthan",
+                                            "greaterthan", "in",      NULL };
     for (const char *const *w = with_arg; *w; w++)
         if (name->slen == strlen(*w) && memcmp(name->s, *w, name->slen) == 0) return true;
     return false;
@@ -428,8 +428,10 @@ static jnode *parse_multiplicative(parser *P) {
     jnode *left = parse_power(P);
     while (left && is(P, JT_MUL)) {
         const jtok *t = peek(P, 0);
-        int op = tok_is(t, "*") ? OP_MUL : tok_is(t, "/") ? OP_DIV : tok_is(t, "//") ? OP_FLOORDIV
-                                                                                      : OP_MOD;
+        int op = tok_is(t, "*")    ? OP_MUL
+                 : tok_is(t, "/")  ? OP_DIV
+                 : tok_is(t, "//") ? OP_FLOORDIV
+                                   : OP_MOD;
         P->cur++;
         left = binary(P, op, t->pos, left, parse_power(P));
     }
@@ -601,7 +603,9 @@ static jnode *parse_primary(parser *P) {
         }
         return done(P, n);
     }
-    default: P->cur--; return fail(P, "unexpected token", NULL);
+    default:
+        P->cur--;
+        return fail(P, "unexpected token", NULL);
     }
 }
 
@@ -619,7 +623,8 @@ static int special_bit(const char *s, size_t n) {
 
 static void declare_target(special_scan *S, const jnode *t) {
     if (!t) return;
-    if (t->kind == JN_IDENT) S->declared |= special_bit(t->s, t->slen);
+    if (t->kind == JN_IDENT)
+        S->declared |= special_bit(t->s, t->slen);
     else if (t->kind == JN_TUPLE)
         for (size_t i = 0; i < t->n; i++) declare_target(S, t->list[i]);
 }
@@ -687,12 +692,16 @@ static void visit(special_scan *S, const jnode *n) {
         visit(S, n->a);
         visit_filter(S, n->b);
         return;
-    case JN_TEST: visit(S, n->a); return;
+    case JN_TEST:
+        visit(S, n->a);
+        return;
     case JN_SELECT:
         visit(S, n->b);
         visit(S, n->a);
         return;
-    case JN_KWARG: visit(S, n->a); return;
+    case JN_KWARG:
+        visit(S, n->a);
+        return;
     case JN_OBJECT:
         for (size_t i = 0; i < n->n; i++) {
             visit(S, n->list[i]);
@@ -764,8 +773,7 @@ static jnode *parse_statement(parser *P) {
     jnode *n = NULL;
     nlist l1 = { 0 }, l2 = { 0 };
     if (tok_is(t, "set")) {
-        if (!(n = mk(P, JN_SET, pos)) || !(n->a = parse_expression_sequence(P, false)))
-            return NULL;
+        if (!(n = mk(P, JN_SET, pos)) || !(n->a = parse_expression_sequence(P, false))) return NULL;
         if (is(P, JT_EQUALS)) {
             P->cur++;
             if (!(n->b = parse_expression_sequence(P, false))) return NULL;
@@ -799,7 +807,8 @@ static jnode *parse_statement(parser *P) {
         if (!(n = mk(P, JN_FOR, pos)) || !(n->a = parse_expression_sequence(P, true))) return NULL;
         if (n->a->kind != JN_IDENT && n->a->kind != JN_TUPLE)
             return fail(P, "Expected identifier/tuple for the loop variable", NULL);
-        if (!is_ident(P, "in")) return fail(P, "Expected `in` keyword following loop variable", NULL);
+        if (!is_ident(P, "in"))
+            return fail(P, "Expected `in` keyword following loop variable", NULL);
         P->cur++;
         if (!(n->b = parse_expression(P)) || !expect(P, JT_CLOSE_STMT, "'%}'") ||
             !parse_until(P, END_FOR, &l1))
@@ -882,7 +891,8 @@ static jnode *parse_any(parser *P) {
         n = parse_expression(P);
         if (!n || !expect(P, JT_CLOSE_EXPR, "'}}'")) return NULL;
         return n;
-    default: return fail(P, "unexpected token", NULL);
+    default:
+        return fail(P, "unexpected token", NULL);
     }
 }
 

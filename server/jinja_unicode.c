@@ -113,13 +113,16 @@ static int map_case(const jcase_run *runs, size_t nruns, const jcase_multi *mult
     size_t lo = 0, hi = nruns;
     while (lo < hi) { /* the last run starting at or before cp */
         size_t mid = (lo + hi) / 2;
-        if (runs[mid].lo <= cp) lo = mid + 1;
-        else hi = mid;
+        if (runs[mid].lo <= cp)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     out[0] = cp;
     if (lo > 0) {
         const jcase_run *r = &runs[lo - 1];
-        if (cp <= r->hi && (cp - r->lo) % r->stride == 0) out[0] = (uint32_t)((int32_t)cp + r->delta);
+        if (cp <= r->hi && (cp - r->lo) % r->stride == 0)
+            out[0] = (uint32_t)((int32_t)cp + r->delta);
     }
     return 1;
 }

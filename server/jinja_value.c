@@ -69,7 +69,9 @@ int jstr_cat(jctx *c, const char *a, size_t an, const char *b, size_t bn, jv *ou
     return 0;
 }
 
-jbuf jctx_buf(const jctx *c) { return (jbuf){ .limit = c->lim.max_output }; }
+jbuf jctx_buf(const jctx *c) {
+    return (jbuf){ .limit = c->lim.max_output };
+}
 
 int jbuf_err(jctx *c, const jnode *at) {
     (void)at;
@@ -222,26 +224,33 @@ int jv_from_json(jctx *c, const cJSON *j, int depth, jv *out) {
 
 bool jv_truthy(jv v) {
     switch (v.k) {
-    case JV_BOOL: return v.b;
+    case JV_BOOL:
+        return v.b;
     case JV_INT:
-    case JV_FLOAT: return v.u.num != 0 && !isnan(v.u.num);
-    case JV_STR: return v.n > 0;
+    case JV_FLOAT:
+        return v.u.num != 0 && !isnan(v.u.num);
+    case JV_STR:
+        return v.n > 0;
     case JV_ARRAY:
-    case JV_TUPLE: return v.u.arr->n > 0;
+    case JV_TUPLE:
+        return v.u.arr->n > 0;
     case JV_OBJECT:
-    case JV_KWARGS: return v.u.obj->n > 0;
+    case JV_KWARGS:
+        return v.u.obj->n > 0;
     case JV_NS:
-    case JV_FUNC: return true;
-    default: return false;
+    case JV_FUNC:
+        return true;
+    default:
+        return false;
     }
 }
 
 const char *jv_type_name(jv v) {
-    static const char *const names[] = { "UndefinedValue", "NullValue",   "BooleanValue",
-                                         "IntegerValue",   "FloatValue",  "StringValue",
-                                         "ArrayValue",     "TupleValue",  "ObjectValue",
-                                         "KeywordArgumentsValue", "NamespaceValue",
-                                         "FunctionValue", "ObjectValue" };
+    static const char *const names[] = {
+        "UndefinedValue", "NullValue",     "BooleanValue", "IntegerValue", "FloatValue",
+        "StringValue",    "ArrayValue",    "TupleValue",   "ObjectValue",  "KeywordArgumentsValue",
+        "NamespaceValue", "FunctionValue", "ObjectValue"
+    };
     return v.k < sizeof names / sizeof names[0] ? names[v.k] : "?";
 }
 
@@ -399,10 +408,18 @@ static int put_num(jbuf *b, double d) {
 int jv_tostring(jctx *c, jv v, jbuf *b, int depth) {
     int rc = 0;
     switch (v.k) {
-    case JV_UNDEF: rc = jbuf_put(b, "undefined", 9); break;
-    case JV_NULL: rc = jbuf_put(b, "null", 4); break;
-    case JV_BOOL: rc = v.b ? jbuf_put(b, "true", 4) : jbuf_put(b, "false", 5); break;
-    case JV_INT: rc = put_num(b, v.u.num); break;
+    case JV_UNDEF:
+        rc = jbuf_put(b, "undefined", 9);
+        break;
+    case JV_NULL:
+        rc = jbuf_put(b, "null", 4);
+        break;
+    case JV_BOOL:
+        rc = v.b ? jbuf_put(b, "true", 4) : jbuf_put(b, "false", 5);
+        break;
+    case JV_INT:
+        rc = put_num(b, v.u.num);
+        break;
     case JV_FLOAT: {
         double d = v.u.num;
         if (d == 0 && signbit(d)) {
@@ -416,8 +433,11 @@ int jv_tostring(jctx *c, jv v, jbuf *b, int depth) {
         }
         break;
     }
-    case JV_STR: rc = jbuf_put(b, v.u.s, v.n); break;
-    case JV_FUNC: break; /* the reference prints a JavaScript function's source here */
+    case JV_STR:
+        rc = jbuf_put(b, v.u.s, v.n);
+        break;
+    case JV_FUNC:
+        break; /* the reference prints a JavaScript function's source here */
     default: {
         jjson_opts o = { 0 };
         return jv_tojson(c, NULL, v, &o, depth, b);
@@ -430,7 +450,9 @@ int jv_rawstring(jctx *c, jv v, jbuf *b, int depth) {
     int rc = 0;
     switch (v.k) {
     case JV_INT:
-    case JV_FLOAT: rc = put_num(b, v.u.num); break;
+    case JV_FLOAT:
+        rc = put_num(b, v.u.num);
+        break;
     case JV_ARRAY:
     case JV_TUPLE: /* Array.prototype.toString: elements joined by commas */
         if (depth > JINJA_MAX_DATA_DEPTH) return jerr(c, NULL, "value nested too deeply");
@@ -442,8 +464,11 @@ int jv_rawstring(jctx *c, jv v, jbuf *b, int depth) {
         return 0;
     case JV_OBJECT:
     case JV_KWARGS:
-    case JV_NS: rc = jbuf_put(b, "[object Map]", 12); break;
-    default: return jv_tostring(c, v, b, depth);
+    case JV_NS:
+        rc = jbuf_put(b, "[object Map]", 12);
+        break;
+    default:
+        return jv_tostring(c, v, b, depth);
     }
     return rc ? jbuf_err(c, NULL) : 0;
 }
@@ -471,7 +496,9 @@ static bool same_object(jv a, jv b) {
     return false;
 }
 
-static bool is_jsobject(jv v) { return v.k >= JV_ARRAY; }
+static bool is_jsobject(jv v) {
+    return v.k >= JV_ARRAY;
+}
 
 int jv_loose_eq(jctx *c, jv a, jv b, bool *out) {
     bool anil = a.k == JV_UNDEF || a.k == JV_NULL, bnil = b.k == JV_UNDEF || b.k == JV_NULL;
@@ -513,10 +540,14 @@ bool jv_strict_eq(jv a, jv b) {
     }
     switch (a.k) {
     case JV_UNDEF:
-    case JV_NULL: return true;
-    case JV_BOOL: return a.b == b.b;
-    case JV_STR: return a.n == b.n && memcmp(a.u.s, b.u.s, a.n) == 0;
-    default: return same_object(a, b);
+    case JV_NULL:
+        return true;
+    case JV_BOOL:
+        return a.b == b.b;
+    case JV_STR:
+        return a.n == b.n && memcmp(a.u.s, b.u.s, a.n) == 0;
+    default:
+        return same_object(a, b);
     }
 }
 
@@ -565,7 +596,9 @@ full:
     return jbuf_err(c, NULL);
 }
 
-static bool numeric_like(jv v) { return v.k == JV_INT || v.k == JV_FLOAT || v.k == JV_BOOL; }
+static bool numeric_like(jv v) {
+    return v.k == JV_INT || v.k == JV_FLOAT || v.k == JV_BOOL;
+}
 
 int jv_compare(jctx *c, const jnode *at, jv a, jv b, bool case_sensitive, int *out) {
     if (a.k == JV_NULL || b.k == JV_NULL || a.k == JV_UNDEF || b.k == JV_UNDEF) {

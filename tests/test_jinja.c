@@ -18,7 +18,8 @@ const char *const JT_CTX =
     " \"lst\": [3, 1, 2], \"strs\": [\"b\", \"A\", \"c\", \"a\"],"
     " \"d\": {\"b\": 1, \"a\": 2, \"C\": 3, \"10\": \"x\", \"2\": \"y\"},"
     " \"objs\": [{\"name\": \"x\", \"v\": 2, \"ok\": true, \"sub\": {\"k\": 1}},"
-    "   {\"name\": \"y\", \"v\": 1, \"ok\": false, \"sub\": {\"k\": 2}}, {\"name\": \"z\", \"v\": 3}],"
+    "   {\"name\": \"y\", \"v\": 1, \"ok\": false, \"sub\": {\"k\": 2}}, {\"name\": \"z\", \"v\": "
+    "3}],"
     " \"nested\": {\"a\": {\"b\": [1, {\"c\": \"deep\"}]}}, \"t\": true, \"fl\": false,"
     " \"nul\": null, \"mixed\": [1, \"a\", null, true, 2.5, [1, 2], {\"k\": \"v\"}]}";
 
@@ -60,8 +61,9 @@ TEST(jinja_text_comments_and_output) {
     /* A single trailing newline is dropped, as in Jinja. */
     CHECK_RENDER("line\n", "line");
     CHECK_RENDER("line\n\n", "line\n");
-    CHECK_RENDER("{{ \"\\x41\\u00e9\\u263a\" }}|{{ \"\\ud83d\\ude00\" }}|{{ 'it\\'s' }}|{{ \"a\\tb\" }}",
-                 "A\xc3\xa9\xe2\x98\xba|\xf0\x9f\x98\x80|it's|a\tb");
+    CHECK_RENDER(
+        "{{ \"\\x41\\u00e9\\u263a\" }}|{{ \"\\ud83d\\ude00\" }}|{{ 'it\\'s' }}|{{ \"a\\tb\" }}",
+        "A\xc3\xa9\xe2\x98\xba|\xf0\x9f\x98\x80|it's|a\tb");
 }
 
 TEST(jinja_whitespace_control) {
@@ -81,12 +83,14 @@ TEST(jinja_whitespace_control) {
 }
 
 TEST(jinja_numbers) {
-    CHECK_RENDER("{{ 1 }}|{{ -1 }}|{{ 1.0 }}|{{ 2.50 }}|{{ -0.0 }}|{{ 0.0 }}", "1|-1|1.0|2.5|-0.0|0.0");
+    CHECK_RENDER("{{ 1 }}|{{ -1 }}|{{ 1.0 }}|{{ 2.50 }}|{{ -0.0 }}|{{ 0.0 }}",
+                 "1|-1|1.0|2.5|-0.0|0.0");
     CHECK_RENDER("{{ 1000000000000000000000 }}|{{ 100000000000000000000 }}|{{ 0.000001 }}|"
                  "{{ 0.0000001 }}|{{ 123456789012345678901234 }}",
                  "1e+21|100000000000000000000|0.000001|1e-7|1.2345678901234569e+23");
-    CHECK_RENDER("{{ 0.1 + 0.2 }}|{{ 1 / 3 }}|{{ 10 / 4 }}|{{ 7 / 7 }}|{{ 100000000000000000000.0 }}",
-                 "0.30000000000000004|0.3333333333333333|2.5|1.0|100000000000000000000.0");
+    CHECK_RENDER(
+        "{{ 0.1 + 0.2 }}|{{ 1 / 3 }}|{{ 10 / 4 }}|{{ 7 / 7 }}|{{ 100000000000000000000.0 }}",
+        "0.30000000000000004|0.3333333333333333|2.5|1.0|100000000000000000000.0");
     CHECK_RENDER("{{ 1 / 0 }}|{{ -1 / 0 }}|{{ 5 // 0 }}|{{ 9007199254740993 }}|{{ 2 ** 53 + 1 }}",
                  "Infinity|-Infinity|Infinity|9007199254740992|9007199254740992");
     CHECK_RENDER("{{ f|string }}|{{ 3.0|string }}|{{ 100.0 }}|{{ 12345678.9 }}|{{ 1000000.0 }}",
@@ -94,15 +98,18 @@ TEST(jinja_numbers) {
 }
 
 TEST(jinja_arithmetic) {
-    CHECK_RENDER("{{ n + 1 }}|{{ n - 10 }}|{{ n * 3 }}|{{ n / 2 }}|{{ n // 2 }}|{{ n % 3 }}|{{ n ** 2 }}",
-                 "8|-3|21|3.5|3|1|49");
+    CHECK_RENDER(
+        "{{ n + 1 }}|{{ n - 10 }}|{{ n * 3 }}|{{ n / 2 }}|{{ n // 2 }}|{{ n % 3 }}|{{ n ** 2 }}",
+        "8|-3|21|3.5|3|1|49");
     CHECK_RENDER("{{ 2 ** -1 }}|{{ 2 ** 3 ** 2 }}|{{ f + 1 }}|{{ f * 2 }}|{{ f // 1 }}|{{ f % 1 }}",
                  "0.5|64|3.5|5.0|2.0|0.5");
     /* JavaScript's remainder keeps the dividend's sign; // floors */
-    CHECK_RENDER("{{ -f }}|{{ +n }}|{{ -neg }}|{{ neg % 2 }}|{{ neg // 2 }}|{{ -7 % 3 }}|{{ 7.5 // 2 }}",
-                 "-2.5|7|3|-1|-2|-1|3.0");
-    CHECK_RENDER("{{ 'a' ~ 1 ~ f ~ t ~ lst }}|{{ 'x' + 1 }}|{{ 1 + 'x' }}|{{ 3.0 ~ '' }}|{{ 3 ~ 4 }}",
-                 "a12.5true3,1,2|x1|1x|3|34");
+    CHECK_RENDER(
+        "{{ -f }}|{{ +n }}|{{ -neg }}|{{ neg % 2 }}|{{ neg // 2 }}|{{ -7 % 3 }}|{{ 7.5 // 2 }}",
+        "-2.5|7|3|-1|-2|-1|3.0");
+    CHECK_RENDER(
+        "{{ 'a' ~ 1 ~ f ~ t ~ lst }}|{{ 'x' + 1 }}|{{ 1 + 'x' }}|{{ 3.0 ~ '' }}|{{ 3 ~ 4 }}",
+        "a12.5true3,1,2|x1|1x|3|34");
     CHECK_RENDER("{{ [1] + [2, 3] }}|{{ 'n=' + n|string }}", "[1, 2, 3]|n=7");
     CHECK_RENDER("{{ 'a' + ['b', 1] }}|{{ 'x' ~ d }}", "ab,1|x[object Map]");
 }
@@ -111,9 +118,10 @@ TEST(jinja_comparison_and_logic) {
     CHECK_RENDER("{{ n > 3 }}|{{ n < 3 }}|{{ n >= 7 }}|{{ n <= 6 }}|{{ n == 7 }}|{{ n != 7 }}",
                  "true|false|true|false|true|false");
     /* == is JavaScript's loose equality on the underlying values */
-    CHECK_RENDER("{{ n == 7.0 }}|{{ '7' == n }}|{{ t == 1 }}|{{ nul == none }}|{{ missing == none }}|"
-                 "{{ '' == 0 }}|{{ lst == lst }}|{{ [1] == [1] }}|{{ [] == '' }}|{{ [1,2] == '1,2' }}",
-                 "true|true|true|true|true|true|true|false|true|true");
+    CHECK_RENDER(
+        "{{ n == 7.0 }}|{{ '7' == n }}|{{ t == 1 }}|{{ nul == none }}|{{ missing == none }}|"
+        "{{ '' == 0 }}|{{ lst == lst }}|{{ [1] == [1] }}|{{ [] == '' }}|{{ [1,2] == '1,2' }}",
+        "true|true|true|true|true|true|true|false|true|true");
     CHECK_RENDER("{{ t and 'yes' }}|{{ fl and 'yes' }}|{{ fl or 'no' }}|{{ e or 'empty' }}|"
                  "{{ not t }}|{{ not not n }}|{{ [] or 'E' }}|{{ {} or 'D' }}|{{ lst and 'L' }}",
                  "yes|false|no|empty|false|true|E|D|L");
@@ -121,22 +129,25 @@ TEST(jinja_comparison_and_logic) {
                  "{{ 2.0 in lst }}|{{ 'a' in d }}|{{ 'zz' in d }}|{{ 'x' in missing }}|"
                  "{{ 'x' not in missing }}",
                  "true|true|true|false|true|true|false|false|true");
-    CHECK_RENDER("{{ 'yes' if t else 'no' }}|{{ 'a' if fl else 'b' if t else 'c' }}|[{{ 'x' if fl }}]",
-                 "yes|b|[]");
+    CHECK_RENDER(
+        "{{ 'yes' if t else 'no' }}|{{ 'a' if fl else 'b' if t else 'c' }}|[{{ 'x' if fl }}]",
+        "yes|b|[]");
     CHECK_RENDER("{{ not n is odd }}|{{ n is not odd and t }}|{{ 1 if nul is none else 2 }}",
                  "false|false|1");
 }
 
 TEST(jinja_subscripts_slices_attributes) {
-    CHECK_RENDER("{{ lst[0] }}|{{ lst[-1] }}|[{{ lst[5] }}]|{{ lst[1:] }}|{{ lst[:2] }}|{{ lst[::-1] }}",
-                 "3|2|[]|[1, 2]|[3, 1]|[2, 1, 3]");
+    CHECK_RENDER(
+        "{{ lst[0] }}|{{ lst[-1] }}|[{{ lst[5] }}]|{{ lst[1:] }}|{{ lst[:2] }}|{{ lst[::-1] }}",
+        "3|2|[]|[1, 2]|[3, 1]|[2, 1, 3]");
     CHECK_RENDER("{{ lst[::2] }}|{{ lst[-2:] }}|{{ lst[1:-1] }}|{{ lst[5:] }}|{{ lst[2:0:-1] }}",
                  "[3, 2]|[1, 2]|[1]|[]|[2, 1]");
     /* the reference reads an explicit stop of -1 with a negative step as "to the start" */
     CHECK_RENDER("{{ lst[3:-1:-1] }}", "[2, 1, 3]");
-    CHECK_RENDER("{{ s[2:7] }}|{{ 'hello'[::-1] }}|{{ 'hello'[1:3] }}|{{ 'hello'[-3:] }}|{{ 'abc'[1] }}|"
-                 "{{ 'abc'[-1] }}|[{{ 'abc'[10] }}]",
-                 "Hello|olleh|el|llo|b|c|[]");
+    CHECK_RENDER(
+        "{{ s[2:7] }}|{{ 'hello'[::-1] }}|{{ 'hello'[1:3] }}|{{ 'hello'[-3:] }}|{{ 'abc'[1] }}|"
+        "{{ 'abc'[-1] }}|[{{ 'abc'[10] }}]",
+        "Hello|olleh|el|llo|b|c|[]");
     /* strings slice by code point, index and measure by UTF-16 unit */
     CHECK_RENDER("{{ u[1:4] }}|{{ u|length }}|{{ '\xf0\x9f\x98\x80' 'a'|length }}|"
                  "{{ ('\xf0\x9f\x98\x80' 'a')[2] }}|{{ ('\xf0\x9f\x98\x80' 'abc')[1:] }}",
@@ -158,17 +169,20 @@ TEST(jinja_for_loops) {
                  "1032truefalse31;2121falsefalse332;3210falsetrue31;");
     CHECK_RENDER("{% for x in [] %}never{% else %}else{% endfor %}", "else");
     CHECK_RENDER("{% for k in d %}{{ k }},{% endfor %}", "2,10,b,a,C,");
-    CHECK_RENDER("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", "2=y;10=x;b=1;a=2;C=3;");
+    CHECK_RENDER("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}",
+                 "2=y;10=x;b=1;a=2;C=3;");
     CHECK_RENDER("{% for x in lst if x > 1 %}{{ x }}{{ loop.index }}{{ loop.length }} {% endfor %}",
                  "312 222 ");
-    CHECK_RENDER("{% for m in messages if m.role != 'system' %}{{ m.role }}:{{ loop.last }} {% endfor %}",
-                 "user:false assistant:true ");
+    CHECK_RENDER(
+        "{% for m in messages if m.role != 'system' %}{{ m.role }}:{{ loop.last }} {% endfor %}",
+        "user:false assistant:true ");
     CHECK_RENDER("{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }},{% endfor %}|"
                  "{% for (a, b) in [[1, 2]] %}{{ a }}{{ b }}{% endfor %}",
                  "3,7,|12");
-    CHECK_RENDER("{% for i in range(3) %}{% for j in range(2) %}{{ loop.index }}{{ i }}{% endfor %}|"
-                 "{% endfor %}",
-                 "1020|1121|1222|");
+    CHECK_RENDER(
+        "{% for i in range(3) %}{% for j in range(2) %}{{ loop.index }}{{ i }}{% endfor %}|"
+        "{% endfor %}",
+        "1020|1121|1222|");
     /* strings are not iterable in a for loop (the reference refuses them) */
     CHECK_FAILS("{% for c in 'abc' %}{{ c }}{% endfor %}", SRP_EINVAL, "got StringValue");
 }
@@ -177,7 +191,8 @@ TEST(jinja_break_continue) {
     CHECK_RENDER("{% for x in lst %}{% if x == 1 %}{% continue %}{% endif %}[{{ x }}]{% endfor %}",
                  "[3][2]");
     /* an iteration left by break or continue contributes nothing, not even its earlier text */
-    CHECK_RENDER("{% for x in lst %}A{% if x == 1 %}{% break %}{% endif %}B{{ x }}{% endfor %}", "AB3");
+    CHECK_RENDER("{% for x in lst %}A{% if x == 1 %}{% break %}{% endif %}B{{ x }}{% endfor %}",
+                 "AB3");
     CHECK_RENDER("{% for x in lst %}{% continue %}{% else %}ELSE{% endfor %}", "ELSE");
     CHECK_RENDER("{% macro stop() %}{% break %}{% endmacro %}{% for x in lst %}{{ x }}{{ stop() }}"
                  "{% endfor %}end",
@@ -192,23 +207,27 @@ TEST(jinja_set_and_namespace) {
                  "{% for i in lst %}{% set v = i %}{% endfor %}[{{ v }}]",
                  "in|[]");
     CHECK_RENDER("{% set a = 1 %}{% set a = a + 1 %}{{ a }}", "2");
-    CHECK_RENDER("{% set ns = namespace(count=0, found=false) %}{% for x in lst %}"
-                 "{% set ns.count = ns.count + x %}{% if x == 2 %}{% set ns.found = true %}{% endif %}"
-                 "{% endfor %}{{ ns.count }} {{ ns.found }} {{ ns }}",
-                 "6 true {\"count\": 6, \"found\": true}");
+    CHECK_RENDER(
+        "{% set ns = namespace(count=0, found=false) %}{% for x in lst %}"
+        "{% set ns.count = ns.count + x %}{% if x == 2 %}{% set ns.found = true %}{% endif %}"
+        "{% endfor %}{{ ns.count }} {{ ns.found }} {{ ns }}",
+        "6 true {\"count\": 6, \"found\": true}");
     CHECK_RENDER("{% set ns = namespace({'a': 1}, b=2) %}{{ ns.a }}{{ ns.b }}[{{ ns.c }}]", "12[]");
-    CHECK_RENDER("{% set ns = namespace(a=[]) %}{% set ns.a = ns.a + [1] %}{% set ns.a = ns.a + [2] %}"
-                 "{{ ns.a|tojson }}",
-                 "[1, 2]");
-    CHECK_RENDER("{% set content = '' %}{% for m in messages %}{% set content = content + m.content %}"
-                 "{% endfor %}[{{ content }}]",
-                 "[]");
+    CHECK_RENDER(
+        "{% set ns = namespace(a=[]) %}{% set ns.a = ns.a + [1] %}{% set ns.a = ns.a + [2] %}"
+        "{{ ns.a|tojson }}",
+        "[1, 2]");
+    CHECK_RENDER(
+        "{% set content = '' %}{% for m in messages %}{% set content = content + m.content %}"
+        "{% endfor %}[{{ content }}]",
+        "[]");
 }
 
 TEST(jinja_macros_and_calls) {
-    CHECK_RENDER("{% macro greet(name, greeting='Hello') %}{{ greeting }}, {{ name }}!{% endmacro %}"
-                 "{{ greet('Bob') }}|{{ greet('Ann', 'Hi') }}|{{ greet(greeting='Hey', name='Di') }}",
-                 "Hello, Bob!|Hi, Ann!|Hey, Di!");
+    CHECK_RENDER(
+        "{% macro greet(name, greeting='Hello') %}{{ greeting }}, {{ name }}!{% endmacro %}"
+        "{{ greet('Bob') }}|{{ greet('Ann', 'Hi') }}|{{ greet(greeting='Hey', name='Di') }}",
+        "Hello, Bob!|Hi, Ann!|Hey, Di!");
     CHECK_RENDER("{% macro m(a, b=a ~ '!') %}{{ a }}{{ b }}{% endmacro %}{{ m('x') }}", "xx!");
     CHECK_RENDER("{% macro v() %}{{ varargs }}{{ kwargs }}{% endmacro %}{{ v(1, 2, k=3) }}",
                  "[1, 2]{\"k\": 3}");
@@ -231,10 +250,11 @@ TEST(jinja_macros_and_calls) {
 }
 
 TEST(jinja_chat_template_end_to_end) {
-    const char *tmpl =
-        "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content | trim }}{{ eos_token }}"
-        "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
-    CHECK_RENDER(tmpl, "<s><|system|>sys</s><|user|>Hi there</s><|assistant|>Hello</s><|assistant|>");
+    const char *tmpl = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content | trim "
+                       "}}{{ eos_token }}"
+                       "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+    CHECK_RENDER(tmpl,
+                 "<s><|system|>sys</s><|user|>Hi there</s><|assistant|>Hello</s><|assistant|>");
     /* defaults when the caller passes no variables: add_generation_prompt false, tools none */
     CHECK_RENDER_CTX("{{ add_generation_prompt }}|{{ tools is none }}|{{ messages|length }}",
                      "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "false|true|1");

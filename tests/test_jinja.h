@@ -17,27 +17,27 @@ extern const char *const JT_CTX;
 const char *jt_render(const char *tmpl, const char *ctx);
 const char *jt_render_limited(const char *tmpl, const char *ctx, const srp_chat_limits *lim);
 
-#define CHECK_RENDER(tmpl, want)                                                                   \
-    do {                                                                                           \
-        const char *got_ = jt_render((tmpl), NULL);                                                \
-        CHECKF(got_ && strcmp(got_, (want)) == 0, "%s\n    want [%s]\n    got  [%s] %s", (tmpl),   \
-               (want), got_ ? got_ : "(error)", got_ ? "" : jt_err.msg);                           \
+#define CHECK_RENDER(tmpl, want)                                                                \
+    do {                                                                                        \
+        const char *got_ = jt_render((tmpl), NULL);                                             \
+        CHECKF(got_ &&strcmp(got_, (want)) == 0, "%s\n    want [%s]\n    got  [%s] %s", (tmpl), \
+               (want), got_ ? got_ : "(error)", got_ ? "" : jt_err.msg);                        \
     } while (0)
 
-#define CHECK_RENDER_CTX(tmpl, ctx, want)                                                          \
-    do {                                                                                           \
-        const char *got_ = jt_render((tmpl), (ctx));                                               \
-        CHECKF(got_ && strcmp(got_, (want)) == 0, "%s\n    want [%s]\n    got  [%s] %s", (tmpl),   \
-               (want), got_ ? got_ : "(error)", got_ ? "" : jt_err.msg);                           \
+#define CHECK_RENDER_CTX(tmpl, ctx, want)                                                       \
+    do {                                                                                        \
+        const char *got_ = jt_render((tmpl), (ctx));                                            \
+        CHECKF(got_ &&strcmp(got_, (want)) == 0, "%s\n    want [%s]\n    got  [%s] %s", (tmpl), \
+               (want), got_ ? got_ : "(error)", got_ ? "" : jt_err.msg);                        \
     } while (0)
 
 /* The render fails with `code` and a message containing `part`. */
-#define CHECK_FAILS(tmpl, code, part)                                                              \
-    do {                                                                                           \
-        const char *got_ = jt_render((tmpl), NULL);                                                \
-        CHECKF(!got_ && jt_rc == (code) && strstr(jt_err.msg, (part)) != NULL,                     \
-               "%s\n    want error %d containing [%s]\n    got  %s / %d [%s]", (tmpl), (code),    \
-               (part), got_ ? got_ : "(error)", jt_rc, jt_err.msg);                                \
+#define CHECK_FAILS(tmpl, code, part)                                                          \
+    do {                                                                                       \
+        const char *got_ = jt_render((tmpl), NULL);                                            \
+        CHECKF(!got_ && jt_rc == (code) && strstr(jt_err.msg, (part)) != NULL,                 \
+               "%s\n    want error %d containing [%s]\n    got  %s / %d [%s]", (tmpl), (code), \
+               (part), got_ ? got_ : "(error)", jt_rc, jt_err.msg);                            \
     } while (0)
 
 #endif

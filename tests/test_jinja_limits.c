@@ -47,7 +47,8 @@ TEST(jinja_runtime_errors) {
     CHECK_FAILS("{% set x.y = 1 %}", SRP_EINVAL, "non-namespace");
     CHECK_FAILS("{{ n() }}", SRP_EINVAL, "not a function");
     CHECK_FAILS("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}", SRP_EINVAL, "takes not more than");
-    CHECK_FAILS("{% macro m(a) %}{% endmacro %}{{ m(b=2) }}", SRP_EINVAL, "no keyword argument 'b'");
+    CHECK_FAILS("{% macro m(a) %}{% endmacro %}{{ m(b=2) }}", SRP_EINVAL,
+                "no keyword argument 'b'");
     CHECK_FAILS("{% break %}", SRP_EINVAL, "outside of a loop");
     CHECK_FAILS("{{ lst[1.5] }}", SRP_EINVAL, "non-string/non-number");
     /* errors in branches that do not run do not matter */
@@ -71,7 +72,8 @@ TEST(jinja_context_variables) {
     got = jt_render("x", "{\"messages\": [], \"vars_must_be\": \"fine\"}");
     CHECK(got && strcmp(got, "x") == 0);
     /* JavaScript orders integer-like keys first; a repeated key keeps its first place */
-    CHECK_RENDER_CTX("{{ o|tojson }}", "{\"o\": {\"b\": 1, \"1\": 2, \"a\": 3, \"0\": 4, \"b\": 5}}",
+    CHECK_RENDER_CTX("{{ o|tojson }}",
+                     "{\"o\": {\"b\": 1, \"1\": 2, \"a\": 3, \"0\": 4, \"b\": 5}}",
                      "{\"0\": 4, \"1\": 2, \"b\": 5, \"a\": 3}");
     /* messages need not be an array; whatever JSON the caller passes is rendered */
     CHECK_RENDER_CTX("{{ messages }}", "{\"messages\": {\"k\": 1.5}}", "{\"k\": 1.5}");
@@ -86,9 +88,10 @@ static void check_limit(const char *tmpl, const srp_chat_limits *lim, int code, 
 TEST(jinja_output_and_memory_limits) {
     srp_chat_limits lim = { .max_output = 1000 };
     check_limit("{% for i in range(2000) %}x{% endfor %}", &lim, SRP_EFULL, "output exceeds");
-    check_limit("{% set ns = namespace(s='x') %}{% for i in range(20) %}{% set ns.s = ns.s ~ ns.s %}"
-                "{% endfor %}",
-                &lim, SRP_EFULL, "exceeds");
+    check_limit(
+        "{% set ns = namespace(s='x') %}{% for i in range(20) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}",
+        &lim, SRP_EFULL, "exceeds");
     check_limit("{{ 'x'|indent(5000, true) }}", &lim, SRP_EFULL, "exceeds");
     lim = (srp_chat_limits){ .max_memory = 1 << 20 };
     check_limit("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
@@ -101,8 +104,8 @@ TEST(jinja_output_and_memory_limits) {
 
 TEST(jinja_work_limits) {
     srp_chat_limits lim = { .max_steps = 100000 };
-    check_limit("{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", &lim,
-                SRP_EFULL, "steps");
+    check_limit("{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+                &lim, SRP_EFULL, "steps");
     /* range() itself is capped */
     check_limit("{{ range(100000000)|length }}", NULL, SRP_EFULL, "range() longer");
     /* scanning long strings counts as work too */

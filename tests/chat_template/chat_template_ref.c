@@ -82,13 +82,14 @@ int main(int argc, char **argv) {
     cJSON **msgs = calloc((size_t)nc, sizeof *msgs), **vars = calloc((size_t)nc, sizeof *vars);
     if (!compiled || !compile_err || !tmpl_failed || !msgs || !vars) return 2;
     for (int i = 0; i < nt; i++) {
-        const char *t = cJSON_GetObjectItem(cJSON_GetArrayItem(templates, i), "template")
-                            ->valuestring;
-        if (srp_chat_template_compile(t, strlen(t), &compiled[i], &e)) compile_err[i] = strdup(e.msg);
+        const char *t =
+            cJSON_GetObjectItem(cJSON_GetArrayItem(templates, i), "template")->valuestring;
+        if (srp_chat_template_compile(t, strlen(t), &compiled[i], &e))
+            compile_err[i] = strdup(e.msg);
     }
     for (int i = 0; i < nc; i++) {
-        vars[i] = cJSON_Duplicate(cJSON_GetObjectItem(cJSON_GetArrayItem(contexts, i), "context"),
-                                  1);
+        vars[i] =
+            cJSON_Duplicate(cJSON_GetObjectItem(cJSON_GetArrayItem(contexts, i), "context"), 1);
         msgs[i] = cJSON_DetachItemFromObject(vars[i], "messages");
     }
     int passed = 0, failed = 0, both_failed = 0, extension = 0, shown = 0;
@@ -96,8 +97,10 @@ int main(int argc, char **argv) {
     cJSON_ArrayForEach(c, cases) {
         int ti = cJSON_GetObjectItem(c, "template")->valueint;
         int ci = cJSON_GetObjectItem(c, "context")->valueint;
-        const char *tname = cJSON_GetObjectItem(cJSON_GetArrayItem(templates, ti), "name")->valuestring;
-        const char *cname = cJSON_GetObjectItem(cJSON_GetArrayItem(contexts, ci), "name")->valuestring;
+        const char *tname =
+            cJSON_GetObjectItem(cJSON_GetArrayItem(templates, ti), "name")->valuestring;
+        const char *cname =
+            cJSON_GetObjectItem(cJSON_GetArrayItem(contexts, ci), "name")->valuestring;
         bool ref_ok = cJSON_IsTrue(cJSON_GetObjectItem(c, "ok"));
         const cJSON *rout = cJSON_GetObjectItem(c, ref_ok ? "output" : "error");
         bool raised = !ref_ok && cJSON_IsTrue(cJSON_GetObjectItem(c, "raised"));
@@ -113,11 +116,13 @@ int main(int argc, char **argv) {
         }
         const char *why = NULL;
         bool ours_raised = rc && strncmp(e.msg, "chat template:", 14) != 0;
-        if (ref_ok && rc) why = "serpent failed where the reference rendered";
+        if (ref_ok && rc)
+            why = "serpent failed where the reference rendered";
         else if (ref_ok && (out_len != strlen(rout->valuestring) ||
                             memcmp(out, rout->valuestring, out_len) != 0))
             why = "outputs differ";
-        else if (raised && !rc) why = "the reference raised an exception, serpent rendered";
+        else if (raised && !rc)
+            why = "the reference raised an exception, serpent rendered";
         else if (raised && (!ours_raised || strcmp(e.msg, rout->valuestring) != 0))
             why = "raised messages differ";
         if (why) {
