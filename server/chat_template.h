@@ -21,7 +21,7 @@ typedef struct srp_chat_limits {
 } srp_chat_limits;
 
 #define SRP_CHAT_DEFAULT_MAX_OUTPUT (16u << 20)
-#define SRP_CHAT_DEFAULT_MAX_MEMORY (256u << 20)
+#define SRP_CHAT_DEFAULT_MAX_MEMORY (64u << 20)
 #define SRP_CHAT_DEFAULT_MAX_STEPS  (50u * 1000 * 1000)
 
 /* Parses a template (len bytes; it need not be NUL-terminated). On success returns 0 and sets

@@ -605,7 +605,35 @@ static int eval_unary(jctx *c, jenv *env, const jnode *n, jv *out) {
     return 0;
 }
 
+static int eval_node(jctx *c, jenv *env, const jnode *n, jv *out);
+static int exec_block(jctx *c, jenv *env, jnode *const *list, size_t n, jbuf *out);
+
+/* Macros recurse and trees are tall: together they are bounded so the C stack is. */
+static int enter(jctx *c, const jnode *at) {
+    if (++c->eval_depth > JINJA_MAX_EVAL_DEPTH) {
+        c->eval_depth--;
+        return jerr(c, at, "template evaluation nested more than %d deep", JINJA_MAX_EVAL_DEPTH);
+    }
+    return 0;
+}
+
 int jinja_eval(jctx *c, jenv *env, const jnode *n, jv *out) {
+    int rc = enter(c, n);
+    if (rc) return rc;
+    rc = eval_node(c, env, n, out);
+    c->eval_depth--;
+    return rc;
+}
+
+int jinja_exec_block(jctx *c, jenv *env, jnode *const *list, size_t n, jbuf *out) {
+    int rc = enter(c, n ? list[0] : NULL);
+    if (rc) return rc;
+    rc = exec_block(c, env, list, n, out);
+    c->eval_depth--;
+    return rc;
+}
+
+static int eval_node(jctx *c, jenv *env, const jnode *n, jv *out) {
     int rc = jcharge(c, 1);
     if (rc) return rc;
     switch (n->kind) {
@@ -835,7 +863,7 @@ static int put_value(jctx *c, jv v, jbuf *out) {
     return jv_tostring(c, v, out, 0);
 }
 
-int jinja_exec_block(jctx *c, jenv *env, jnode *const *list, size_t n, jbuf *out) {
+static int exec_block(jctx *c, jenv *env, jnode *const *list, size_t n, jbuf *out) {
     int rc;
     for (size_t i = 0; i < n; i++) {
         const jnode *s = list[i];

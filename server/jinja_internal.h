@@ -18,9 +18,10 @@
 enum { JR_BREAK = 1, JR_CONTINUE = 2 };
 
 /* Limits on nesting, so that no input can exhaust the C stack. */
-#define JINJA_MAX_PARSE_DEPTH 200 /* parser recursion and AST height */
-#define JINJA_MAX_CALL_DEPTH  64  /* nested macro / caller calls */
-#define JINJA_MAX_DATA_DEPTH  512 /* nesting of values walked by tojson / string conversion */
+#define JINJA_MAX_PARSE_DEPTH 200  /* parser recursion and AST height */
+#define JINJA_MAX_CALL_DEPTH  64   /* nested macro / caller calls */
+#define JINJA_MAX_EVAL_DEPTH  2000 /* nested evaluation, all calls together (C stack) */
+#define JINJA_MAX_DATA_DEPTH  512  /* nesting of values walked by tojson / string conversion */
 #define JINJA_MAX_TEMPLATE    (16u << 20)
 #define JINJA_MAX_RANGE       (1u << 20) /* elements range() may produce */
 
@@ -274,6 +275,7 @@ typedef struct jctx {
     srp_chat_limits lim;
     size_t steps;
     int call_depth;
+    int eval_depth;
     const srp_chat_template *t;
     srp_err *e;
 } jctx;

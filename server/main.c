@@ -5,12 +5,11 @@
 #include "cli.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: serpent <command> [options]\n\n"
-            "commands:\n"
-            "  generate   continue a prompt and stream the text\n"
-            "  score      negative log-likelihood, perplexity and logits of token ids\n\n"
-            "`serpent <command> --help` describes each command's options.\n");
+    fprintf(f, "usage: serpent <command> [options]\n\n"
+               "commands:\n"
+               "  generate   continue a prompt and stream the text\n"
+               "  score      negative log-likelihood, perplexity and logits of token ids\n\n"
+               "`serpent <command> --help` describes each command's options.\n");
 }
 
 int main(int argc, char **argv) {

@@ -168,3 +168,17 @@ TEST(jinja_hostile_input_data) {
                     "{\"messages\": [{\"content\": \"a\\u00ff\"}]}");
     CHECK(got != NULL);
 }
+
+TEST(jinja_recursion_through_tall_expressions_is_bounded) {
+    /* 60 nested macro calls, each through an expression 90 levels tall: refused in time,
+     * without exhausting the C stack */
+    char *t = malloc(8000);
+    REQUIRE(t);
+    size_t k = (size_t)sprintf(t, "{%% macro r(i) %%}{%% if i < 60 %%}{{ ");
+    for (int i = 0; i < 90; i++) k += (size_t)sprintf(t + k, "'' ~ (");
+    k += (size_t)sprintf(t + k, "r(i + 1)");
+    for (int i = 0; i < 90; i++) k += (size_t)sprintf(t + k, ")");
+    sprintf(t + k, " }}{%% endif %%}{%% endmacro %%}{{ r(0) }}");
+    check_limit(t, NULL, SRP_EINVAL, "nested more than");
+    free(t);
+}
