@@ -718,8 +718,9 @@ int jinja_test_named(jctx *c, const jnode *at, const char *name, size_t nn, jv v
         r = jv_is_obj(v);
     else if (IS("sequence"))
         r = jv_is_arr(v) || jv_is_obj(v) || v.k == JV_STR;
+    else if ((IS("lower") || IS("upper")) && v.k != JV_STR)
+        r = false;
     else if (IS("lower") || IS("upper")) {
-        if (v.k != JV_STR) return jerr(c, at, "test %.*s needs a string", (int)nn, name);
         jv m;
         if ((rc = jstr_case(c, v.u.s, v.n, IS("upper"), &m))) return rc;
         r = m.n == v.n && memcmp(m.u.s, v.u.s, v.n) == 0;

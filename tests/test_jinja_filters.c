@@ -122,8 +122,9 @@ TEST(jinja_tests) {
                  "{{ t is boolean }}|{{ n is boolean }}|{{ n is not none }}",
                  "true|false|false|true|true|true|true|true|false|true");
     CHECK_RENDER(
-        "{{ 'abc' is lower }}|{{ 'ABC' is upper }}|{{ 'aBc' is lower }}|{{ range is callable }}",
-        "true|true|false|true");
+        "{{ 'abc' is lower }}|{{ 'ABC' is upper }}|{{ 'aBc' is lower }}|{{ range is callable }}|"
+        "{{ 1 is lower }}|{{ missing is upper }}",
+        "true|true|false|true|false|false");
     /* extension: tests with arguments, which the reference cannot parse */
     CHECK_RENDER("{{ n is divisibleby(7) }}|{{ 10 is divisibleby 3 }}|{{ n is eq 7 }}|"
                  "{{ 2 is in(lst) }}|{{ n is gt(3) }}|{{ f is float }}",
