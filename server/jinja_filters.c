@@ -272,6 +272,20 @@ static int select_map(jctx *c, jenv *env, const jnode *at, jv v, bool map, bool 
     return wrap_arr(c, items, k, out);
 }
 
+static const char *const test_names[] = {
+    "boolean",  "callable",    "odd",       "even",     "false",   "true",     "none",
+    "string",   "number",      "integer",   "iterable", "mapping", "sequence", "lower",
+    "upper",    "defined",     "undefined", "equalto",  "eq",      "sameas",   "float",
+    "escaped",  "divisibleby", "ne",        "lt",       "le",      "gt",       "ge",
+    "lessthan", "greaterthan", "in",
+};
+
+static bool test_exists(const char *name, size_t nn) {
+    for (size_t i = 0; i < sizeof test_names / sizeof test_names[0]; i++)
+        if (is_name(name, nn, test_names[i])) return true;
+    return false;
+}
+
 static int selectattr(jctx *c, const jnode *at, jv v, bool keep, jv *args, size_t nargs, jv *out) {
     size_t n = v.u.arr->n, k = 0;
     for (size_t i = 0; i < n; i++)
@@ -279,6 +293,9 @@ static int selectattr(jctx *c, const jnode *at, jv v, bool keep, jv *args, size_
             return jerr(c, at, "`%s` can only be applied to array of objects",
                         keep ? "selectattr" : "rejectattr");
     if (nargs < 1) return jerr(c, at, "selectattr() needs an attribute name");
+    /* the test is looked up before any item is */
+    if (nargs > 1 && !test_exists(args[1].u.s, args[1].n))
+        return jerr(c, at, "Unknown test: %.*s", (int)args[1].n, args[1].u.s);
     jv *items = n ? jalloc(c, n * sizeof *items) : NULL;
     if (n && !items) return c->e->code;
     for (size_t i = 0; i < n; i++) {

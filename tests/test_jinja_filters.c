@@ -181,3 +181,14 @@ TEST(jinja_extensions) {
                  "{{ strs|map('upper')|list }}|{{ missing|length }}|{{ nul|string }}",
                  "&lt;a &amp; &#34;b&#34;&gt;|3|[3, 1]|[2]|[\"B\", \"A\", \"C\", \"A\"]|0|None");
 }
+
+TEST(jinja_selectattr_checks_its_test_first) {
+    CHECK_FAILS("{{ objs|selectattr('nokey', 'nosuchtest')|list }}", SRP_EINVAL, "Unknown test");
+    CHECK_FAILS("{{ objs|selectattr('name', 1)|list }}", SRP_EINVAL, "must be strings");
+}
+
+TEST(jinja_selectattr_with_tests) {
+    CHECK_RENDER("{{ objs|selectattr('v', 'odd')|map(attribute='name')|join }}|"
+                 "{{ objs|rejectattr('v', 'odd')|map(attribute='name')|join }}",
+                 "yz|x");
+}
