@@ -2,7 +2,14 @@
  * reference renderer does (@huggingface/jinja, the JS port transformers.js uses), byte for byte.
  *
  * The template and the messages come from users, so nothing here aborts: every failure is a
- * return value with a message, recursion is bounded, and output, memory and work are capped. */
+ * return value with a message, recursion is bounded, and output, memory and work are capped.
+ *
+ * Where the reference fails with an error of its own (not raise_exception), this renderer may
+ * render instead, with Jinja2's meaning: the filters d, default without arguments, escape/e,
+ * round, wordcount, sum, min, max, select, reject, map('filter'); tests with arguments
+ * (divisibleby, equalto 2, in, lt, ...); str.format and str.join; length / string / list of an
+ * undefined value. Known differences: printing a function ({{ x.items }}) prints nothing (the
+ * reference prints JavaScript source), and `[]|first` is undefined (the reference crashes). */
 #ifndef SRP_CHAT_TEMPLATE_H
 #define SRP_CHAT_TEMPLATE_H
 
