@@ -1,17 +1,16 @@
 /* The chunked SSD scan on tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators),
  * for head_dim 64 and state 64 or 128 (every Mamba-2 and Nemotron-H checkpoint we know).
  *
- * One block of 4 warps owns one (sequence, head, PR rows of the head's state) and walks the
- * sequence's 64-token chunks in order, the next chunk streaming in (cp.async) while the current
- * one is multiplied. Per chunk, warp w owns token rows i in [16w, 16w+16):
- *   CB    = C B^T                  (masked, decayed: M[i][j] = CB exp(cs_i - cs_j) dt_j, j <= i)
- *   y     = exp(cs_i) C S^T + M x + D x       (S: the state entering the chunk, bf16 copy)
- *   S     = exp(cs_last) S + (w x)^T B         (w_j = exp(cs_last - cs_j) dt_j)
- * and a 16-row, N/(4*16/PR)-column block of the state. The state stays in fp32 accumulator
- * registers for the whole sequence; M goes from the CB accumulators straight into the A operand
- * of the next product (the FlashAttention-2 trick), so x, B, C and dt are read from memory once
- * and y is written once. With PR = 32 two blocks share a head (more blocks for one long
- * sequence, at the price of computing CB twice). */
+ * One block of 4 warps (or two groups of 4, each with half of the head's state) owns one
+ * (sequence, head) and walks the sequence's 64-token chunks in order, the next chunk streaming in
+ * (cp.async) while the current one is multiplied. Per chunk, warp w owns token rows i in [16w,
+ * 16w+16): CB    = C B^T                  (masked, decayed: M[i][j] = CB exp(cs_i - cs_j) dt_j, j
+ * <= i) y     = exp(cs_i) C S^T + M x + D x       (S: the state entering the chunk, bf16 copy) S =
+ * exp(cs_last) S + (w x)^T B         (w_j = exp(cs_last - cs_j) dt_j) and a 16-row,
+ * N/(4*16/PR)-column block of the state. The state stays in fp32 accumulator registers for the
+ * whole sequence; M goes from the CB accumulators straight into the A operand of the next product
+ * (the FlashAttention-2 trick), so x, B, C and dt are read from memory once and y is written once.
+ */
 #include "ssd.h"
 
 #define Q     64 /* tokens per chunk */
@@ -69,16 +68,16 @@ __device__ __forceinline__ float softplus_f(float v) {
 
 /* One chunk's inputs. Two of these alternate: the next chunk streams in while the current one
  * is multiplied. PR columns of x (this block's state rows). */
-template <int N, int PR> struct ssd_stage {
-    __nv_bfloat16 x[Q][PR + PAD];
+template <int N, int PB> struct ssd_stage {
+    __nv_bfloat16 x[Q][PB + PAD];
     __nv_bfloat16 B[Q][N + PAD];
     __nv_bfloat16 C[Q][N + PAD];
     float dt[Q], cs[Q]; /* clamped time steps; log2(e) times their running sum of dt * A */
 };
 
-template <int N, int PR> struct ssd_smem {
-    ssd_stage<N, PR> stage[2];
-    __nv_bfloat16 S[PR][N + PAD]; /* bf16 copy of the state entering the chunk */
+template <int N, int PB> struct ssd_smem {
+    ssd_stage<N, PB> stage[2];
+    __nv_bfloat16 S[PB][N + PAD]; /* bf16 copy of the state entering the chunk */
 };
 
 /* 16 bytes global -> shared without passing through registers; src_bytes < 16 zero-fills. */
@@ -103,18 +102,18 @@ __device__ __forceinline__ void fetch_tile(__nv_bfloat16 (*dst)[COLS + PAD],
                                            const __nv_bfloat16 *src, int64_t ld, int len) {
     constexpr int VEC = COLS / 8; /* 16-byte pieces per row */
 #pragma unroll
-    for (int i = threadIdx.x; i < Q * VEC; i += WARPS * 32) {
+    for (int i = threadIdx.x; i < Q * VEC; i += blockDim.x) {
         const int r = i / VEC, c = (i % VEC) * 8;
         cp_async16(&dst[r][c], src + (r < len ? r : 0) * ld + c, r < len ? 16 : 0);
     }
 }
 
 /* Starts copying chunk [c0, c0 + len), number `chunk` of the step, into a stage. */
-template <int N, int PR>
-__device__ __forceinline__ void fetch_chunk(ssd_stage<N, PR> &st, const ssd_args &a,
+template <int N, int PB>
+__device__ __forceinline__ void fetch_chunk(ssd_stage<N, PB> &st, const ssd_args &a,
                                             const float *dtc, const float *cs, int64_t n_chunks,
                                             int chunk, int c0, int len, int h, int g, int p0) {
-    fetch_tile<PR>(st.x, a.x + (int64_t)c0 * a.ldx + (int64_t)h * P + p0, a.ldx, len);
+    fetch_tile<PB>(st.x, a.x + (int64_t)c0 * a.ldx + (int64_t)h * P + p0, a.ldx, len);
     fetch_tile<N>(st.B, a.B + (int64_t)c0 * a.ldb + (int64_t)g * N, a.ldb, len);
     fetch_tile<N>(st.C, a.C + (int64_t)c0 * a.ldc + (int64_t)g * N, a.ldc, len);
     if (threadIdx.x < Q / 2) { /* Q/4 pieces of dt, then Q/4 of cs */
@@ -125,21 +124,25 @@ __device__ __forceinline__ void fetch_chunk(ssd_stage<N, PR> &st, const ssd_args
     }
 }
 
-template <int N, int PR>
-__global__ void __launch_bounds__(WARPS * 32)
+template <int N, int PR, int GR>
+__global__ void __launch_bounds__(WARPS * 32 * GR)
     ssd_mma_kernel(ssd_args a, cuda_batch b, const float *dtc, const float *csum) {
+    constexpr int PB = PR * GR;          /* state rows (columns of x) of this block */
     constexpr int NK = N / 16;           /* k16 steps across the state */
     constexpr int WP = PR / 16;          /* 16-row state blocks per head slice */
     constexpr int NW = N / (WARPS / WP); /* state columns per warp */
     constexpr int NTW = NW / 8;          /* n8 state tiles per warp */
     constexpr int PT = PR / 8;           /* n8 tiles of y per warp */
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ssd_smem<N, PR> &sm = *reinterpret_cast<ssd_smem<N, PR> *>(smem_raw);
+    ssd_smem<N, PB> &sm = *reinterpret_cast<ssd_smem<N, PB> *>(smem_raw);
     const int s = b.prefill_seq[blockIdx.x], h = blockIdx.y, g = h / (a.heads / a.groups);
-    const int p0 = blockIdx.z * PR;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int gq = lane / 4, tq = lane % 4;                 /* mma fragment coordinates */
-    const int sp = 16 * (warp % WP), sn = NW * (warp / WP); /* this warp's state block */
+    const int p0 = blockIdx.z * PB;
+    /* GR groups of 4 warps; group gr owns rows [lp, lp + PR) of the block's slice of the state,
+     * warp wq of a group owns token rows [16 wq, 16 wq + 16) */
+    const int gr = threadIdx.x / (32 * WARPS), warp = (threadIdx.x / 32) % WARPS;
+    const int lane = threadIdx.x % 32, lp = gr * PR;
+    const int gq = lane / 4, tq = lane % 4;                      /* mma fragment coordinates */
+    const int sp = lp + 16 * (warp % WP), sn = NW * (warp / WP); /* this warp's state block */
     const float Dh = a.D[h];
     float *gS = a.ssm + ((int64_t)b.slot[s] * a.heads + h) * P * N + (int64_t)p0 * N;
     const int fresh = b.n_past[s] == 0;
@@ -157,7 +160,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     const int t_begin = b.seq_start[s], t_end = b.seq_start[s + 1];
     const int64_t NC = b.n_chunks;
     int chunk = b.prefill_chunk0[blockIdx.x];
-    fetch_chunk<N, PR>(sm.stage[0], a, dtc, csum, NC, chunk, t_begin,
+    fetch_chunk<N, PB>(sm.stage[0], a, dtc, csum, NC, chunk, t_begin,
                        t_end - t_begin < Q ? t_end - t_begin : Q, h, g, p0);
     cp_async_commit();
     int cur = 0;
@@ -165,10 +168,10 @@ __global__ void __launch_bounds__(WARPS * 32)
         const int len = t_end - c0 < Q ? t_end - c0 : Q;
         const int c1 = c0 + Q;
         if (c1 < t_end)
-            fetch_chunk<N, PR>(sm.stage[cur ^ 1], a, dtc, csum, NC, chunk + 1, c1,
+            fetch_chunk<N, PB>(sm.stage[cur ^ 1], a, dtc, csum, NC, chunk + 1, c1,
                                t_end - c1 < Q ? t_end - c1 : Q, h, g, p0);
         cp_async_commit(); /* possibly empty: keeps the group count uniform */
-        ssd_stage<N, PR> &sg = sm.stage[cur];
+        ssd_stage<N, PB> &sg = sm.stage[cur];
         /* the state entering the chunk, as the bf16 B operand of C S^T */
 #pragma unroll
         for (int nt = 0; nt < NTW; nt++) {
@@ -216,9 +219,9 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
             for (int pt2 = 0; pt2 < PT / 2; pt2++) {
                 uint32_t b0, b1, b2, b3; /* S rows p as the [n][k] operand */
-                ldsm_x4(
-                    b0, b1, b2, b3,
-                    &sm.S[16 * pt2 + (lane % 8) + (lane / 16) * 8][16 * k + ((lane / 8) % 2) * 8]);
+                ldsm_x4(b0, b1, b2, b3,
+                        &sm.S[lp + 16 * pt2 + (lane % 8) + (lane / 16) * 8]
+                             [16 * k + ((lane / 8) % 2) * 8]);
                 mma16816(y[2 * pt2], ca[k], b0, b1);
                 mma16816(y[2 * pt2 + 1], ca[k], b2, b3);
             }
@@ -255,7 +258,7 @@ __global__ void __launch_bounds__(WARPS * 32)
                 uint32_t b0, b1, b2, b3; /* x rows j (k) x columns p (n), stored [j][p] */
                 ldsm_x4_t(b0, b1, b2, b3,
                           &sg.x[16 * jt2 + (lane % 8) + ((lane / 8) % 2) * 8]
-                               [16 * pt2 + (lane / 16) * 8]);
+                               [lp + 16 * pt2 + (lane / 16) * 8]);
                 mma16816(y[2 * pt2], ma[jt2], b0, b1);
                 mma16816(y[2 * pt2 + 1], ma[jt2], b2, b3);
             }
@@ -263,7 +266,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         /* ... + D x, written out */
 #pragma unroll
         for (int pt = 0; pt < PT; pt++) {
-            const int p = 8 * pt + 2 * tq;
+            const int p = lp + 8 * pt + 2 * tq;
             if (i0 < len) {
                 float2 xv = __bfloat1622float2(*(const __nv_bfloat162 *)&sg.x[i0][p]);
                 *(uint32_t *)&a.y[(int64_t)(c0 + i0) * a.ldy + (int64_t)h * P + p0 + p] =
@@ -361,14 +364,15 @@ int srp_cuda_ssd_mma_supported(const srp_mamba_params *p) {
     return p->head_dim == P && (p->state == 64 || p->state == 128);
 }
 
-template <int N, int PR>
+template <int N, int PR, int GR>
 static int launch_scan(cuda_backend *cb, const ssd_args *a, dim3 grid, const float *dtc,
                        const float *csum, srp_err *e) {
-    const size_t bytes = sizeof(ssd_smem<N, PR>);
-    CUDA_TRY(cudaFuncSetAttribute(ssd_mma_kernel<N, PR>,
+    const size_t bytes = sizeof(ssd_smem<N, PR * GR>);
+    CUDA_TRY(cudaFuncSetAttribute(ssd_mma_kernel<N, PR, GR>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
              e);
-    ssd_mma_kernel<N, PR><<<grid, WARPS * 32, bytes, cb->stream>>>(*a, cb->batch, dtc, csum);
+    ssd_mma_kernel<N, PR, GR>
+        <<<grid, WARPS * 32 * GR, bytes, cb->stream>>>(*a, cb->batch, dtc, csum);
     CUDA_LAUNCHED(e);
     return 0;
 }
@@ -394,13 +398,14 @@ int srp_cuda_ssd_mma(cuda_backend *cb, const ssd_args *a, srp_err *e) {
     dim3 gdt(cb->batch.n_chunks, (a->heads + 3) / 4);
     ssd_dt_kernel<<<gdt, 128, 0, cb->stream>>>(*a, cb->batch, dtc, csum);
     CUDA_LAUNCHED(e);
-    /* Split each head's state in two when there are too few (sequence, head) pairs to give
-     * every multiprocessor two blocks. */
+    /* With too few (sequence, head) pairs to give every multiprocessor two blocks, each block
+     * runs two groups of 4 warps, each group half of the head's state (CB is computed twice,
+     * but twice as many warps hide the latencies of the chunk loop). */
     const int split = cb->batch.n_prefill * a->heads < 2 * cb->prop.multiProcessorCount;
-    dim3 grid(cb->batch.n_prefill, a->heads, split ? 2 : 1);
+    dim3 grid(cb->batch.n_prefill, a->heads, 1);
     if (a->state == 128)
-        return split ? launch_scan<128, 32>(cb, a, grid, dtc, csum, e)
-                     : launch_scan<128, 64>(cb, a, grid, dtc, csum, e);
-    return split ? launch_scan<64, 32>(cb, a, grid, dtc, csum, e)
-                 : launch_scan<64, 64>(cb, a, grid, dtc, csum, e);
+        return split ? launch_scan<128, 32, 2>(cb, a, grid, dtc, csum, e)
+                     : launch_scan<128, 64, 1>(cb, a, grid, dtc, csum, e);
+    return split ? launch_scan<64, 32, 2>(cb, a, grid, dtc, csum, e)
+                 : launch_scan<64, 64, 1>(cb, a, grid, dtc, csum, e);
 }
