@@ -36,7 +36,8 @@ int srp_cpu_attention(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_
         if (n > max_ctx) max_ctx = n;
     }
     int rc = 0;
-#pragma omp parallel
+    const int64_t work = (int64_t)b->n_tokens * H * D * (max_ctx > 0 ? max_ctx : 1);
+#pragma omp parallel if (work > CPU_PAR_MIN)
     {
         float *score = malloc((size_t)(max_ctx > 0 ? max_ctx : 1) * sizeof(float));
         if (!score) {

@@ -117,7 +117,7 @@ static int cpu_rmsnorm(srp_backend *be, srp_mat x, const srp_weight *w, float ep
     (void)be;
     (void)e;
     const float *wt = w->m.data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.rows * x.cols > CPU_PAR_MIN)
     for (int64_t r = 0; r < x.rows; r++) {
         const float *xr = cpu_row(x, r);
         float *o = cpu_row(out, r);
@@ -142,7 +142,7 @@ static int cpu_gemm(srp_backend *be, srp_mat x, const srp_weight *w, const srp_w
                       accumulate ? 1.0f : 0.0f, out.data, (int)out.ld);
     if (bias) {
         const float *bv = bias->m.data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (out.rows * out.cols > CPU_PAR_MIN)
         for (int64_t r = 0; r < out.rows; r++) {
             float *o = cpu_row(out, r);
             for (int64_t c = 0; c < out.cols; c++) o[c] += bv[c];
@@ -158,7 +158,7 @@ static int cpu_gated_rmsnorm(srp_backend *be, srp_mat y, srp_mat z, const srp_we
         return srp_err_set(e, SRP_EINVAL, "gated_rmsnorm: group %d does not divide %lld", group,
                            (long long)y.cols);
     const float *wt = w->m.data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (y.rows * y.cols > CPU_PAR_MIN)
     for (int64_t r = 0; r < y.rows; r++) {
         const float *yr = cpu_row(y, r), *zr = cpu_row(z, r);
         float *o = cpu_row(out, r);
@@ -195,7 +195,7 @@ static float act_one(srp_act act, float v) {
 static int cpu_activate(srp_backend *be, srp_act act, srp_mat x, srp_err *e) {
     (void)be;
     (void)e;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.rows * x.cols > CPU_PAR_MIN)
     for (int64_t r = 0; r < x.rows; r++) {
         float *xr = cpu_row(x, r);
         for (int64_t c = 0; c < x.cols; c++) xr[c] = act_one(act, xr[c]);
@@ -220,7 +220,7 @@ static int cpu_sample(srp_backend *be, srp_mat logits, const srp_sample_params *
     (void)be;
     int n = (int)logits.cols;
     int rc = 0;
-#pragma omp parallel
+#pragma omp parallel if (logits.rows > 1)
     {
         float *scratch = malloc((size_t)n * sizeof *scratch);
         int32_t *order = malloc((size_t)n * sizeof *order);

@@ -22,6 +22,10 @@ static inline float *cpu_row(srp_mat m, int64_t r) {
     return (float *)m.data + r * m.ld;
 }
 
+/* Below this many multiply-adds a loop stays on the calling thread: waking the pool costs more
+ * than it saves (decode steps of small models are made of such loops). */
+#define CPU_PAR_MIN (1 << 16)
+
 static inline float cpu_silu(float x) {
     return x / (1.0f + expf(-x));
 }

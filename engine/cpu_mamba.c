@@ -17,7 +17,7 @@ int srp_cpu_conv1d(srp_backend *be, srp_mat xbc, const srp_weight *w, const srp_
     if (kernel > 64) return srp_err_set(e, SRP_EUNSUPPORTED, "conv1d: kernel %d > 64", kernel);
     float *conv = st->conv;
     const float *wt = w->m.data, *bv = bias ? bias->m.data : NULL;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (b->n_tokens * dim * kernel > CPU_PAR_MIN)
     for (int s = 0; s < b->n_seqs; s++) {
         for (int64_t ch = 0; ch < dim; ch++) {
             /* win holds the previous kernel-1 raw inputs, oldest first */
@@ -113,7 +113,9 @@ int srp_cpu_ssd(srp_backend *be, const srp_mamba_params *p, srp_mat x, srp_mat B
     const int64_t state_elems = (int64_t)p->head_dim * p->state;
     const int Q = p->chunk;
     int rc = 0;
-#pragma omp parallel
+    /* per token and head: the state's P x N update and readout */
+    const int64_t work = (int64_t)b->n_tokens * p->heads * state_elems * 2;
+#pragma omp parallel if (work > CPU_PAR_MIN)
     {
         float *cb = malloc((size_t)Q * Q * sizeof(float));
         float *acum = malloc((size_t)Q * sizeof(float) * 2);
