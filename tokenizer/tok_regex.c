@@ -1,0 +1,109 @@
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include "tok_regex.h"
+
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct srp_regex {
+    pcre2_code *code;
+    int jit;
+};
+
+/* Match data, match context and JIT stack are per thread, so that one compiled tokenizer can be
+ * used by many threads at once and a call does not pay for creating them. */
+static _Thread_local pcre2_match_data *tl_md;
+static _Thread_local pcre2_match_context *tl_mc;
+static _Thread_local pcre2_jit_stack *tl_js;
+
+srp_regex *srp_regex_compile(const char *pattern, size_t len, char *err, size_t errlen) {
+    int code;
+    PCRE2_SIZE at;
+    /* UCP makes \s, \w, \d and POSIX classes Unicode-aware, as they are in Oniguruma. */
+    pcre2_code *c =
+        pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_UCP, &code, &at, NULL);
+    if (!c) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof msg);
+        snprintf(err, errlen, "bad regular expression at offset %zu: %s", (size_t)at, (char *)msg);
+        return NULL;
+    }
+    srp_regex *re = malloc(sizeof *re);
+    if (!re) {
+        pcre2_code_free(c);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    re->code = c;
+    re->jit = pcre2_jit_compile(c, PCRE2_JIT_COMPLETE) == 0;
+    return re;
+}
+
+void srp_regex_free(srp_regex *re) {
+    if (!re) return;
+    pcre2_code_free(re->code);
+    free(re);
+}
+
+static int push(srp_spans *out, size_t a, size_t b) {
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 64;
+        srp_span *p = realloc(out->p, cap * sizeof *p);
+        if (!p) return -1;
+        out->p = p;
+        out->cap = cap;
+    }
+    out->p[out->n++] = (srp_span){ a, b };
+    return 0;
+}
+
+static int thread_state(void) {
+    if (!tl_md) tl_md = pcre2_match_data_create(1, NULL);
+    if (!tl_mc) tl_mc = pcre2_match_context_create(NULL);
+    if (!tl_js) {
+        /* the JIT's backtracking stack; long whitespace runs under \s+(?!\S) need room */
+        tl_js = pcre2_jit_stack_create(32 * 1024, 16 * 1024 * 1024, NULL);
+        if (tl_js && tl_mc) pcre2_jit_stack_assign(tl_mc, NULL, tl_js);
+    }
+    return tl_md && tl_mc ? 0 : -1;
+}
+
+int srp_regex_find_all(const srp_regex *re, const char *s, size_t n, srp_spans *out, char *err,
+                       size_t errlen) {
+    if (thread_state()) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t pos = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    while (pos <= n) {
+        int rc = re->jit ? pcre2_jit_match(re->code, (PCRE2_SPTR)s, n, pos, 0, tl_md, tl_mc)
+                         : pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, 0, tl_md, tl_mc);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+            rc = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_JIT, tl_md, tl_mc);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            snprintf(err, errlen, "regular expression failed: %s", (char *)msg);
+            return -1;
+        }
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(tl_md);
+        size_t a = ov[0], b = ov[1];
+        if (b < a) b = a; /* \K can report a start after the end */
+        if (push(out, a, b)) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        if (b > a) {
+            pos = b;
+        } else { /* empty match: step over one character */
+            if (b >= n) break;
+            pos = b + 1;
+            while (pos < n && (u[pos] & 0xC0) == 0x80) pos++;
+        }
+    }
+    return 0;
+}
