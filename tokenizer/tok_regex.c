@@ -18,12 +18,43 @@ static _Thread_local pcre2_match_data *tl_md;
 static _Thread_local pcre2_match_context *tl_mc;
 static _Thread_local pcre2_jit_stack *tl_js;
 
+/* Oniguruma's \s is Unicode's White_Space; PCRE2's also takes U+180E (as \h does), so \s and \S
+ * are rewritten to the property. Returns a malloc'ed pattern. */
+static char *onig_to_pcre2(const char *p, size_t n, size_t *out_len) {
+    char *o = malloc(n * 8 + 1);
+    if (!o) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\\' && i + 1 < n) {
+            if (p[i + 1] == 's' || p[i + 1] == 'S') {
+                k += (size_t)sprintf(o + k, "\\%c{White_Space}", p[i + 1] == 's' ? 'p' : 'P');
+            } else {
+                o[k++] = p[i];
+                o[k++] = p[i + 1];
+            }
+            i++;
+            continue;
+        }
+        o[k++] = p[i];
+    }
+    o[k] = 0;
+    *out_len = k;
+    return o;
+}
+
 srp_regex *srp_regex_compile(const char *pattern, size_t len, char *err, size_t errlen) {
     int code;
     PCRE2_SIZE at;
+    size_t plen;
+    char *pat = onig_to_pcre2(pattern, len, &plen);
+    if (!pat) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     /* UCP makes \s, \w, \d and POSIX classes Unicode-aware, as they are in Oniguruma. */
     pcre2_code *c =
-        pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_UCP, &code, &at, NULL);
+        pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP, &code, &at, NULL);
+    free(pat);
     if (!c) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
