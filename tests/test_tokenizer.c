@@ -378,3 +378,48 @@ TEST(spm_still_encodes) {
     free(ids);
     srp_tokenizer_free(t);
 }
+
+/* Found by fuzzing: flushing a stream before any push. */
+TEST(detok_flush_before_push) {
+    srp_tokenizer *t = load("tokenizer/fixtures/tiny_bpe");
+    REQUIRE(t);
+    srp_detok *d = NULL;
+    srp_err e = { 0 };
+    REQUIRE(!srp_detok_new(t, 0, &d, &e));
+    const char *p = NULL;
+    size_t n = 1;
+    CHECK(!srp_detok_flush(d, &p, &n, &e) && n == 0);
+    srp_detok_free(d);
+    srp_tokenizer_free(t);
+}
+
+/* Found by fuzzing: a vocabulary token that is not UTF-8 reaching a regex decoder (PCRE2's JIT
+ * read past it), and a template without special tokens. */
+TEST(fuzz_regressions_load_and_decode) {
+    char dir[] = "/tmp/srp_tok_XXXXXX", path[64];
+    REQUIRE(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fputs("{\"decoder\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"(?<=a)b|\\\\s+\"},"
+          "\"content\":\"x\"},\"post_processor\":{\"type\":\"TemplateProcessing\","
+          "\"single\":[{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{}},"
+          "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"\xff\xe4\":1,\"b\":2},\"merges\":[]}}",
+          f);
+    fclose(f);
+    srp_tokenizer *t = NULL;
+    srp_err e = { 0 };
+    int rc = srp_tokenizer_load(dir, &t, &e);
+    unlink(path);
+    rmdir(dir);
+    CHECKF(rc == 0, "%s", e.msg);
+    REQUIRE(t);
+    int32_t ids[] = { 0, 1, 2 };
+    char *text = NULL;
+    size_t len = 0;
+    rc = srp_tokenizer_decode(t, ids, 3, 0, &text, &len, &e);
+    CHECK(rc == SRP_EINVAL && strstr(e.msg, "UTF-8"));
+    free(text);
+    ENCODES(t, "ab", 1, 0, 2);
+    srp_tokenizer_free(t);
+}

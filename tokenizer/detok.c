@@ -39,6 +39,11 @@ static int ends_incomplete(const char *s, size_t len) {
 }
 
 static int emit(srp_detok *d, int final, const char **text, size_t *len, srp_err *e) {
+    if (!d->n) { /* nothing pushed yet (ids is still NULL) */
+        *text = "";
+        *len = 0;
+        return 0;
+    }
     char *prev = NULL, *full = NULL;
     size_t lp = 0, lf = 0;
     int rc = srp_tokenizer_decode(d->t, d->ids + d->prefix, d->read - d->prefix, d->skip_special,

@@ -326,7 +326,7 @@ static int one_decoder(const hf_ctx *c, const cJSON *o, const char *type, const 
 static int add_ids(const hf_ctx *c, int32_t **arr, int *n, const int32_t *ids, int k) {
     int32_t *p = realloc(*arr, (size_t)(*n + k + 1) * sizeof *p);
     if (!p) return oom(c->e, c->file);
-    memcpy(p + *n, ids, (size_t)k * sizeof *ids);
+    if (k) memcpy(p + *n, ids, (size_t)k * sizeof *ids);
     *arr = p;
     *n += k;
     return 0;

@@ -2,6 +2,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #endif
 #include "tok_regex.h"
+#include "tok_util.h"
 
 #include <pcre2.h>
 #include <stdio.h>
@@ -52,8 +53,7 @@ srp_regex *srp_regex_compile(const char *pattern, size_t len, char *err, size_t 
         return NULL;
     }
     /* UCP makes \s, \w, \d and POSIX classes Unicode-aware, as they are in Oniguruma. */
-    pcre2_code *c =
-        pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP, &code, &at, NULL);
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP, &code, &at, NULL);
     free(pat);
     if (!c) {
         PCRE2_UCHAR msg[256];
@@ -103,6 +103,11 @@ static int thread_state(void) {
 
 int srp_regex_find_all(const srp_regex *re, const char *s, size_t n, srp_spans *out, char *err,
                        size_t errlen) {
+    /* the JIT trusts its subject to be UTF-8 and reads past the end of one that is not */
+    if (!srp_utf8_valid(s, n)) {
+        snprintf(err, errlen, "text for a regular expression is not valid UTF-8");
+        return -1;
+    }
     if (thread_state()) {
         snprintf(err, errlen, "out of memory");
         return -1;
