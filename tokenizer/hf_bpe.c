@@ -51,17 +51,22 @@ static cand heap_pop(cand *h, int *n) {
     return top;
 }
 
+#define SMALL_WORD 64 /* symbols and candidates of shorter words live on the stack */
+
 typedef struct symbols {
     sym *s;
     int n, cap;
     int32_t unk; /* a pending unknown symbol (fuse_unk gathers a run), -1 if none */
+    sym small[SMALL_WORD];
 } symbols;
 
 static int sym_add(symbols *v, int32_t id) {
     if (v->n == v->cap) {
-        int cap = v->cap ? v->cap * 2 : 64;
-        sym *p = realloc(v->s, (size_t)cap * sizeof *p);
+        int cap = v->cap * 2;
+        sym *p = malloc((size_t)cap * sizeof *p);
         if (!p) return -1;
+        memcpy(p, v->s, (size_t)v->n * sizeof *p);
+        if (v->s != v->small) free(v->s);
         v->s = p;
         v->cap = cap;
     }
@@ -152,7 +157,8 @@ static int merge_all(const hf_bpe *m, symbols *v, srp_err *e) {
     if (n < 2) return 0;
     v->s[n - 1].next = -1;
     /* each merge adds at most two candidates */
-    cand *h = malloc((size_t)(3 * n) * sizeof *h);
+    cand small[3 * SMALL_WORD];
+    cand *h = n <= SMALL_WORD ? small : malloc((size_t)(3 * n) * sizeof *h);
     if (!h) return srp_err_set(e, SRP_ENOMEM, "out of memory");
     int32_t rank, merged;
     for (int i = 0; i + 1 < n; i++)
@@ -174,7 +180,7 @@ static int merge_all(const hf_bpe *m, symbols *v, srp_err *e) {
         if (a->next >= 0 && srp_pairmap_get(&m->merges, a->id, v->s[a->next].id, &rank, &merged))
             heap_push(h, &nh, (cand){ rank, c.pos, merged });
     }
-    free(h);
+    if (h != small) free(h);
     return 0;
 }
 
@@ -219,7 +225,11 @@ int hf_bpe_word(const hf_bpe *m, const char *w, size_t n, srp_tids *out, srp_err
         if (id >= 0)
             return srp_tids_push(out, id) ? srp_err_set(e, SRP_ENOMEM, "out of memory") : 0;
     }
-    symbols v = { .unk = -1 };
+    symbols v;
+    v.s = v.small;
+    v.n = 0;
+    v.cap = SMALL_WORD;
+    v.unk = -1;
     size_t first = out->n;
     int rc = initial_symbols(m, w, n, &v, e);
     if (!rc) rc = merge_all(m, &v, e);
@@ -227,7 +237,7 @@ int hf_bpe_word(const hf_bpe *m, const char *w, size_t n, srp_tids *out, srp_err
         if (srp_tids_push(out, v.s[i].id)) rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
         if (v.s[i].next < 0) break;
     }
-    free(v.s);
+    if (v.s != v.small) free(v.s);
     if (!rc && cacheable) cache_put(m, w, n, hash, out->p + first, out->n - first);
     return rc;
 }
