@@ -423,3 +423,25 @@ TEST(fuzz_regressions_load_and_decode) {
     ENCODES(t, "ab", 1, 0, 2);
     srp_tokenizer_free(t);
 }
+
+/* Found by fuzzing: a word whose characters are all unknown, with no unknown token, gives no
+ * ids (and is cached as such). */
+TEST(word_without_ids) {
+    char dir[] = "/tmp/srp_tok_XXXXXX", path[64];
+    REQUIRE(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fputs("{\"pre_tokenizer\":{\"type\":\"WhitespaceSplit\"},"
+          "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+          f);
+    fclose(f);
+    srp_tokenizer *t = NULL;
+    srp_err e = { 0 };
+    int rc = srp_tokenizer_load(dir, &t, &e);
+    unlink(path);
+    rmdir(dir);
+    REQUIRE(rc == 0);
+    for (int i = 0; i < 2; i++) ENCODES(t, "zz a zz", 0, 0);
+    srp_tokenizer_free(t);
+}

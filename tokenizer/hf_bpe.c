@@ -200,7 +200,7 @@ static void cache_put(const hf_bpe *m, const char *w, size_t n, uint64_t hash, c
     char *key = malloc(n + k * sizeof *ids);
     if (!key) return; /* the cache is an optimization only */
     memcpy(key, w, n);
-    memcpy(key + n, ids, k * sizeof *ids);
+    if (k) memcpy(key + n, ids, k * sizeof *ids);
     if (pthread_mutex_trylock(&mm->cache_lock)) {
         free(key);
         return;
@@ -238,7 +238,8 @@ int hf_bpe_word(const hf_bpe *m, const char *w, size_t n, srp_tids *out, srp_err
         if (v.s[i].next < 0) break;
     }
     if (v.s != v.small) free(v.s);
-    if (!rc && cacheable) cache_put(m, w, n, hash, out->p + first, out->n - first);
+    if (!rc && cacheable) /* a word can give no ids: unknown characters without an unk token */
+        cache_put(m, w, n, hash, out->n > first ? out->p + first : NULL, out->n - first);
     return rc;
 }
 
