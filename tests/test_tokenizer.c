@@ -233,8 +233,9 @@ TEST(load_missing_folder_is_an_error) {
     CHECK_STR_CONTAINS(e.msg, "no tokenizer");
 }
 
-/* Writes text as DIR/tokenizer.json of a fresh folder and loads it. */
-static int load_text(const char *json, srp_err *e) {
+/* Writes json as tokenizer.json of a fresh folder and loads it; keeps the tokenizer in *out
+ * when out is given. */
+static int load_json(const char *json, srp_tokenizer **out, srp_err *e) {
     char dir[] = "/tmp/srp_tok_XXXXXX", path[64];
     if (!mkdtemp(dir)) return -100;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
@@ -244,10 +245,17 @@ static int load_text(const char *json, srp_err *e) {
     fclose(f);
     srp_tokenizer *t = NULL;
     int rc = srp_tokenizer_load(dir, &t, e);
-    srp_tokenizer_free(t);
+    if (out)
+        *out = t;
+    else
+        srp_tokenizer_free(t);
     unlink(path);
     rmdir(dir);
     return rc;
+}
+
+static int load_text(const char *json, srp_err *e) {
+    return load_json(json, NULL, e);
 }
 
 #define MODEL(v, m) "\"model\":{\"type\":\"BPE\",\"vocab\":" v ",\"merges\":" m "}"
@@ -396,22 +404,14 @@ TEST(detok_flush_before_push) {
 /* Found by fuzzing: a vocabulary token that is not UTF-8 reaching a regex decoder (PCRE2's JIT
  * read past it), and a template without special tokens. */
 TEST(fuzz_regressions_load_and_decode) {
-    char dir[] = "/tmp/srp_tok_XXXXXX", path[64];
-    REQUIRE(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "w");
-    REQUIRE(f);
-    fputs("{\"decoder\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"(?<=a)b|\\\\s+\"},"
-          "\"content\":\"x\"},\"post_processor\":{\"type\":\"TemplateProcessing\","
-          "\"single\":[{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{}},"
-          "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"\xff\xe4\":1,\"b\":2},\"merges\":[]}}",
-          f);
-    fclose(f);
     srp_tokenizer *t = NULL;
     srp_err e = { 0 };
-    int rc = srp_tokenizer_load(dir, &t, &e);
-    unlink(path);
-    rmdir(dir);
+    int rc = load_json(
+        "{\"decoder\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"(?<=a)b|\\\\s+\"},"
+        "\"content\":\"x\"},\"post_processor\":{\"type\":\"TemplateProcessing\","
+        "\"single\":[{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{}},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"\xff\xe4\":1,\"b\":2},\"merges\":[]}}",
+        &t, &e);
     CHECKF(rc == 0, "%s", e.msg);
     REQUIRE(t);
     int32_t ids[] = { 0, 1, 2 };
@@ -427,20 +427,11 @@ TEST(fuzz_regressions_load_and_decode) {
 /* Found by fuzzing: a word whose characters are all unknown, with no unknown token, gives no
  * ids (and is cached as such). */
 TEST(word_without_ids) {
-    char dir[] = "/tmp/srp_tok_XXXXXX", path[64];
-    REQUIRE(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "w");
-    REQUIRE(f);
-    fputs("{\"pre_tokenizer\":{\"type\":\"WhitespaceSplit\"},"
-          "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
-          f);
-    fclose(f);
     srp_tokenizer *t = NULL;
     srp_err e = { 0 };
-    int rc = srp_tokenizer_load(dir, &t, &e);
-    unlink(path);
-    rmdir(dir);
+    int rc = load_json("{\"pre_tokenizer\":{\"type\":\"WhitespaceSplit\"},"
+                       "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+                       &t, &e);
     REQUIRE(rc == 0);
     for (int i = 0; i < 2; i++) ENCODES(t, "zz a zz", 0, 0);
     srp_tokenizer_free(t);

@@ -12,13 +12,7 @@ typedef struct toks {
 } toks;
 
 static int tok_add(toks *v, const char *s, size_t n) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        srp_span *p = realloc(v->t, cap * sizeof *p);
-        if (!p) return -1;
-        v->t = p;
-        v->cap = cap;
-    }
+    if (srp_grow((void **)&v->t, &v->cap, v->n + 1, sizeof *v->t)) return -1;
     size_t a = v->text.n;
     if (srp_tbuf_put(&v->text, s, n)) return -1;
     v->t[v->n++] = (srp_span){ a, a + n };

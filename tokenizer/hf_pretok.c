@@ -8,13 +8,7 @@
 #include "hf_chars.h"
 
 int hf_pieces_push(hf_pieces *v, hf_piece pc) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        hf_piece *p = realloc(v->p, cap * sizeof *p);
-        if (!p) return -1;
-        v->p = p;
-        v->cap = cap;
-    }
+    if (srp_grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p)) return -1;
     v->p[v->n++] = pc;
     return 0;
 }
@@ -53,13 +47,7 @@ int hf_split_pattern(const hf_pattern *pat, const char *s, size_t n, srp_spans *
         const char *hit = memmem(s + i, n - i, pat->lit, pat->lit_len);
         if (!hit) break;
         size_t a = (size_t)(hit - s);
-        if (m->n == m->cap) {
-            size_t cap = m->cap ? m->cap * 2 : 64;
-            srp_span *p = realloc(m->p, cap * sizeof *p);
-            if (!p) return -1;
-            m->p = p;
-            m->cap = cap;
-        }
+        if (srp_grow((void **)&m->p, &m->cap, m->n + 1, sizeof *m->p)) return -1;
         m->p[m->n++] = (srp_span){ a, a + pat->lit_len };
         i = a + pat->lit_len;
     }
@@ -77,13 +65,7 @@ typedef struct events {
 } events;
 
 static int ev_push(events *v, size_t a, size_t b, int match) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        event *p = realloc(v->p, cap * sizeof *p);
-        if (!p) return -1;
-        v->p = p;
-        v->cap = cap;
-    }
+    if (srp_grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p)) return -1;
     v->p[v->n++] = (event){ a, b, match };
     return 0;
 }

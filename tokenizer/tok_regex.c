@@ -79,13 +79,7 @@ void srp_regex_free(srp_regex *re) {
 }
 
 static int push(srp_spans *out, size_t a, size_t b) {
-    if (out->n == out->cap) {
-        size_t cap = out->cap ? out->cap * 2 : 64;
-        srp_span *p = realloc(out->p, cap * sizeof *p);
-        if (!p) return -1;
-        out->p = p;
-        out->cap = cap;
-    }
+    if (srp_grow((void **)&out->p, &out->cap, out->n + 1, sizeof *out->p)) return -1;
     out->p[out->n++] = (srp_span){ a, b };
     return 0;
 }

@@ -3,6 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+int srp_grow(void **arr, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *p = realloc(*arr, c * size);
+    if (!p) return -1;
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
 int srp_tbuf_reserve(srp_tbuf *b, size_t extra) {
     if (b->n + extra <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
@@ -28,26 +39,13 @@ void srp_tbuf_free(srp_tbuf *b) {
 }
 
 int srp_tids_push(srp_tids *v, int32_t id) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        int32_t *p = realloc(v->p, cap * sizeof *p);
-        if (!p) return -1;
-        v->p = p;
-        v->cap = cap;
-    }
+    if (srp_grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p)) return -1;
     v->p[v->n++] = id;
     return 0;
 }
 
 int srp_tids_append(srp_tids *v, const int32_t *ids, size_t n) {
-    if (v->n + n > v->cap) {
-        size_t cap = v->cap ? v->cap : 64;
-        while (cap < v->n + n) cap *= 2;
-        int32_t *p = realloc(v->p, cap * sizeof *p);
-        if (!p) return -1;
-        v->p = p;
-        v->cap = cap;
-    }
+    if (srp_grow((void **)&v->p, &v->cap, v->n + n, sizeof *v->p)) return -1;
     if (n) memcpy(v->p + v->n, ids, n * sizeof *ids);
     v->n += n;
     return 0;

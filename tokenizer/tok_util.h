@@ -13,6 +13,9 @@ typedef struct srp_tbuf {
     size_t n, cap;
 } srp_tbuf;
 
+/* Makes room for `need` elements of `size` bytes in *arr (capacity *cap, doubling). */
+int srp_grow(void **arr, size_t *cap, size_t need, size_t size);
+
 int srp_tbuf_reserve(srp_tbuf *b, size_t extra);
 int srp_tbuf_put(srp_tbuf *b, const void *s, size_t n);
 void srp_tbuf_free(srp_tbuf *b);
