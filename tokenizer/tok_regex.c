@@ -5,6 +5,7 @@
 #include "tok_util.h"
 
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -14,10 +15,45 @@ struct srp_regex {
 };
 
 /* Match data, match context and JIT stack are per thread, so that one compiled tokenizer can be
- * used by many threads at once and a call does not pay for creating them. */
-static _Thread_local pcre2_match_data *tl_md;
-static _Thread_local pcre2_match_context *tl_mc;
-static _Thread_local pcre2_jit_stack *tl_js;
+ * used by many threads at once and a call does not pay for creating them; a thread's set is
+ * freed when the thread ends. */
+typedef struct match_state {
+    pcre2_match_data *md;
+    pcre2_match_context *mc;
+    pcre2_jit_stack *js;
+} match_state;
+
+static pthread_key_t state_key;
+static pthread_once_t state_once = PTHREAD_ONCE_INIT;
+
+static void state_free(void *p) {
+    match_state *st = p;
+    pcre2_match_data_free(st->md);
+    pcre2_match_context_free(st->mc);
+    pcre2_jit_stack_free(st->js);
+    free(st);
+}
+
+static void state_key_make(void) {
+    pthread_key_create(&state_key, state_free);
+}
+
+static match_state *thread_state(void) {
+    pthread_once(&state_once, state_key_make);
+    match_state *st = pthread_getspecific(state_key);
+    if (st) return st;
+    if (!(st = calloc(1, sizeof *st))) return NULL;
+    st->md = pcre2_match_data_create(1, NULL);
+    st->mc = pcre2_match_context_create(NULL);
+    /* the JIT's backtracking stack; long whitespace runs under \s+(?!\S) need room */
+    st->js = pcre2_jit_stack_create(32 * 1024, 16 * 1024 * 1024, NULL);
+    if (!st->md || !st->mc || pthread_setspecific(state_key, st)) {
+        state_free(st);
+        return NULL;
+    }
+    if (st->js) pcre2_jit_stack_assign(st->mc, NULL, st->js);
+    return st;
+}
 
 /* Oniguruma's \s is Unicode's White_Space; PCRE2's also takes U+180E (as \h does), so \s and \S
  * are rewritten to the property. Returns a malloc'ed pattern. */
@@ -84,17 +120,6 @@ static int push(srp_spans *out, size_t a, size_t b) {
     return 0;
 }
 
-static int thread_state(void) {
-    if (!tl_md) tl_md = pcre2_match_data_create(1, NULL);
-    if (!tl_mc) tl_mc = pcre2_match_context_create(NULL);
-    if (!tl_js) {
-        /* the JIT's backtracking stack; long whitespace runs under \s+(?!\S) need room */
-        tl_js = pcre2_jit_stack_create(32 * 1024, 16 * 1024 * 1024, NULL);
-        if (tl_js && tl_mc) pcre2_jit_stack_assign(tl_mc, NULL, tl_js);
-    }
-    return tl_md && tl_mc ? 0 : -1;
-}
-
 int srp_regex_find_all(const srp_regex *re, const char *s, size_t n, srp_spans *out, char *err,
                        size_t errlen) {
     /* the JIT trusts its subject to be UTF-8 and reads past the end of one that is not */
@@ -102,17 +127,18 @@ int srp_regex_find_all(const srp_regex *re, const char *s, size_t n, srp_spans *
         snprintf(err, errlen, "text for a regular expression is not valid UTF-8");
         return -1;
     }
-    if (thread_state()) {
+    match_state *st = thread_state();
+    if (!st) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     size_t pos = 0;
     const unsigned char *u = (const unsigned char *)s;
     while (pos <= n) {
-        int rc = re->jit ? pcre2_jit_match(re->code, (PCRE2_SPTR)s, n, pos, 0, tl_md, tl_mc)
-                         : pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, 0, tl_md, tl_mc);
+        int rc = re->jit ? pcre2_jit_match(re->code, (PCRE2_SPTR)s, n, pos, 0, st->md, st->mc)
+                         : pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, 0, st->md, st->mc);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-            rc = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_JIT, tl_md, tl_mc);
+            rc = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_JIT, st->md, st->mc);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
@@ -120,7 +146,7 @@ int srp_regex_find_all(const srp_regex *re, const char *s, size_t n, srp_spans *
             snprintf(err, errlen, "regular expression failed: %s", (char *)msg);
             return -1;
         }
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(tl_md);
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(st->md);
         size_t a = ov[0], b = ov[1];
         if (b < a) b = a; /* \K can report a start after the end */
         if (push(out, a, b)) {
