@@ -103,19 +103,25 @@ static int32_t model_id(const hf_bpe *m, const char *s, size_t len) {
     return srp_strmap_get(&m->vocab, buf, rl);
 }
 
+/* Formatted only for a message: a file has hundreds of thousands of merges. */
+static const char *merge_field(char f[64], int rank) {
+    snprintf(f, 64, "model.merges[%d]", rank);
+    return f;
+}
+
 static int load_merges(srp_hf *h, const hf_ctx *c, const cJSON *merges) {
     hf_bpe *m = &h->bpe;
     int rank = 0;
     char f[64];
     for (const cJSON *it = merges->child; it; it = it->next, rank++) {
-        snprintf(f, sizeof f, "model.merges[%d]", rank);
         const char *a, *b;
         size_t la, lb;
         if (cJSON_IsString(it)) {
             a = it->valuestring;
             const char *sp = strchr(a, ' ');
             if (!sp || strchr(sp + 1, ' '))
-                return hf_bad(c->e, c->file, f, "must be \"left right\" with one space");
+                return hf_bad(c->e, c->file, merge_field(f, rank),
+                              "must be \"left right\" with one space");
             la = (size_t)(sp - a);
             b = sp + 1;
             lb = strlen(b);
@@ -126,12 +132,14 @@ static int load_merges(srp_hf *h, const hf_ctx *c, const cJSON *merges) {
             la = strlen(a);
             lb = strlen(b);
         } else {
-            return hf_bad(c->e, c->file, f, "must be \"left right\" or [\"left\", \"right\"]");
+            return hf_bad(c->e, c->file, merge_field(f, rank),
+                          "must be \"left right\" or [\"left\", \"right\"]");
         }
         int32_t ia = model_id(m, a, la), ib = model_id(m, b, lb);
         if (ia < 0 || ib < 0)
-            return hf_bad(c->e, c->file, f, "token \"%.*s\" is not in model.vocab",
-                          (int)(ia < 0 ? la : lb), ia < 0 ? a : b);
+            return hf_bad(c->e, c->file, merge_field(f, rank),
+                          "token \"%.*s\" is not in model.vocab", (int)(ia < 0 ? la : lb),
+                          ia < 0 ? a : b);
         /* the right part loses its continuing_subword_prefix in the merged token */
         size_t skip = m->prefix_len && lb >= m->prefix_len && !memcmp(b, m->prefix, m->prefix_len)
                           ? m->prefix_len
@@ -143,8 +151,9 @@ static int load_merges(srp_hf *h, const hf_ctx *c, const cJSON *merges) {
         int32_t im = model_id(m, joined, la + lb - skip);
         if (joined != stack) free(joined);
         if (im < 0)
-            return hf_bad(c->e, c->file, f, "the merged token \"%.*s%.*s\" is not in model.vocab",
-                          (int)la, a, (int)(lb - skip), b + skip);
+            return hf_bad(c->e, c->file, merge_field(f, rank),
+                          "the merged token \"%.*s%.*s\" is not in model.vocab", (int)la, a,
+                          (int)(lb - skip), b + skip);
         if (srp_pairmap_set(&m->merges, ia, ib, rank, im)) return oom(c);
     }
     return 0;

@@ -81,14 +81,20 @@ uint64_t srp_hash_bytes(const void *p, size_t n) {
     return mix(h);
 }
 
+/* A slot keeps the high half of the key's hash, so a probe touches an entry (and its key) only
+ * when the hashes agree: lookups stay within the slot array. */
+static inline uint64_t slot_of(uint64_t hash, size_t e) {
+    return (hash & ~0xFFFFFFFFull) | (e + 1);
+}
+
 static int strmap_grow(srp_strmap *m) {
     size_t nslots = m->mask ? (m->mask + 1) * 2 : 1024;
-    uint32_t *slot = calloc(nslots, sizeof *slot);
+    uint64_t *slot = calloc(nslots, sizeof *slot);
     if (!slot) return -1;
     for (size_t e = 0; e < m->n; e++) {
         size_t i = m->ent[e].hash & (nslots - 1);
         while (slot[i]) i = (i + 1) & (nslots - 1);
-        slot[i] = (uint32_t)e + 1;
+        slot[i] = slot_of(m->ent[e].hash, e);
     }
     free(m->slot);
     m->slot = slot;
@@ -96,30 +102,32 @@ static int strmap_grow(srp_strmap *m) {
     return 0;
 }
 
-int32_t srp_strmap_get(const srp_strmap *m, const char *key, size_t len) {
-    if (!m->slot) return -1;
-    uint64_t h = srp_hash_bytes(key, len);
+/* The slot index holding key, or of the empty slot where it would go. */
+static size_t strmap_find(const srp_strmap *m, const char *key, size_t len, uint64_t h) {
+    uint64_t hi = h & ~0xFFFFFFFFull;
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
-        uint32_t s = m->slot[i];
-        if (!s) return -1;
-        const struct srp_strmap_entry *e = &m->ent[s - 1];
-        if (e->hash == h && e->len == len && !memcmp(m->keys.p + e->off, key, len)) return e->value;
+        uint64_t s = m->slot[i];
+        if (!s) return i;
+        if ((s & ~0xFFFFFFFFull) != hi) continue;
+        const struct srp_strmap_entry *e = &m->ent[(uint32_t)s - 1];
+        if (e->len == len && !memcmp(m->keys.p + e->off, key, len)) return i;
     }
 }
 
+int32_t srp_strmap_get(const srp_strmap *m, const char *key, size_t len) {
+    if (!m->slot) return -1;
+    uint64_t s = m->slot[strmap_find(m, key, len, srp_hash_bytes(key, len))];
+    return s ? m->ent[(uint32_t)s - 1].value : -1;
+}
+
 int srp_strmap_set(srp_strmap *m, const char *key, size_t len, int32_t value) {
-    if (len > UINT32_MAX) return -1;
+    if (len > UINT32_MAX || m->n >= UINT32_MAX - 1) return -1;
     if ((m->n + 1) * 2 > (m->mask ? m->mask + 1 : 0) && strmap_grow(m)) return -1;
     uint64_t h = srp_hash_bytes(key, len);
-    size_t i = h & m->mask;
-    for (;; i = (i + 1) & m->mask) {
-        uint32_t s = m->slot[i];
-        if (!s) break;
-        struct srp_strmap_entry *e = &m->ent[s - 1];
-        if (e->hash == h && e->len == len && !memcmp(m->keys.p + e->off, key, len)) {
-            e->value = value;
-            return 0;
-        }
+    size_t i = strmap_find(m, key, len, h);
+    if (m->slot[i]) {
+        m->ent[(uint32_t)m->slot[i] - 1].value = value;
+        return 0;
     }
     if (m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 1024;
@@ -131,7 +139,8 @@ int srp_strmap_set(srp_strmap *m, const char *key, size_t len, int32_t value) {
     size_t off = m->keys.n;
     if (srp_tbuf_put(&m->keys, key, len)) return -1;
     m->ent[m->n] = (struct srp_strmap_entry){ h, off, (uint32_t)len, value };
-    m->slot[i] = (uint32_t)++m->n;
+    m->slot[i] = slot_of(h, m->n);
+    m->n++;
     return 0;
 }
 
@@ -155,8 +164,7 @@ static int pairmap_grow(srp_pairmap *m) {
     for (size_t i = 0; i < nslots; i++) key[i] = UINT64_MAX;
     for (size_t j = 0; m->key && j <= m->mask; j++) {
         if (m->key[j] == UINT64_MAX) continue;
-        uint64_t h = m->key[j] * 0x9E3779B97F4A7C15ull;
-        size_t i = (size_t)(h >> 32) & (nslots - 1);
+        size_t i = (size_t)srp_pair_hash(m->key[j]) & (nslots - 1);
         while (key[i] != UINT64_MAX) i = (i + 1) & (nslots - 1);
         key[i] = m->key[j];
         rank[i] = m->rank[j];
@@ -175,8 +183,7 @@ static int pairmap_grow(srp_pairmap *m) {
 int srp_pairmap_set(srp_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged) {
     if ((!m->key || (m->n + 1) * 2 > m->mask + 1) && pairmap_grow(m)) return -1;
     uint64_t k = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    uint64_t h = k * 0x9E3779B97F4A7C15ull;
-    size_t i = (size_t)(h >> 32) & m->mask;
+    size_t i = (size_t)srp_pair_hash(k) & m->mask;
     while (m->key[i] != UINT64_MAX && m->key[i] != k) i = (i + 1) & m->mask;
     if (m->key[i] == UINT64_MAX) m->n++;
     m->key[i] = k;

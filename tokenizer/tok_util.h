@@ -33,7 +33,7 @@ uint64_t srp_hash_bytes(const void *p, size_t n);
 
 /* Open-addressing map from byte strings to int32 values; keys are copied. */
 typedef struct srp_strmap {
-    uint32_t *slot; /* 0 = empty, else entry index + 1 */
+    uint64_t *slot; /* 0 = empty, else (high 32 bits of the hash) << 32 | (entry index + 1) */
     size_t mask;
     struct srp_strmap_entry {
         uint64_t hash;
@@ -51,6 +51,14 @@ int srp_strmap_set(srp_strmap *m, const char *key, size_t len, int32_t value);
 int32_t srp_strmap_get(const srp_strmap *m, const char *key, size_t len);
 void srp_strmap_free(srp_strmap *m);
 
+static inline uint64_t srp_pair_hash(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xFF51AFD7ED558CCDull;
+    k ^= k >> 33;
+    k *= 0xC4CEB9FE1A85EC53ull;
+    return k ^ (k >> 33);
+}
+
 /* Map from a pair of token ids to (merge rank, merged id). */
 typedef struct srp_pairmap {
     uint64_t *key; /* UINT64_MAX = empty */
@@ -64,8 +72,7 @@ static inline int srp_pairmap_get(const srp_pairmap *m, int32_t a, int32_t b, in
                                   int32_t *merged) {
     if (!m->key) return 0;
     uint64_t k = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    uint64_t h = k * 0x9E3779B97F4A7C15ull;
-    for (size_t i = (size_t)(h >> 32) & m->mask;; i = (i + 1) & m->mask) {
+    for (size_t i = (size_t)srp_pair_hash(k) & m->mask;; i = (i + 1) & m->mask) {
         if (m->key[i] == k) {
             *rank = m->rank[i];
             *merged = m->merged[i];
