@@ -16,9 +16,9 @@ out="$root/bench/results/tokenizer-$(date -u +%Y%m%d).json"
   echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
   echo "  \"machine\": \"$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores visible, $(free -g | awk '/Mem:/{print $2}') GiB\","
   echo "  \"command\": \"bench/tokenizer_bench.sh build ${names[*]} (each run pinned with taskset -c 0)\","
-  echo "  \"corpus\": \"tests/tokenizer/make_corpus.js, 24000 lines\",
-  echo "  \"load_average_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\",
-  echo "  \"note\": \"best of 5 passes per process; serpent and the reference alternate; the machine may be shared, see load_average\",","
+  echo "  \"corpus\": \"tests/tokenizer/make_corpus.js, 24000 lines\","
+  echo "  \"load_average_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
+  echo "  \"note\": \"best of 5 passes per process; serpent and the reference alternate; the machine may be shared, see load_average\","
   echo "  \"results\": {"
   sep=""
   for n in "${names[@]}"; do
