@@ -156,7 +156,8 @@ const specials = ['<|begin_of_text|>', '<|end_of_text|>', '<|eot_id|>', '<|start
   '<|im_start|>', '<|im_end|>', '<|endoftext|>', '<s>', '</s>', '<unk>', '<pad>', '<bos>', '<eos>',
   '<start_of_turn>', '<end_of_turn>', '<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', '<think>',
   '</think>', '<|fim_prefix|>', '<tool_call>', '<|endofprompt|>', '<mask>', '[WORD]', '   ', '\t\t',
-  '<0x41>', '<0xE4>', '▁', 'Ġ', 'Ċ', '<|reserved_special_token_5|>'];
+  '<0x41>', '<0xE4>', '▁', 'Ġ', 'Ċ', '<|reserved_special_token_5|>', '<|end|>',
+  'A\u030angstro\u0308m', 'Ångström', '[WORD]x', 'x[WORD]', ' <mask> '];
 const near = ['<|begin_of_text|', '|begin_of_text|>', '<|BEGIN_OF_TEXT|>', '< s>', '<s >', '<<s>>',
   '<|im_start', 'im_start|>', '<|im_end|><', '<|endoftext|', '<ｓ>', '<\u200bs>', '<|im_sta rt|>'];
 for (let i = 0; i < 2500; i++) {
