@@ -436,3 +436,62 @@ TEST(word_without_ids) {
     for (int i = 0; i < 2; i++) ENCODES(t, "zz a zz", 0, 0);
     srp_tokenizer_free(t);
 }
+
+/* Streams random ids, many of them byte tokens that make and break characters: no piece may
+ * hold part of a character (found by fuzzing: a later token can change how earlier ones
+ * decode, and the new text then does not simply extend the old). */
+static int random_stream_is_whole(const srp_tokenizer *t, int skip_special, uint32_t seed) {
+    srp_detok *d = NULL;
+    srp_err e = { 0 };
+    if (srp_detok_new(t, skip_special, &d, &e)) return 0;
+    int ok = 1, vocab = srp_tokenizer_vocab_size(t);
+    const char *p;
+    size_t n;
+    for (int i = 0; i < 3000 && ok; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        int32_t id = (int32_t)((seed >> 8) % (uint32_t)(seed & 0x80 ? 260 : vocab));
+        if (!srp_detok_push(d, id, &p, &n, &e) && !valid_utf8(p, n)) ok = 0;
+    }
+    if (!srp_detok_flush(d, &p, &n, &e) && !valid_utf8(p, n)) ok = 0;
+    srp_detok_free(d);
+    return ok;
+}
+
+TEST(detok_random_ids_stay_whole_characters) {
+    static const char *const dirs[] = { "tokenizer/fixtures/tiny_bpe", "tokenizer/spm/bpe" };
+    for (int k = 0; k < 2; k++) {
+        srp_tokenizer *t = load(dirs[k]);
+        REQUIRE(t);
+        for (uint32_t seed = 1; seed <= 20; seed++)
+            CHECKF(random_stream_is_whole(t, (int)(seed & 1), seed), "%s seed %u", dirs[k], seed);
+        srp_tokenizer_free(t);
+    }
+}
+
+/* The fuzzing case itself: "#" is emitted, then a byte token makes "#" part of an invalid run
+ * that the ByteFallback decoder writes as one U+FFFD per byte. */
+TEST(detok_when_earlier_text_changes) {
+    srp_tokenizer *t = NULL;
+    srp_err e = { 0 };
+    int rc =
+        load_json("{\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"ByteFallback\"},"
+                  "{\"type\":\"Fuse\"}]},\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,"
+                  "\"vocab\":{\"<0x23>\":0,\"<0x91>\":1,\"a\":2},\"merges\":[]}}",
+                  &t, &e);
+    REQUIRE(rc == 0);
+    srp_detok *d = NULL;
+    REQUIRE(!srp_detok_new(t, 0, &d, &e));
+    const char *p;
+    size_t n;
+    int32_t ids[] = { 0, 1, 2 };
+    for (int i = 0; i < 3; i++) {
+        REQUIRE(!srp_detok_push(d, ids[i], &p, &n, &e));
+        CHECKF(valid_utf8(p, n), "piece %d", i);
+    }
+    CHECK(n == 7 && !memcmp(p,
+                            "\xef\xbf\xbd\xef\xbf\xbd"
+                            "a",
+                            7));
+    srp_detok_free(d);
+    srp_tokenizer_free(t);
+}

@@ -38,6 +38,18 @@ static int ends_incomplete(const char *s, size_t len) {
     return 0;
 }
 
+/* Where the new text starts in full: after prev when full extends it, which is the rule. A
+ * token can also change how earlier ones read (a byte token completing or breaking a character
+ * that decoded as U+FFFD, say); then the new text starts where the two first differ, moved back
+ * to a character boundary, so that no piece ever holds part of a character. */
+static size_t new_text_start(const char *prev, size_t lp, const char *full, size_t lf) {
+    if (lf >= lp && !memcmp(prev, full, lp)) return lp;
+    size_t k = 0;
+    while (k < lp && k < lf && prev[k] == full[k]) k++;
+    while (k > 0 && ((unsigned char)full[k] & 0xC0) == 0x80) k--;
+    return k;
+}
+
 static int emit(srp_detok *d, int final, const char **text, size_t *len, srp_err *e) {
     if (!d->n) { /* nothing pushed yet (ids is still NULL) */
         *text = "";
@@ -53,16 +65,17 @@ static int emit(srp_detok *d, int final, const char **text, size_t *len, srp_err
                                   &full, &lf, e);
     *text = "";
     *len = 0;
-    if (!rc && lf > lp && (final || !ends_incomplete(full, lf))) {
+    size_t from = rc ? 0 : new_text_start(prev, lp, full, lf);
+    if (!rc && lf > from && (final || !ends_incomplete(full, lf))) {
         free(d->out);
-        d->out = malloc(lf - lp + 1);
+        d->out = malloc(lf - from + 1);
         if (!d->out) {
             rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
         } else {
-            memcpy(d->out, full + lp, lf - lp);
-            d->out[lf - lp] = 0;
+            memcpy(d->out, full + from, lf - from);
+            d->out[lf - from] = 0;
             *text = d->out;
-            *len = lf - lp;
+            *len = lf - from;
             d->prefix = d->read;
             d->read = d->n;
         }
