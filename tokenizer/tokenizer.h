@@ -1,9 +1,12 @@
 /* Text <-> token ids for a model folder.
  *
- * srp_tokenizer_load reads whichever tokenizer the folder has (SentencePiece tokenizer.model)
- * plus tokenizer_config.json (special tokens, add_bos_token / add_eos_token, chat template).
- * The rest of serpent does not know which kind it is. Functions return 0 or a negative SRP_E*
- * code with a message in e. */
+ * srp_tokenizer_load reads whichever tokenizer the folder has: Hugging Face tokenizer.json
+ * (preferred when both exist, as transformers does) or SentencePiece tokenizer.model, plus
+ * tokenizer_config.json (special tokens, add_bos_token / add_eos_token, chat template) and
+ * chat_template.jinja. The rest of serpent does not know which kind it is. Ids are those of
+ * Hugging Face `tokenizers` (resp. the SentencePiece library) for the same text. A loaded
+ * tokenizer may be used from many threads at once. Functions return 0 or a negative SRP_E*
+ * code with a message in e (a malformed file: the file and the field). */
 #ifndef SRP_TOKENIZER_H
 #define SRP_TOKENIZER_H
 
@@ -18,8 +21,11 @@ typedef struct srp_tokenizer srp_tokenizer;
 int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e);
 void srp_tokenizer_free(srp_tokenizer *t);
 
-/* Encodes len bytes of text. With add_special the model's BOS/EOS are added as
- * tokenizer_config.json says. *ids is malloc'ed; the caller frees it. */
+/* Encodes len bytes of text. Special tokens written in the text are matched (as Hugging Face
+ * does); invalid UTF-8 is read as U+FFFD, as a lossy decoder gives it to the reference. With
+ * add_special the model's BOS/EOS are added as tokenizer_config.json's add_bos_token /
+ * add_eos_token say, or, where it does not say, as tokenizer.json's post-processor does.
+ * *ids is malloc'ed; the caller frees it. */
 int srp_tokenizer_encode(const srp_tokenizer *t, const char *text, size_t len, int add_special,
                          int32_t **ids, int *n, srp_err *e);
 
@@ -33,6 +39,10 @@ int srp_tokenizer_bos(const srp_tokenizer *t); /* -1 if none */
 int srp_tokenizer_eos(const srp_tokenizer *t); /* -1 if none */
 /* The chat template of tokenizer_config.json, or NULL. */
 const char *srp_tokenizer_chat_template(const srp_tokenizer *t);
+/* Id of a token written as text ("<|im_end|>"), or -1. */
+int srp_tokenizer_token_id(const srp_tokenizer *t, const char *token);
+/* 1 for special tokens (those decode drops with skip_special), else 0. */
+int srp_tokenizer_is_special(const srp_tokenizer *t, int id);
 
 /* Incremental decoding for streaming: push ids one at a time and get back the text that became
  * complete. Never returns a partial UTF-8 sequence. */
