@@ -200,6 +200,7 @@ const srp_config *srp_engine_config(const srp_engine *eng) { return &eng->model.
 srp_backend *srp_engine_backend(srp_engine *eng) { return eng->be; }
 int srp_engine_max_batch_tokens(const srp_engine *eng) { return eng->opts.max_batch_tokens; }
 int srp_engine_max_seq_len(const srp_engine *eng) { return eng->opts.max_seq_len; }
+int srp_engine_max_logits(const srp_engine *eng) { return eng->max_logits; }
 int srp_engine_free_slots(const srp_engine *eng) { return eng->n_free_slots; }
 int srp_engine_free_blocks(const srp_engine *eng) { return eng->n_free_blocks; }
 int srp_engine_total_slots(const srp_engine *eng) { return eng->opts.max_seqs; }
