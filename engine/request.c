@@ -72,10 +72,7 @@ void srp_request_unref(srp_request *r) {
 }
 
 static void wake_locked(srp_request *r) {
-    if (r->armed && r->notify) {
-        r->armed = 0;
-        r->notify(r->user);
-    }
+    if (r->notify) r->notify(r->user);
 }
 
 void srp_request_push(srp_request *r, const srp_token_event *ev) {
@@ -131,24 +128,12 @@ void srp_request_take(srp_request *r, srp_token_event *ev, int cap, int *n,
     pthread_mutex_unlock(&r->mu);
 }
 
-int srp_request_wait(srp_request *r, void (*suspend)(void *arg), void *arg) {
-    pthread_mutex_lock(&r->mu);
-    int ready = r->ev_n > r->ev_head || r->finish != SRP_FINISH_NONE;
-    if (!ready) {
-        r->armed = 1;
-        suspend(arg);
-    }
-    pthread_mutex_unlock(&r->mu);
-    return ready;
-}
-
 void srp_request_cancel(srp_request *r) { atomic_store(&r->cancel, 1); }
 
 void srp_request_release(srp_request *r) {
     if (!r) return;
     pthread_mutex_lock(&r->mu);
     r->notify = NULL;
-    r->armed = 0;
     pthread_mutex_unlock(&r->mu);
     atomic_store(&r->cancel, 1);
     srp_request_unref(r);

@@ -37,7 +37,6 @@ struct srp_request {
     srp_finish_reason finish;
     int n_generated_pub;
     char error[256];
-    int armed;
     void (*notify)(void *user);
     void *user;
 };
@@ -45,7 +44,7 @@ struct srp_request {
 int srp_request_new(const srp_request_params *p, int vocab, srp_request **out, srp_err *e);
 void srp_request_free(srp_request *r);
 void srp_request_unref(srp_request *r);
-/* Engine thread: appends an event / sets the finish, and wakes an armed waiter. */
+/* Engine thread: appends an event / sets the finish, and calls notify. */
 void srp_request_push(srp_request *r, const srp_token_event *ev);
 void srp_request_finish(srp_request *r, srp_finish_reason why, const char *msg);
 

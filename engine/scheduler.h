@@ -55,9 +55,9 @@ typedef struct srp_request_params {
     int n_stop_ids;
     int logprobs;        /* -1: none; k >= 0: the chosen token's logprob and the top k */
     int prompt_logprobs; /* -1: none; k >= 0: logprob of each prompt token after the first */
-    /* Called on the engine thread, with the request's lock held, when the caller asked to be
-     * woken (srp_request_wait) and an event arrived. Must be quick and must not call into the
-     * request. */
+    /* Called on the engine thread, with the request's lock held, after every event and the
+     * finish are added to the channel. Must be quick and must not call into the request (it
+     * may take the caller's own lock to wake a waiter). */
     void (*notify)(void *user);
     void *user;
 } srp_request_params;
@@ -90,11 +90,6 @@ typedef struct srp_request_status {
  * reported only once every event before it has been taken. */
 void srp_request_take(srp_request *r, srp_token_event *ev, int cap, int *n,
                       srp_request_status *st);
-
-/* Returns 1 when events or the finish are waiting to be taken. Otherwise returns 0 after
- * calling suspend(arg) with the request's lock held, and arms the request: the next event
- * calls notify exactly once. So a caller that suspends itself in suspend() is always woken. */
-int srp_request_wait(srp_request *r, void (*suspend)(void *arg), void *arg);
 
 /* Asks the engine to drop the request: it finishes with SRP_FINISH_CANCELLED (unless it
  * finished already) and its slot and blocks are free within one step. */

@@ -9,7 +9,8 @@ static void usage(FILE *f) {
             "usage: serpent <command> [options]\n\n"
             "commands:\n"
             "  generate   continue a prompt and stream the text\n"
-            "  score      negative log-likelihood, perplexity and logits of token ids\n\n"
+            "  score      negative log-likelihood, perplexity and logits of token ids\n"
+            "  serve      OpenAI-compatible HTTP server with continuous batching\n\n"
             "`serpent <command> --help` describes each command's options.\n");
 }
 
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "score")) return cmd_score(argc, argv);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
