@@ -41,17 +41,24 @@ char *srv_error_body(const srv_error *e) {
     return s;
 }
 
-char *srv_token_text(const srv_server *srv, int32_t id) {
+char *srv_token_text(const srv_server *srv, int32_t id, size_t *out_len) {
     char *raw = NULL, *out = NULL;
     size_t len = 0, olen = 0, cap = 0;
     if (srv->tok && id >= 0 && id < srp_tokenizer_vocab_size(srv->tok) &&
         !srp_tokenizer_decode(srv->tok, &id, 1, 0, &raw, &len, NULL)) {
         srv_buf_append_utf8(&out, &olen, &cap, raw, len);
         free(raw);
-        if (out) return out;
+        if (out) {
+            *out_len = olen;
+            return out;
+        }
+        if (len == 0) {
+            *out_len = 0;
+            return strdup("");
+        }
     }
     char buf[32];
-    snprintf(buf, sizeof buf, "token_id:%d", id);
+    *out_len = (size_t)snprintf(buf, sizeof buf, "token_id:%d", id);
     return strdup(buf);
 }
 
@@ -285,6 +292,11 @@ static void on_event(srv_gen *g, srv_choice *c, const srp_token_event *ev) {
     add_text(g, c, s, n, 0);
 }
 
+static void emit_chunks(srv_gen *g, int final) {
+    if (g->api == SRV_API_CHAT) srv_chat_chunks(g, final);
+    else srv_completion_chunks(g, final);
+}
+
 int srv_gen_poll(srv_gen *g) {
     int changed = 0;
     srp_token_event ev[32];
@@ -295,7 +307,10 @@ int srv_gen_poll(srv_gen *g) {
         int k;
         do {
             srp_request_take(c->req, ev, 32, &k, &st);
-            for (int j = 0; j < k; j++) on_event(g, c, &ev[j]);
+            for (int j = 0; j < k; j++) {
+                on_event(g, c, &ev[j]);
+                if (g->opts.stream) emit_chunks(g, 0); /* a chunk per token, not per wake-up */
+            }
             changed |= k > 0;
         } while (k == 32);
         if (st.finish != SRP_FINISH_NONE) {
@@ -305,11 +320,7 @@ int srv_gen_poll(srv_gen *g) {
             c->n_generated = st.n_generated;
         }
     }
-    if (changed && g->opts.stream) {
-        int final = srv_gen_done(g);
-        if (g->api == SRV_API_CHAT) srv_chat_chunks(g, final);
-        else srv_completion_chunks(g, final);
-    }
+    if (changed && g->opts.stream) emit_chunks(g, srv_gen_done(g));
     return changed;
 }
 

@@ -275,6 +275,7 @@ static enum MHD_Result serve_post(conn_ctx *c, route_id id) {
     cJSON_Delete(root);
     if (rc) return respond_error(c, &e);
     if (body) return respond_json(c, 200, body);
+    c->gen->mc = c->mc; /* read by the engine's notify only once the connection is suspended */
     if (c->gen->opts.stream) return start_stream(c);
     return progress_plain(c);
 }

@@ -171,19 +171,19 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
 
 /* --- responses --------------------------------------------------------------------------- */
 
-static cJSON *bytes_json(const char *s) {
+static cJSON *bytes_json(const char *s, size_t n) {
     cJSON *a = cJSON_CreateArray();
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        cJSON_AddItemToArray(a, cJSON_CreateNumber(*p));
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)s[i]));
     return a;
 }
 
 static cJSON *token_lp_json(const srv_server *srv, int32_t id, float lp) {
     cJSON *o = cJSON_CreateObject();
-    char *t = srv_token_text(srv, id);
-    cJSON_AddStringToObject(o, "token", t ? t : "");
+    size_t tl = 0;
+    char *t = srv_token_text(srv, id, &tl);
+    cJSON_AddItemToObject(o, "token", srv_json_text(t, t ? tl : 0));
     cJSON_AddNumberToObject(o, "logprob", lp);
-    cJSON_AddItemToObject(o, "bytes", bytes_json(t ? t : ""));
+    cJSON_AddItemToObject(o, "bytes", bytes_json(t, t ? tl : 0));
     free(t);
     return o;
 }
@@ -211,7 +211,7 @@ char *srv_chat_response(srv_gen *g) {
         cJSON_AddNumberToObject(ch, "index", c->index);
         cJSON *msg = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", c->text ? c->text : "");
+        cJSON_AddItemToObject(msg, "content", srv_json_text(c->text, c->len));
         if (g->opts.logprobs >= 0) cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, 0));
         else cJSON_AddNullToObject(ch, "logprobs");
         cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
@@ -232,7 +232,8 @@ void srv_chat_chunks(srv_gen *g, int final) {
         srv_choice *c = &g->choices[i];
         int first = !c->role_sent, new_text = c->released > c->streamed;
         int new_lps = c->n_lps > c->streamed_lps, finish_now = c->done && !c->chunk_finish_sent;
-        if (!first && !new_text && !new_lps && !finish_now) continue;
+        int new_ids = g->opts.return_token_ids && c->n_ids > c->streamed_ids;
+        if (!first && !new_text && !new_lps && !finish_now && !new_ids) continue;
         cJSON *root = srv_response_base(g, "chat.completion.chunk");
         cJSON *ch = cJSON_CreateObject();
         cJSON_AddNumberToObject(ch, "index", c->index);
@@ -245,12 +246,18 @@ void srv_chat_chunks(srv_gen *g, int final) {
                 memcpy(t, c->text ? c->text + c->streamed : "", n);
                 t[n] = 0;
             }
-            cJSON_AddStringToObject(delta, "content", t ? t : "");
+            cJSON_AddItemToObject(delta, "content", srv_json_text(t, t ? n : 0));
             free(t);
         }
         if (g->opts.logprobs >= 0 && new_lps)
             cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, c->streamed_lps));
         else cJSON_AddNullToObject(ch, "logprobs");
+        if (g->opts.return_token_ids) {
+            cJSON *ids = cJSON_AddArrayToObject(ch, "token_ids");
+            for (int k = c->streamed_ids; k < c->n_ids; k++)
+                cJSON_AddItemToArray(ids, cJSON_CreateNumber(c->ids[k]));
+        }
+        c->streamed_ids = c->n_ids;
         c->role_sent = 1;
         c->streamed = c->released;
         c->streamed_lps = c->n_lps;

@@ -1,6 +1,7 @@
 /* POST /v1/completions: prompts as text, lists of text, token ids or lists of token ids; the
  * text_completion response and its stream chunks. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,11 +197,53 @@ static lp_arrays lp_new(void) {
     return a;
 }
 
+/* {"token text": logprob, ...} of the top tokens, the chosen one always listed (as vLLM
+ * does). Written by hand: token texts may hold NUL bytes, which cJSON keys cannot. */
+static cJSON *top_dict(const srv_server *srv, int32_t token, const srp_token_event *ev) {
+    char *buf = NULL, *keys[SRP_MAX_TOP_LOGPROBS + 1];
+    size_t len = 0, cap = 0, key_len[SRP_MAX_TOP_LOGPROBS + 1];
+    int n_keys = 0, has_chosen = 0, ok = 1;
+    for (int i = 0; i <= ev->n_top && ok; i++) {
+        if (i == ev->n_top && has_chosen) break;
+        int32_t id = i < ev->n_top ? ev->top_ids[i] : token;
+        float lp = i < ev->n_top ? ev->top_logprobs[i] : ev->logprob;
+        has_chosen |= id == token;
+        size_t kl;
+        char *k = srv_token_text(srv, id, &kl);
+        if (!k) continue;
+        int dup = 0;
+        for (int j = 0; j < n_keys; j++) dup |= key_len[j] == kl && !memcmp(keys[j], k, kl);
+        if (dup) {
+            free(k);
+            continue;
+        }
+        keys[n_keys] = k;
+        key_len[n_keys++] = kl;
+        char num[40];
+        int nl = snprintf(num, sizeof num, ":%.9g", lp);
+        if (n_keys > 1) ok = srv_buf_append_utf8(&buf, &len, &cap, ",", 1) == 0;
+        ok = ok && srv_json_quote(&buf, &len, &cap, k, kl) == 0;
+        ok = ok && srv_buf_append_utf8(&buf, &len, &cap, num, (size_t)nl) == 0;
+    }
+    for (int j = 0; j < n_keys; j++) free(keys[j]);
+    size_t need = len + 3;
+    char *obj = ok ? malloc(need) : NULL;
+    cJSON *r = NULL;
+    if (obj) {
+        snprintf(obj, need, "{%s}", buf ? buf : "");
+        r = cJSON_CreateRaw(obj);
+        free(obj);
+    }
+    free(buf);
+    return r ? r : cJSON_CreateObject();
+}
+
 /* One token's entry; ev NULL for the first prompt token (nothing predicts it). */
 static void lp_add(const srv_server *srv, lp_arrays *a, int32_t token,
                    const srp_token_event *ev, size_t offset) {
-    char *t = srv_token_text(srv, token);
-    cJSON_AddItemToArray(a->tokens, cJSON_CreateString(t ? t : ""));
+    size_t tl;
+    char *t = srv_token_text(srv, token, &tl);
+    cJSON_AddItemToArray(a->tokens, srv_json_text(t, t ? tl : 0));
     free(t);
     cJSON_AddItemToArray(a->offsets, cJSON_CreateNumber((double)offset));
     if (!ev) {
@@ -209,22 +252,7 @@ static void lp_add(const srv_server *srv, lp_arrays *a, int32_t token,
         return;
     }
     cJSON_AddItemToArray(a->token_lps, cJSON_CreateNumber(ev->logprob));
-    cJSON *top = cJSON_CreateObject();
-    int has_chosen = 0;
-    for (int i = 0; i < ev->n_top; i++) {
-        char *s = srv_token_text(srv, ev->top_ids[i]);
-        if (s && !cJSON_GetObjectItemCaseSensitive(top, s))
-            cJSON_AddNumberToObject(top, s, ev->top_logprobs[i]);
-        has_chosen |= ev->top_ids[i] == token;
-        free(s);
-    }
-    if (!has_chosen) { /* the chosen token is always listed, as vLLM does */
-        char *s = srv_token_text(srv, token);
-        if (s && !cJSON_GetObjectItemCaseSensitive(top, s))
-            cJSON_AddNumberToObject(top, s, ev->logprob);
-        free(s);
-    }
-    cJSON_AddItemToArray(a->tops, top);
+    cJSON_AddItemToArray(a->tops, top_dict(srv, token, ev));
 }
 
 /* Prompt tokens' entries for echo; returns the text length they cover. */
@@ -233,8 +261,9 @@ static size_t lp_add_prompt(const srv_gen *g, lp_arrays *a, const srv_prompt *p)
     for (int i = 0; i < p->n; i++) {
         const srp_token_event *ev = i > 0 && i - 1 < p->n_lp ? &p->lp[i - 1] : NULL;
         lp_add(g->srv, a, p->ids[i], ev, off);
-        char *t = srv_token_text(g->srv, p->ids[i]);
-        off += t ? strlen(t) : 0;
+        size_t tl = 0;
+        char *t = srv_token_text(g->srv, p->ids[i], &tl);
+        off += t ? tl : 0;
         free(t);
     }
     return off;
@@ -255,7 +284,7 @@ char *srv_completion_response(srv_gen *g) {
             if (c->len) memcpy(text + plen, c->text, c->len);
             text[plen + c->len] = 0;
         }
-        cJSON_AddStringToObject(ch, "text", text ? text : "");
+        cJSON_AddItemToObject(ch, "text", srv_json_text(text, text ? plen + c->len : 0));
         free(text);
         if (g->opts.logprobs >= 0) {
             lp_arrays a = lp_new();
@@ -287,7 +316,8 @@ void srv_completion_chunks(srv_gen *g, int final) {
         int echo_now = g->opts.echo && !c->role_sent;
         int new_text = c->released > c->streamed, new_lps = c->n_lps > c->streamed_lps;
         int finish_now = c->done && !c->chunk_finish_sent;
-        if (!echo_now && !new_text && !new_lps && !finish_now) continue;
+        int new_ids = g->opts.return_token_ids && c->n_ids > c->streamed_ids;
+        if (!echo_now && !new_text && !new_lps && !finish_now && !new_ids) continue;
         cJSON *root = srv_response_base(g, "text_completion");
         cJSON *ch = cJSON_CreateObject();
         cJSON_AddNumberToObject(ch, "index", c->index);
@@ -299,7 +329,7 @@ void srv_completion_chunks(srv_gen *g, int final) {
             memcpy(text + plen, c->text ? c->text + c->streamed : "", dlen);
             text[plen + dlen] = 0;
         }
-        cJSON_AddStringToObject(ch, "text", text ? text : "");
+        cJSON_AddItemToObject(ch, "text", srv_json_text(text, text ? plen + dlen : 0));
         free(text);
         if (g->opts.logprobs >= 0) {
             lp_arrays a = lp_new();
@@ -311,14 +341,16 @@ void srv_completion_chunks(srv_gen *g, int final) {
         } else {
             cJSON_AddNullToObject(ch, "logprobs");
         }
+        if (g->opts.return_token_ids)
+            cJSON_AddItemToObject(ch, "token_ids",
+                                  ids_json(c->ids + c->streamed_ids, c->n_ids - c->streamed_ids));
+        c->streamed_ids = c->n_ids;
         c->role_sent = 1;
         c->streamed = c->released;
         c->streamed_lps = c->n_lps;
         if (finish_now) {
             cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
             c->chunk_finish_sent = 1;
-            if (g->opts.return_token_ids)
-                cJSON_AddItemToObject(ch, "token_ids", ids_json(c->ids, c->n_ids));
         } else {
             cJSON_AddNullToObject(ch, "finish_reason");
         }

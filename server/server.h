@@ -127,7 +127,7 @@ typedef struct srv_choice {
     size_t released; /* bytes that can no longer turn into a stop string: safe to send */
     size_t streamed; /* bytes sent in stream chunks */
     int32_t *ids;    /* generated ids (stop token included) */
-    int n_ids, cap_ids;
+    int n_ids, cap_ids, streamed_ids;
     srv_tok_lp *lps; /* logprobs of tokens that made text */
     int n_lps, cap_lps, streamed_lps;
     int n_generated;
@@ -173,8 +173,9 @@ void srv_gen_free(srv_gen *g);
 int srv_gen_poll(srv_gen *g);
 /* Whether every choice has finished. */
 static inline int srv_gen_done(const srv_gen *g) { return g->n_done == g->n_choices; }
-/* The text of one token for logprobs (malloc'ed, valid UTF-8). */
-char *srv_token_text(const srv_server *srv, int32_t id);
+/* The text of one token for logprobs (malloc'ed, valid UTF-8, may hold NUL bytes: its length
+ * goes to *len). */
+char *srv_token_text(const srv_server *srv, int32_t id, size_t *len);
 
 /* Checks every prompt + max_tokens against --max-model-len (400 naming the field); a missing
  * max_tokens becomes default_max (-1: all the room left), shrunk to fit. */
@@ -213,6 +214,11 @@ void srv_out_append(srv_gen *g, const char *s, size_t n);
 int srv_utf8_valid(const char *s, size_t n);
 /* Appends s[0..n) to *buf, replacing invalid UTF-8 with U+FFFD. Returns 0 or -1 (no memory). */
 int srv_buf_append_utf8(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+/* Appends s[0..n) as a quoted JSON string (NUL and control bytes escaped; cJSON strings stop
+ * at NUL, generated text need not). */
+int srv_json_quote(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+/* A cJSON node printing s[0..n) as a JSON string. */
+cJSON *srv_json_text(const char *s, size_t n);
 /* Longest suffix of s[0..n) that is a proper prefix of one of the stops. */
 size_t srv_stop_holdback(const char *s, size_t n, char *const *stops, int n_stops);
 /* Position of the earliest stop string in s[from..n), or -1. */

@@ -93,3 +93,46 @@ long srv_stop_find(const char *s, size_t n, size_t from, char *const *stops, int
     }
     return best;
 }
+
+int srv_json_quote(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (reserve(buf, cap, *len + 6 * n + 3)) return -1;
+    char *o = *buf + *len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        } else if (c == '\r') {
+            *o++ = '\\';
+            *o++ = 'r';
+        } else if (c == '\t') {
+            *o++ = '\\';
+            *o++ = 't';
+        } else if (c < 0x20 || c == 0x7f) {
+            static const char hex[] = "0123456789abcdef";
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[c >> 4];
+            o[5] = hex[c & 15];
+            o += 6;
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    *len = (size_t)(o - *buf);
+    (*buf)[*len] = 0;
+    return 0;
+}
+
+cJSON *srv_json_text(const char *s, size_t n) {
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (srv_json_quote(&buf, &len, &cap, s ? s : "", s ? n : 0)) return cJSON_CreateString("");
+    cJSON *r = cJSON_CreateRaw(buf);
+    free(buf);
+    return r;
+}

@@ -1,0 +1,17 @@
+#!/bin/bash
+# The HTTP tests of serpent serve, one ctest entry each: run.sh NAME.
+# Needs node, curl and tests/server/node_modules (tests/server/setup.sh installs them);
+# fails loudly when they are missing.
+source "$(dirname "$0")/lib.sh"
+
+case "${1:?usage: run.sh TEST}" in
+openai_client)
+  make_text_model "$work/text"
+  start_server SERPENT_URL "$SERPENT_CHAT_BIN" --model "$work/text" --served-model-name test-model \
+    --max-num-seqs 8 --threads 1
+  node --test "$here/openai_client.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  ;;
+*) die "unknown test $1" ;;
+esac
+echo "PASS: $1"
