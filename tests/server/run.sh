@@ -12,6 +12,17 @@ openai_client)
   node --test "$here/openai_client.test.mjs"
   stop_server "$SERPENT_URL_PID"
   ;;
+bad_input)
+  make_text_model "$work/text"
+  make_text_model "$work/notemplate" notemplate
+  start_server SERPENT_URL "$SERPENT_CHAT_BIN" --model "$work/text" --api-key secret \
+    --max-model-len 64 --max-request-mb 1 --threads 1
+  start_server SERPENT_URL2 "$SERPENT_BIN" --model "$work/notemplate" --max-num-seqs 1 \
+    --max-queue 0 --threads 1
+  node --test "$here/bad_input.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  stop_server "$SERPENT_URL2_PID"
+  ;;
 *) die "unknown test $1" ;;
 esac
 echo "PASS: $1"
