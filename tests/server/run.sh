@@ -42,6 +42,7 @@ greedy)
   done
   stop_server "$SERPENT_URL_PID"
   ;;
+curl) source "$here/curl.sh" ;;
 *) die "unknown test $1" ;;
 esac
 echo "PASS: $1"
