@@ -43,6 +43,13 @@ greedy)
   stop_server "$SERPENT_URL_PID"
   ;;
 curl) source "$here/curl.sh" ;;
+load)
+  make_text_model "$work/text"
+  start_server SERPENT_URL "$SERPENT_BIN" --model "$work/text" --max-num-seqs 64 \
+    --max-num-batched-tokens 256 --max-model-len 512 --http-threads 2
+  node --test --test-reporter=spec "$here/load.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  ;;
 *) die "unknown test $1" ;;
 esac
 echo "PASS: $1"
