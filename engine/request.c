@@ -128,7 +128,9 @@ void srp_request_take(srp_request *r, srp_token_event *ev, int cap, int *n,
     pthread_mutex_unlock(&r->mu);
 }
 
-void srp_request_cancel(srp_request *r) { atomic_store(&r->cancel, 1); }
+void srp_request_cancel(srp_request *r) {
+    atomic_store(&r->cancel, 1);
+}
 
 void srp_request_release(srp_request *r) {
     if (!r) return;

@@ -52,7 +52,8 @@ static void finish(srp_sched *s, srp_request *r, srp_finish_reason why, const ch
 }
 
 static void remove_running(srp_sched *s, int i) {
-    memmove(s->running + i, s->running + i + 1, (size_t)(s->n_running - i - 1) * sizeof *s->running);
+    memmove(s->running + i, s->running + i + 1,
+            (size_t)(s->n_running - i - 1) * sizeof *s->running);
     s->n_running--;
 }
 
@@ -166,8 +167,10 @@ static int plan_step(srp_sched *s, int *n_rows, int *prefill_tokens) {
         s->item_req[n++] = r;
         if (mode == SRP_LOGITS_ALL) {
             for (int t = r->n_fed; t < r->n_fed + k; t++) {
-                if (t + 1 < r->n_prompt) add_row(s, &rows, r, 1, r->prompt[t + 1]);
-                else if (r->max_tokens > 0) add_row(s, &rows, r, 0, 0);
+                if (t + 1 < r->n_prompt)
+                    add_row(s, &rows, r, 1, r->prompt[t + 1]);
+                else if (r->max_tokens > 0)
+                    add_row(s, &rows, r, 0, 0);
             }
         } else if (mode == SRP_LOGITS_LAST) {
             add_row(s, &rows, r, 0, 0);
@@ -242,9 +245,12 @@ static void run_step(srp_sched *s) {
         srp_request *r = s->running[i];
         srp_finish_reason why = SRP_FINISH_NONE;
         if (r->n_fed == r->n_prompt) {
-            if (r->n_generated > 0 && is_stop(r, r->last_token)) why = SRP_FINISH_STOP;
-            else if (r->n_generated >= r->max_tokens) why = SRP_FINISH_LENGTH;
-            else if (r->seq.n_past >= s->max_seq_len) why = SRP_FINISH_LENGTH;
+            if (r->n_generated > 0 && is_stop(r, r->last_token))
+                why = SRP_FINISH_STOP;
+            else if (r->n_generated >= r->max_tokens)
+                why = SRP_FINISH_LENGTH;
+            else if (r->seq.n_past >= s->max_seq_len)
+                why = SRP_FINISH_LENGTH;
         }
         if (why != SRP_FINISH_NONE) {
             remove_running(s, i);
@@ -277,8 +283,10 @@ static void *engine_main(void *arg) {
         while (!s->stopping && !s->in_head && !s->n_running && !s->wait_head)
             pthread_cond_wait(&s->wake, &s->mu);
         if (s->in_head) {
-            if (s->wait_tail) s->wait_tail->next = s->in_head;
-            else s->wait_head = s->in_head;
+            if (s->wait_tail)
+                s->wait_tail->next = s->in_head;
+            else
+                s->wait_head = s->in_head;
             s->wait_tail = s->in_tail;
             s->n_wait += s->n_in;
             s->in_head = s->in_tail = NULL;
@@ -409,8 +417,10 @@ int srp_sched_submit(srp_sched *s, const srp_request_params *p, srp_request **ou
                            s->opts.max_queue);
     }
     r->refs = 2; /* the caller's and the engine thread's */
-    if (s->in_tail) s->in_tail->next = r;
-    else s->in_head = r;
+    if (s->in_tail)
+        s->in_tail->next = r;
+    else
+        s->in_head = r;
     s->in_tail = r;
     s->n_in++;
     s->stats.waiting++;

@@ -88,8 +88,7 @@ typedef struct srp_request_status {
 
 /* Moves up to cap pending events into ev (*n of them) and reports the status. The finish is
  * reported only once every event before it has been taken. */
-void srp_request_take(srp_request *r, srp_token_event *ev, int cap, int *n,
-                      srp_request_status *st);
+void srp_request_take(srp_request *r, srp_token_event *ev, int cap, int *n, srp_request_status *st);
 
 /* Asks the engine to drop the request: it finishes with SRP_FINISH_CANCELLED (unless it
  * finished already) and its slot and blocks are free within one step. */
@@ -103,8 +102,8 @@ typedef struct srp_sched_stats {
     int running, waiting;
     int slots_total, slots_free;
     int blocks_total, blocks_free;
-    uint64_t prompt_tokens;     /* prompt tokens prefilled, all time */
-    uint64_t generation_tokens; /* tokens drawn, all time */
+    uint64_t prompt_tokens;                  /* prompt tokens prefilled, all time */
+    uint64_t generation_tokens;              /* tokens drawn, all time */
     uint64_t finished[SRP_FINISH_ERROR + 1]; /* requests by finish reason */
     uint64_t rejected;                       /* submissions refused with SRP_EFULL */
     uint64_t steps;

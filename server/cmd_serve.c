@@ -123,19 +123,24 @@ int cmd_serve(int argc, char **argv) {
         { "model", CLI_STR, &ma.model, "DIR", "model folder (config.json + safetensors)", 0 },
         { "host", CLI_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)", 0 },
         { "port", CLI_INT, &port, "N", "port to listen on; 0 picks a free one (default 8000)", 0 },
-        { "served-model-name", CLI_STR, &name, "NAME", "model name in the API (default: --model)", 0 },
+        { "served-model-name", CLI_STR, &name, "NAME", "model name in the API (default: --model)",
+          0 },
         { "api-key", CLI_STR, &api_key, "KEY",
           "require 'Authorization: Bearer KEY' (default: $SERPENT_API_KEY, else none)", 0 },
-        { "max-num-seqs", CLI_INT, &max_seqs, "N", "requests running at once: state slots (default 16)", 0 },
-        { "max-model-len", CLI_INT, &max_len, "N", "longest prompt + completion in tokens (default 4096)", 0 },
+        { "max-num-seqs", CLI_INT, &max_seqs, "N",
+          "requests running at once: state slots (default 16)", 0 },
+        { "max-model-len", CLI_INT, &max_len, "N",
+          "longest prompt + completion in tokens (default 4096)", 0 },
         { "max-num-batched-tokens", CLI_INT, &max_batched, "N",
           "tokens in one forward step: the prefill chunk budget (default 512)", 0 },
         { "max-queue", CLI_INT, &max_queue, "N",
           "requests waiting for a slot before 429 (default 1024)", 0 },
         { "timeout", CLI_INT, &timeout, "S",
           "seconds in-flight requests get to finish on SIGTERM (default 30)", 0 },
-        { "max-request-mb", CLI_INT, &max_body_mb, "N", "largest request body, MiB; then 413 (default 16)", 0 },
-        { "http-threads", CLI_INT, &http_threads, "N", "threads serving connections (default 2)", 0 },
+        { "max-request-mb", CLI_INT, &max_body_mb, "N",
+          "largest request body, MiB; then 413 (default 16)", 0 },
+        { "http-threads", CLI_INT, &http_threads, "N", "threads serving connections (default 2)",
+          0 },
         { "backend", CLI_STR, &ma.backend, "NAME", "cpu, cuda or auto (default auto)", 0 },
         { "threads", CLI_INT, &ma.threads, "N", "CPU threads (default: all cores)", 0 },
     };
@@ -143,16 +148,17 @@ int cmd_serve(int argc, char **argv) {
     int p = cli_parse("serve", summary, opts, n_opts, argc, argv, 2);
     if (p == CLI_HELP) return 0;
     if (p == CLI_USAGE) return 2;
-    const char *bad = !ma.model ? "--model is required"
-                      : (port < 0 || port > 65535) ? "--port must be in [0, 65535]"
-                      : max_seqs < 1 ? "--max-num-seqs must be >= 1"
-                      : max_len < 2 ? "--max-model-len must be >= 2"
-                      : max_batched < 1 ? "--max-num-batched-tokens must be >= 1"
-                      : max_queue < 0 ? "--max-queue must be >= 0"
-                      : timeout < 0 ? "--timeout must be >= 0"
-                      : (max_body_mb < 1 || max_body_mb > 4096) ? "--max-request-mb must be in [1, 4096]"
-                      : (http_threads < 1 || http_threads > 64) ? "--http-threads must be in [1, 64]"
-                                                                 : NULL;
+    const char *bad =
+        !ma.model                                 ? "--model is required"
+        : (port < 0 || port > 65535)              ? "--port must be in [0, 65535]"
+        : max_seqs < 1                            ? "--max-num-seqs must be >= 1"
+        : max_len < 2                             ? "--max-model-len must be >= 2"
+        : max_batched < 1                         ? "--max-num-batched-tokens must be >= 1"
+        : max_queue < 0                           ? "--max-queue must be >= 0"
+        : timeout < 0                             ? "--timeout must be >= 0"
+        : (max_body_mb < 1 || max_body_mb > 4096) ? "--max-request-mb must be in [1, 4096]"
+        : (http_threads < 1 || http_threads > 64) ? "--http-threads must be in [1, 64]"
+                                                  : NULL;
     if (bad) {
         fprintf(stderr, "serpent serve: %s\n\n", bad);
         cli_print_help(stderr, "serve", summary, opts, n_opts);
@@ -172,8 +178,9 @@ int cmd_serve(int argc, char **argv) {
 
     srv_server *srv = calloc(1, sizeof *srv);
     if (!srv) return 1;
-    srv->cfg = (srv_config){ host, port, name ? name : ma.model, api_key, max_len,
-                             (size_t)max_body_mb << 20, http_threads };
+    srv->cfg = (srv_config){ host,        port,    name ? name : ma.model,
+                             api_key,     max_len, (size_t)max_body_mb << 20,
+                             http_threads };
     srv->created = (long)time(NULL);
     atomic_store(&srv->state, SRV_LOADING);
     pthread_rwlock_init(&srv->life, NULL);
@@ -213,8 +220,8 @@ int cmd_serve(int argc, char **argv) {
     srv->sched = NULL;
     pthread_rwlock_unlock(&srv->life);
     srp_sched_stop(sched); /* every request finishes; its connection is resumed */
-    for (int i = 0; i < 250 && (atomic_load(&srv->n_suspended) > 0 || atomic_load(&srv->n_gens) > 0);
-         i++)
+    for (int i = 0;
+         i < 250 && (atomic_load(&srv->n_suspended) > 0 || atomic_load(&srv->n_gens) > 0); i++)
         sleep_ms(20);
 out:
     if (atomic_load(&srv->n_suspended) > 0) {

@@ -20,7 +20,8 @@ int srv_handle_tokenize(srv_server *srv, const cJSON *root, char **body, srv_err
     const cJSON *as = cJSON_GetObjectItemCaseSensitive(root, "add_special_tokens");
     if (as && !cJSON_IsNull(as)) {
         if (!cJSON_IsBool(as))
-            return srv_fail(e, 400, "add_special_tokens", "'add_special_tokens' must be true or false");
+            return srv_fail(e, 400, "add_special_tokens",
+                            "'add_special_tokens' must be true or false");
         add_special = cJSON_IsTrue(as);
     }
     int32_t *ids = NULL;
@@ -43,7 +44,8 @@ int srv_handle_detokenize(srv_server *srv, const cJSON *root, char **body, srv_e
     if (srv_check_model(srv, root, e)) return -1;
     if (!srv->tok) return srv_fail(e, 400, NULL, "this model has no tokenizer");
     const cJSON *toks = cJSON_GetObjectItemCaseSensitive(root, "tokens"), *t;
-    if (!cJSON_IsArray(toks)) return srv_fail(e, 400, "tokens", "'tokens' must be a list of token ids");
+    if (!cJSON_IsArray(toks))
+        return srv_fail(e, 400, "tokens", "'tokens' must be a list of token ids");
     int n = cJSON_GetArraySize(toks), k = 0;
     int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
     if (!ids) return srv_fail(e, 500, NULL, "out of memory");

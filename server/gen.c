@@ -32,10 +32,14 @@ char *srv_error_body(const srv_error *e) {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(err, "message", e->msg);
     cJSON_AddStringToObject(err, "type", e->type ? e->type : "invalid_request_error");
-    if (e->param[0]) cJSON_AddStringToObject(err, "param", e->param);
-    else cJSON_AddNullToObject(err, "param");
-    if (e->code) cJSON_AddStringToObject(err, "code", e->code);
-    else cJSON_AddNullToObject(err, "code");
+    if (e->param[0])
+        cJSON_AddStringToObject(err, "param", e->param);
+    else
+        cJSON_AddNullToObject(err, "param");
+    if (e->code)
+        cJSON_AddStringToObject(err, "code", e->code);
+    else
+        cJSON_AddNullToObject(err, "code");
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;
@@ -163,9 +167,8 @@ int srv_gen_start(srv_server *srv, srv_api api, srv_prompt *prompts, int n_promp
             rp.stop_ids = stop_ids;
             rp.n_stop_ids = n_stop;
             rp.logprobs = g->opts.logprobs;
-            rp.prompt_logprobs = g->opts.echo && g->opts.logprobs >= 0 && j == 0
-                                     ? g->opts.logprobs
-                                     : -1;
+            rp.prompt_logprobs =
+                g->opts.echo && g->opts.logprobs >= 0 && j == 0 ? g->opts.logprobs : -1;
             rp.notify = gen_notify;
             rp.user = g;
             srp_err se = { 0 };
@@ -246,8 +249,12 @@ static void finish_choice(srv_gen *g, srv_choice *c, const srp_request_status *s
     c->n_generated = st->n_generated;
     if (!c->finish_reason) {
         switch (st->finish) {
-        case SRP_FINISH_STOP: c->finish_reason = "stop"; break;
-        case SRP_FINISH_LENGTH: c->finish_reason = "length"; break;
+        case SRP_FINISH_STOP:
+            c->finish_reason = "stop";
+            break;
+        case SRP_FINISH_LENGTH:
+            c->finish_reason = "length";
+            break;
         case SRP_FINISH_ERROR:
             c->finish_reason = "error";
             snprintf(c->error, sizeof c->error, "%s", st->error);
@@ -274,8 +281,10 @@ static void on_event(srv_gen *g, srv_choice *c, const srp_token_event *ev) {
         return;
     }
     srv_metrics *m = &g->srv->metrics;
-    if (c->n_ids == 0) srv_metrics_observe(m, &m->ttft, ev->time - g->t_arrival);
-    else srv_metrics_observe(m, &m->itl, ev->time - c->t_last);
+    if (c->n_ids == 0)
+        srv_metrics_observe(m, &m->ttft, ev->time - g->t_arrival);
+    else
+        srv_metrics_observe(m, &m->itl, ev->time - c->t_last);
     c->t_last = ev->time;
     if (c->stopped_by_string) return;
     if (choice_grow(c)) {
@@ -293,8 +302,10 @@ static void on_event(srv_gen *g, srv_choice *c, const srp_token_event *ev) {
 }
 
 static void emit_chunks(srv_gen *g, int final) {
-    if (g->api == SRV_API_CHAT) srv_chat_chunks(g, final);
-    else srv_completion_chunks(g, final);
+    if (g->api == SRV_API_CHAT)
+        srv_chat_chunks(g, final);
+    else
+        srv_completion_chunks(g, final);
 }
 
 int srv_gen_poll(srv_gen *g) {

@@ -51,9 +51,8 @@ typedef struct conn_ctx {
 static enum MHD_Result respond(conn_ctx *c, int status, const char *ctype, char *body,
                                const char *hname, const char *hvalue) {
     size_t len = body ? strlen(body) : 0;
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE
-                                                                            : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) {
         free(body);
         return MHD_NO;
@@ -131,7 +130,9 @@ static int no_output(const srv_gen *g) {
     return 0;
 }
 
-static int stream_output(const srv_gen *g) { return g->out_len > g->out_pos; }
+static int stream_output(const srv_gen *g) {
+    return g->out_len > g->out_pos;
+}
 
 static enum MHD_Result finish_plain(conn_ctx *c) {
     srv_gen *g = c->gen;
@@ -260,8 +261,9 @@ static enum MHD_Result serve_post(conn_ctx *c, route_id id) {
     int rc = -1;
     char *body = NULL;
     if (state != SRV_READY) {
-        srv_fail(&e, 503, NULL, state == SRV_LOADING ? "the model is still loading"
-                                                     : "the server is shutting down");
+        srv_fail(&e, 503, NULL,
+                 state == SRV_LOADING ? "the model is still loading"
+                                      : "the server is shutting down");
     } else if (id == R_COMPLETIONS) {
         rc = srv_handle_completions(srv, root, &c->gen, &e);
     } else if (id == R_CHAT) {
@@ -303,23 +305,26 @@ static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method
         return respond(c, 405, "application/json", srv_error_body(&e), "Allow", allow);
     }
     if (routes[found].auth && !authorized(srv, c->mc))
-        return fail(c, 401, "invalid_api_key", NULL, "a valid API key is required (Authorization: Bearer KEY)");
+        return fail(c, 401, "invalid_api_key", NULL,
+                    "a valid API key is required (Authorization: Bearer KEY)");
     int state = atomic_load(&srv->state);
     switch (routes[found].id) {
     case R_HEALTH:
         if (state == SRV_READY) return respond_json(c, 200, strdup("{\"status\":\"ok\"}"));
         return fail(c, 503, state == SRV_LOADING ? "loading" : "draining", NULL,
                     state == SRV_LOADING ? "the model is loading" : "the server is shutting down");
-    case R_METRICS: return serve_metrics(c);
-    case R_MODELS: return respond_json(c, 200, srv_models_body(srv));
-    default: return serve_post(c, routes[found].id);
+    case R_METRICS:
+        return serve_metrics(c);
+    case R_MODELS:
+        return respond_json(c, 200, srv_models_body(srv));
+    default:
+        return serve_post(c, routes[found].id);
     }
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
     (void)version;
     srv_server *srv = cls;
     conn_ctx *c = *con_cls;

@@ -6,15 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const double ttft_bounds[] = { 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
-                                      0.5,   0.75,  1.0,  2.5,  5.0,  7.5,  10.0, 20.0, 40.0,
-                                      80.0,  160.0 };
-static const double itl_bounds[] = { 0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
-                                     0.3,   0.4,   0.5,  0.75,  1.0,  2.5,   5.0, 7.5, 10.0,
-                                     20.0,  40.0 };
-static const double e2e_bounds[] = { 0.3,  0.5,   1.0,   2.5,   5.0,    10.0,  15.0,
-                                     20.0, 30.0,  40.0,  50.0,  60.0,   120.0, 240.0,
-                                     480.0, 960.0, 1920.0, 7680.0 };
+static const double ttft_bounds[] = {
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
+    0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0
+};
+static const double itl_bounds[] = {
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,
+    0.4,   0.5,   0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0
+};
+static const double e2e_bounds[] = { 0.3,  0.5,  1.0,  2.5,   5.0,   10.0,  15.0,  20.0,   30.0,
+                                     40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0 };
 
 #define COUNT(a) (int)(sizeof(a) / sizeof((a)[0]))
 
@@ -26,7 +27,9 @@ void srv_metrics_init(srv_metrics *m) {
     m->e2e = (srv_histogram){ .bounds = e2e_bounds, .n_bounds = COUNT(e2e_bounds) };
 }
 
-void srv_metrics_destroy(srv_metrics *m) { pthread_mutex_destroy(&m->mu); }
+void srv_metrics_destroy(srv_metrics *m) {
+    pthread_mutex_destroy(&m->mu);
+}
 
 void srv_metrics_observe(srv_metrics *m, srv_histogram *h, double v) {
     pthread_mutex_lock(&m->mu);
@@ -81,7 +84,8 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
 
 static void gauge(strbuf *b, const char *name, const char *help, const char *type,
                   const char *model, double v) {
-    sb_printf(b, "# HELP serpent:%s %s\n# TYPE serpent:%s %s\nserpent:%s{model_name=\"%s\"} %.17g\n",
+    sb_printf(b,
+              "# HELP serpent:%s %s\n# TYPE serpent:%s %s\nserpent:%s{model_name=\"%s\"} %.17g\n",
               name, help, name, type, name, model, v);
 }
 
@@ -138,15 +142,16 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g) {
     sb_printf(&b, "# HELP serpent:request_finished_total Requests (choices) finished by reason.\n"
                   "# TYPE serpent:request_finished_total counter\n");
     for (int r = SRP_FINISH_STOP; r <= SRP_FINISH_ERROR; r++)
-        sb_printf(&b, "serpent:request_finished_total{finished_reason=\"%s\",model_name=\"%s\"} %llu\n",
+        sb_printf(&b,
+                  "serpent:request_finished_total{finished_reason=\"%s\",model_name=\"%s\"} %llu\n",
                   reasons[r], mn, (unsigned long long)st->finished[r]);
     gauge(&b, "request_rejected_total", "Requests refused with 429 (queue full).", "counter", mn,
           (double)st->rejected);
     sb_printf(&b, "# HELP serpent:http_responses_total HTTP responses by status class.\n"
                   "# TYPE serpent:http_responses_total counter\n");
     for (int c = 1; c <= 5; c++)
-        sb_printf(&b, "serpent:http_responses_total{code=\"%dxx\",model_name=\"%s\"} %llu\n", c,
-                  mn, (unsigned long long)m->http_requests[c]);
+        sb_printf(&b, "serpent:http_responses_total{code=\"%dxx\",model_name=\"%s\"} %llu\n", c, mn,
+                  (unsigned long long)m->http_requests[c]);
     histogram(&b, "time_to_first_token_seconds", "Time from arrival to the first token.", mn,
               &m->ttft);
     histogram(&b, "inter_token_latency_seconds", "Time between consecutive tokens.", mn, &m->itl);

@@ -22,9 +22,6 @@ typedef struct srv_metrics {
     pthread_mutex_t mu;
     srv_histogram ttft, itl, e2e;
     uint64_t http_requests[6]; /* by status class: 1xx .. 5xx (index 1..5) */
-    uint64_t requests_success; /* finished with stop or length */
-    uint64_t requests_aborted; /* cancelled: disconnect or shutdown */
-    uint64_t requests_rejected_429;
 } srv_metrics;
 
 void srv_metrics_init(srv_metrics *m);

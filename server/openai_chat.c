@@ -11,8 +11,8 @@
 #else
 /* Declared in chat_template.h with the Jinja renderer. Until that is built in, the reference is
  * weak: it stays NULL and chat answers 501 instead of the build failing. */
-int srp_chat_template_render(const char *tmpl, const cJSON *messages, const cJSON *vars,
-                             char **out, srp_err *e);
+int srp_chat_template_render(const char *tmpl, const cJSON *messages, const cJSON *vars, char **out,
+                             srp_err *e);
 #pragma weak srp_chat_template_render
 #endif
 
@@ -72,7 +72,8 @@ static cJSON *normalize_messages(const cJSON *msgs, srv_error *e) {
                     goto fail;
                 }
                 if ((len && srv_buf_append_utf8(&text, &len, &cap, "\n", 1)) ||
-                    srv_buf_append_utf8(&text, &len, &cap, t->valuestring, strlen(t->valuestring))) {
+                    srv_buf_append_utf8(&text, &len, &cap, t->valuestring,
+                                        strlen(t->valuestring))) {
                     free(text);
                     srv_fail(e, 500, NULL, "out of memory");
                     goto fail;
@@ -82,8 +83,7 @@ static cJSON *normalize_messages(const cJSON *msgs, srv_error *e) {
                                                    cJSON_CreateString(text ? text : ""));
             free(text);
         } else {
-            srv_fail(e, 400, param, "'%s.content' must be a string or a list of text parts",
-                     param);
+            srv_fail(e, 400, param, "'%s.content' must be a string or a list of text parts", param);
             goto fail;
         }
         i++;
@@ -212,12 +212,15 @@ char *srv_chat_response(srv_gen *g) {
         cJSON *msg = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
         cJSON_AddItemToObject(msg, "content", srv_json_text(c->text, c->len));
-        if (g->opts.logprobs >= 0) cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, 0));
-        else cJSON_AddNullToObject(ch, "logprobs");
+        if (g->opts.logprobs >= 0)
+            cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, 0));
+        else
+            cJSON_AddNullToObject(ch, "logprobs");
         cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
         if (g->opts.return_token_ids) {
             cJSON *ids = cJSON_AddArrayToObject(ch, "token_ids");
-            for (int k = 0; k < c->n_ids; k++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(c->ids[k]));
+            for (int k = 0; k < c->n_ids; k++)
+                cJSON_AddItemToArray(ids, cJSON_CreateNumber(c->ids[k]));
         }
         cJSON_AddItemToArray(choices, ch);
     }
@@ -251,7 +254,8 @@ void srv_chat_chunks(srv_gen *g, int final) {
         }
         if (g->opts.logprobs >= 0 && new_lps)
             cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, c->streamed_lps));
-        else cJSON_AddNullToObject(ch, "logprobs");
+        else
+            cJSON_AddNullToObject(ch, "logprobs");
         if (g->opts.return_token_ids) {
             cJSON *ids = cJSON_AddArrayToObject(ch, "token_ids");
             for (int k = c->streamed_ids; k < c->n_ids; k++)

@@ -70,7 +70,7 @@ static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **
         n = cJSON_GetArraySize(pr);
         if (n == 0) return srv_fail(e, 400, "prompt", "'prompt' must not be an empty list");
         const cJSON *first = pr->child, *it;
-        kind = cJSON_IsNumber(first)  ? ONE_IDS
+        kind = cJSON_IsNumber(first)   ? ONE_IDS
                : cJSON_IsString(first) ? TEXTS
                : cJSON_IsArray(first)  ? IDS_LISTS
                                        : ONE_TEXT;
@@ -82,8 +82,7 @@ static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **
             int ok = kind == ONE_IDS ? cJSON_IsNumber(it)
                      : kind == TEXTS ? cJSON_IsString(it)
                                      : cJSON_IsArray(it);
-            if (!ok)
-                return srv_fail(e, 400, "prompt", "'prompt' mixes strings, ids and lists");
+            if (!ok) return srv_fail(e, 400, "prompt", "'prompt' mixes strings, ids and lists");
         }
         if (kind == ONE_IDS) n = 1;
     } else {
@@ -95,8 +94,10 @@ static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **
     srv_prompt *p = calloc((size_t)n, sizeof *p);
     if (!p) return srv_fail(e, 500, NULL, "out of memory");
     int rc = 0;
-    if (kind == ONE_TEXT) rc = text_prompt(srv, pr->valuestring, &p[0], e);
-    else if (kind == ONE_IDS) rc = ids_prompt(srv, pr, &p[0], e);
+    if (kind == ONE_TEXT)
+        rc = text_prompt(srv, pr->valuestring, &p[0], e);
+    else if (kind == ONE_IDS)
+        rc = ids_prompt(srv, pr, &p[0], e);
     else {
         int i = 0;
         const cJSON *it;
@@ -135,7 +136,8 @@ int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_
                             L, (long long)p[i].n + o->max_tokens, p[i].n, o->max_tokens);
         if (L - p[i].n < room) room = L - p[i].n;
     }
-    if (o->max_tokens < 0) o->max_tokens = default_max >= 0 && default_max < room ? default_max : room;
+    if (o->max_tokens < 0)
+        o->max_tokens = default_max >= 0 && default_max < room ? default_max : room;
     return 0;
 }
 
@@ -239,8 +241,8 @@ static cJSON *top_dict(const srv_server *srv, int32_t token, const srp_token_eve
 }
 
 /* One token's entry; ev NULL for the first prompt token (nothing predicts it). */
-static void lp_add(const srv_server *srv, lp_arrays *a, int32_t token,
-                   const srp_token_event *ev, size_t offset) {
+static void lp_add(const srv_server *srv, lp_arrays *a, int32_t token, const srp_token_event *ev,
+                   size_t offset) {
     size_t tl;
     char *t = srv_token_text(srv, token, &tl);
     cJSON_AddItemToArray(a->tokens, srv_json_text(t, t ? tl : 0));

@@ -62,7 +62,8 @@ int srv_check_model(const srv_server *srv, const cJSON *root, srv_error *e) {
     if (!cJSON_IsString(it)) return srv_fail(e, 400, "model", "'model' must be a string");
     if (strcmp(it->valuestring, srv->cfg.model_name)) {
         e->code = "model_not_found";
-        return srv_fail(e, 404, "model", "The model '%.200s' does not exist; this server serves '%.200s'",
+        return srv_fail(e, 404, "model",
+                        "The model '%.200s' does not exist; this server serves '%.200s'",
                         it->valuestring, srv->cfg.model_name);
     }
     return 0;
@@ -131,8 +132,8 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
     int rc, b;
     if ((rc = get_int(root, "n", 1, SRV_MAX_N, &ll, e)) < 0) return -1;
     if (rc) o->n = (int)ll;
-    const char *mt = chat && field(root, "max_completion_tokens") ? "max_completion_tokens"
-                                                                  : "max_tokens";
+    const char *mt =
+        chat && field(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     if ((rc = get_int(root, mt, 0, 2147483647.0, &ll, e)) < 0) return -1;
     if (rc) o->max_tokens = (int)ll;
     if ((rc = get_number(root, "temperature", 0, 2, &d, e)) < 0) return -1;

@@ -78,8 +78,8 @@ typedef struct srv_gen_opts {
     int n;
     int max_tokens; /* -1: not given */
     int stream, include_usage;
-    int logprobs;     /* -1: off; k: chosen token + top k */
-    int echo;         /* completions */
+    int logprobs; /* -1: off; k: chosen token + top k */
+    int echo;     /* completions */
     int ignore_eos;
     int return_token_ids;
     int skip_special;
@@ -108,7 +108,7 @@ typedef enum { SRV_API_COMPLETIONS, SRV_API_CHAT } srv_api;
 typedef struct srv_prompt {
     int32_t *ids;
     int n;
-    char *text; /* for echo: the prompt as text */
+    char *text;          /* for echo: the prompt as text */
     srp_token_event *lp; /* [n - 1] prompt logprobs when echo + logprobs */
     int n_lp;
 } srv_prompt;
@@ -131,7 +131,7 @@ typedef struct srv_choice {
     srv_tok_lp *lps; /* logprobs of tokens that made text */
     int n_lps, cap_lps, streamed_lps;
     int n_generated;
-    double t_last; /* time of the last token, for inter-token latency */
+    double t_last;             /* time of the last token, for inter-token latency */
     const char *finish_reason; /* "stop", "length", "abort"; NULL while running */
     int done, stopped_by_string, chunk_finish_sent, role_sent;
     char error[256];
@@ -172,7 +172,9 @@ void srv_gen_free(srv_gen *g);
  * changed. Stream chunks for the changes are appended to g->out when g->opts.stream. */
 int srv_gen_poll(srv_gen *g);
 /* Whether every choice has finished. */
-static inline int srv_gen_done(const srv_gen *g) { return g->n_done == g->n_choices; }
+static inline int srv_gen_done(const srv_gen *g) {
+    return g->n_done == g->n_choices;
+}
 /* The text of one token for logprobs (malloc'ed, valid UTF-8, may hold NUL bytes: its length
  * goes to *len). */
 char *srv_token_text(const srv_server *srv, int32_t id, size_t *len);
@@ -186,8 +188,8 @@ int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_
 
 /* {"id","object","created","model"} */
 cJSON *srv_response_base(const srv_gen *g, const char *object);
-char *srv_completion_response(srv_gen *g);            /* the whole non-stream body */
-void srv_completion_chunks(srv_gen *g, int final);     /* stream chunks into g->out */
+char *srv_completion_response(srv_gen *g);         /* the whole non-stream body */
+void srv_completion_chunks(srv_gen *g, int final); /* stream chunks into g->out */
 char *srv_chat_response(srv_gen *g);
 void srv_chat_chunks(srv_gen *g, int final);
 void srv_usage_chunk(srv_gen *g);

@@ -35,4 +35,6 @@ void srv_sse_json(srv_gen *g, cJSON *chunk) {
     free(s);
 }
 
-void srv_sse_done(srv_gen *g) { srv_out_append(g, "data: [DONE]\n\n", 14); }
+void srv_sse_done(srv_gen *g) {
+    srv_out_append(g, "data: [DONE]\n\n", 14);
+}

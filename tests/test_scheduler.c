@@ -69,8 +69,8 @@ static int load_reference(prompt *p, int max) {
         const cJSON *v;
         p[n].n = p[n].n_greedy = 0;
         cJSON_ArrayForEach(v, cJSON_GetObjectItem(it, "ids")) p[n].ids[p[n].n++] = v->valueint;
-        cJSON_ArrayForEach(v, cJSON_GetObjectItem(it, "greedy"))
-            p[n].greedy[p[n].n_greedy++] = v->valueint;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItem(it, "greedy")) p[n].greedy[p[n].n_greedy++] =
+            v->valueint;
         n++;
     }
     cJSON_Delete(root);
@@ -186,8 +186,10 @@ TEST(sched_queue_bound_and_release_without_waiting) {
     for (int i = 0; i < 8; i++) {
         srp_request_params rp = greedy_params(&ps[3], 150);
         int rc = srp_sched_submit(s, &rp, &r[accepted], &e);
-        if (rc == 0) accepted++;
-        else if (rc == SRP_EFULL) full++;
+        if (rc == 0)
+            accepted++;
+        else if (rc == SRP_EFULL)
+            full++;
     }
     /* one slot plus two queue places */
     CHECKF(accepted == 3 && full == 5, "accepted %d, refused %d", accepted, full);
@@ -297,7 +299,8 @@ TEST(sched_prompt_logprobs_match_scoring) {
     for (int i = p->n - 1; i < n; i++) {
         CHECK(!ev[i].is_prompt && ev[i].n_top == 1);
         CHECK(ev[i].token == p->greedy[i - (p->n - 1)]);
-        CHECK(ev[i].top_ids[0] == ev[i].token && fabsf(ev[i].top_logprobs[0] - ev[i].logprob) < 1e-6f);
+        CHECK(ev[i].top_ids[0] == ev[i].token &&
+              fabsf(ev[i].top_logprobs[0] - ev[i].logprob) < 1e-6f);
     }
     srp_request_release(r);
     srp_sched_stop(s);

@@ -25,11 +25,11 @@ static int append(char **buf, size_t *len, const char *s, size_t n) {
     return 0;
 }
 
-int srp_chat_template_render(const char *tmpl, const cJSON *messages, const cJSON *vars,
-                             char **out, srp_err *e);
+int srp_chat_template_render(const char *tmpl, const cJSON *messages, const cJSON *vars, char **out,
+                             srp_err *e);
 
-int srp_chat_template_render(const char *tmpl, const cJSON *messages, const cJSON *vars,
-                             char **out, srp_err *e) {
+int srp_chat_template_render(const char *tmpl, const cJSON *messages, const cJSON *vars, char **out,
+                             srp_err *e) {
     if (strcmp(tmpl, test_template))
         return srp_err_set(e, SRP_EUNSUPPORTED, "the test renderer knows only the test template");
     char *buf = NULL;
