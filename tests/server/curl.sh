@@ -3,7 +3,8 @@
 json() { node -e "const j=JSON.parse(require('fs').readFileSync(0));console.log(eval(process.argv[1]))" "$1"; }
 
 make_text_model "$work/text"
-SERPENT_API_KEY=k123 start_server U "$SERPENT_BIN" --model "$work/text" --served-model-name tiny --threads 1
+SERPENT_API_KEY=k123 start_server U "$SERPENT_BIN" --model "$work/text" --served-model-name tiny --threads 1 \
+  --timeout 600
 H=(-H "Authorization: Bearer k123")
 
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/health")" = 200 ] || die "/health is not 200"
