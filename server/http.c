@@ -5,11 +5,13 @@
  * A non-stream request is answered once every choice has finished; a stream's content reader
  * hands out SSE chunks as they come and suspends the connection while there are none. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <microhttpd.h>
+#include <sys/socket.h>
 
 #include "server.h"
 
@@ -151,6 +153,18 @@ static enum MHD_Result finish_plain(conn_ctx *c) {
     srv_gen_free(g);
     c->gen = NULL;
     return body ? respond_json(c, 200, body) : respond_error(c, &e);
+}
+
+/* libmicrohttpd does not watch a suspended connection, so a client that gave up on a plain
+ * (non-stream) request would hold its slot until the end. Every wake-up peeks at the socket:
+ * end of file means the client is gone. */
+static int peer_closed(struct MHD_Connection *mc) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 static enum MHD_Result progress_plain(conn_ctx *c) {
@@ -359,7 +373,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->body[c->len] = 0;
         return MHD_YES;
     }
-    if (c->gen) return progress_plain(c); /* resumed */
+    if (c->gen) {                           /* resumed */
+        if (peer_closed(mc)) return MHD_NO; /* closing cancels the requests (on_completed) */
+        return progress_plain(c);
+    }
     return dispatch(c, url, method);
 }
 

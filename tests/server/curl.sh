@@ -40,6 +40,20 @@ done
 gen=$(echo "$m" | grep '^serpent:generation_tokens_total' | awk '{print $2}')
 [ "$gen" -eq 11 ] || die "generation_tokens_total is $gen"
 
+# a client that gives up on a plain (non-stream) request frees its slot
+curl -s -m 0.5 "${H[@]}" "$U/v1/completions" -d '{"prompt":"a","max_tokens":3000,"ignore_eos":true}' || true
+freed=""
+for _ in $(seq 1 200); do
+  m=$(curl -s "$U/metrics")
+  if echo "$m" | grep -q '^serpent:state_slots_used{[^}]*} 0$' &&
+    echo "$m" | grep -q '^serpent:request_finished_total{finished_reason="abort"[^}]*} 1$'; then
+    freed=1
+    break
+  fi
+  sleep 0.05
+done
+[ -n "$freed" ] || die "a disconnected plain request kept its slot: $m"
+
 # graceful shutdown: an in-flight request finishes after SIGTERM; meanwhile /health is 503
 curl -s "${H[@]}" "$U/v1/completions" -d '{"prompt":"a","max_tokens":3000,"ignore_eos":true}' >"$work/inflight.json" &
 cpid=$!
