@@ -24,22 +24,20 @@ bad_input)
   stop_server "$SERPENT_URL2_PID"
   ;;
 greedy)
-  urls=""
-  for f in mamba2_tied mamba2_untied nemotron_h_list nemotron_h_pattern; do
-    start_server "URL_$f" "$SERPENT_BIN" --model "$fixtures/$f" --max-num-seqs 3 \
+  urls="" pids=()
+  for ref in "$fixtures"/*/reference.json; do
+    f=$(basename "$(dirname "$ref")")
+    start_server URL_F "$SERPENT_BIN" --model "$fixtures/$f" --max-num-seqs 3 \
       --max-num-batched-tokens 32 --threads 1
-    v="URL_$f"
-    urls="$urls${urls:+,}$f=${!v}"
+    urls="$urls${urls:+,}$f=$URL_F"
+    pids+=("$URL_F_PID")
   done
   make_text_model "$work/text"
   start_server SERPENT_URL "$SERPENT_BIN" --model "$work/text" --max-num-seqs 16 \
     --max-num-batched-tokens 64 --threads 1
   SERPENT_FIXTURE_URLS=$urls SERPENT_FIXTURES=$fixtures SERPENT_TEXT_MODEL=$work/text \
     node --test "$here/greedy.test.mjs"
-  for f in mamba2_tied mamba2_untied nemotron_h_list nemotron_h_pattern; do
-    v="URL_${f}_PID"
-    stop_server "${!v}"
-  done
+  for pid in "${pids[@]}"; do stop_server "$pid"; done
   stop_server "$SERPENT_URL_PID"
   ;;
 curl) source "$here/curl.sh" ;;
