@@ -35,7 +35,7 @@ m=$(curl -s "$U/metrics")
 for name in num_requests_running num_requests_waiting prompt_tokens_total generation_tokens_total \
   time_to_first_token_seconds_bucket inter_token_latency_seconds_count e2e_request_latency_seconds_sum \
   state_slots_total state_slots_used kv_blocks_total kv_blocks_used kv_cache_usage_perc; do
-  echo "$m" | grep -q "^serpent:$name" || die "/metrics lacks serpent:$name"
+  grep -q "^serpent:$name" <<<"$m" || die "/metrics lacks serpent:$name"
 done
 gen=$(echo "$m" | grep '^serpent:generation_tokens_total' | awk '{print $2}')
 [ "$gen" -eq 11 ] || die "generation_tokens_total is $gen"
@@ -45,8 +45,8 @@ curl -s -m 0.5 "${H[@]}" "$U/v1/completions" -d '{"prompt":"a","max_tokens":3000
 freed=""
 for _ in $(seq 1 200); do
   m=$(curl -s "$U/metrics")
-  if echo "$m" | grep -q '^serpent:state_slots_used{[^}]*} 0$' &&
-    echo "$m" | grep -q '^serpent:request_finished_total{finished_reason="abort"[^}]*} 1$'; then
+  if grep -q '^serpent:state_slots_used{[^}]*} 0$' <<<"$m" &&
+    grep -q '^serpent:request_finished_total{finished_reason="abort"[^}]*} 1$' <<<"$m"; then
     freed=1
     break
   fi

@@ -11,7 +11,7 @@ pkgs=(cmake gcc g++ make pkg-config libcjson-dev libsentencepiece-dev libmicroht
   libopenblas-dev curl ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 # node and npm: Debian's packages unless a node (e.g. one that bundles npm) is there already
 command -v node >/dev/null || missing+=(nodejs)
