@@ -79,6 +79,9 @@ static void cpu_weight_free(srp_backend *be, srp_weight *w) {
 static int cpu_begin_step(srp_backend *be, const srp_batch *b, srp_err *e) {
     (void)e;
     cpu_of(be)->batch = *b;
+    /* OpenMP's thread count is per thread: the one set at creation does not reach a thread
+     * that runs the engine later (the scheduler's), which would otherwise use every core. */
+    omp_set_num_threads(cpu_of(be)->n_threads);
     return 0;
 }
 

@@ -42,12 +42,18 @@ struct srp_sched {
     srp_token_event *row_ev;
 };
 
+/* The caller has taken r out of the running or waiting list. The stats change before the
+ * finish is delivered, so a client that sees its answer also sees its slot free. */
 static void finish(srp_sched *s, srp_request *r, srp_finish_reason why, const char *msg) {
     srp_seq_close(s->eng, &r->seq);
-    srp_request_finish(r, why, msg);
     pthread_mutex_lock(&s->mu);
     s->stats.finished[why]++;
+    s->stats.running = s->n_running;
+    s->stats.waiting = s->n_wait + s->n_in;
+    s->stats.slots_free = srp_engine_free_slots(s->eng);
+    s->stats.blocks_free = srp_engine_free_blocks(s->eng);
     pthread_mutex_unlock(&s->mu);
+    srp_request_finish(r, why, msg);
     srp_request_unref(r);
 }
 

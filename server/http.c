@@ -187,6 +187,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             return (ssize_t)n;
         }
         if (g->stream_ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        /* tokens without text write nothing, so a write would not find the client gone */
+        if (peer_closed(c->mc)) return MHD_CONTENT_READER_END_WITH_ERROR;
         if (!poll_or_suspend(c, stream_output)) return 0;
         if (srv_gen_done(g) && !stream_output(g)) {
             if (g->failed || g->cancelled) {
