@@ -129,6 +129,11 @@ typedef struct srp_sample_params {
     float *top_logprobs;
 } srp_sample_params;
 
+/* The largest step the engine will run; a backend sizes its per-step buffers from it. */
+typedef struct srp_backend_limits {
+    int max_tokens, max_seqs, max_blocks_per_seq, max_logits, vocab;
+} srp_backend_limits;
+
 typedef struct srp_backend srp_backend;
 struct srp_backend {
     const char *name;
@@ -143,14 +148,20 @@ struct srp_backend {
     int (*zero)(srp_backend *be, void *p, size_t bytes, srp_err *e);
     int (*upload)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
     int (*download)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
-    /* Free bytes of backend memory (for sizing the slot pool), or -1 if unknown. */
+    /* Free and total bytes of backend memory (for sizing the slot pool), or -1 if unknown. */
     int64_t (*mem_available)(srp_backend *be);
+    int64_t (*mem_total)(srp_backend *be);
 
     /* Makes a backend weight from checkpoint data (any of F32, F16, BF16, possibly unaligned)
-     * shaped rows x cols. The backend may point into data instead of copying (owned = 0). */
+     * shaped rows x cols. A matrix is a GEMM operand or an embedding table; per-channel
+     * parameters (norm weights, biases, conv taps, A_log, dt_bias, D) are not, and a backend may
+     * keep them in higher precision. The backend may point into data (owned = 0). */
     int (*weight_load)(srp_backend *be, const void *data, srp_dtype dtype, int64_t rows,
-                       int64_t cols, srp_weight *out, srp_err *e);
+                       int64_t cols, int is_matrix, srp_weight *out, srp_err *e);
     void (*weight_free)(srp_backend *be, srp_weight *w);
+
+    /* Called once, before the first step. */
+    int (*configure)(srp_backend *be, const srp_backend_limits *lim, srp_err *e);
 
     /* Declares the batch the following operations run on (valid until the next call). */
     int (*begin_step)(srp_backend *be, const srp_batch *b, srp_err *e);
@@ -194,15 +205,34 @@ struct srp_backend {
     int (*gather_rows)(srp_backend *be, srp_mat x, srp_mat out, srp_err *e);
 
     /* Draws one token per logits row (fp32 [n, vocab]) into tokens (host memory). */
-    int (*sample)(srp_backend *be, srp_mat logits, const srp_sample_params *params,
-                  int32_t *tokens, srp_err *e);
+    int (*sample)(srp_backend *be, srp_mat logits, const srp_sample_params *params, int32_t *tokens,
+                  srp_err *e);
 
     /* Waits for queued work. */
     int (*sync)(srp_backend *be, srp_err *e);
+
+    /* Step graphs (NULL where the backend has none): the operations of a step are recorded once
+     * per key (the engine uses the batch size of decode-only steps) and replayed afterwards,
+     * reading the batch that begin_step copied to fixed addresses. graph_replay returns 1 when
+     * it replayed, 0 when no graph exists for key yet; the caller then runs the operations
+     * between graph_begin and graph_end, which records, instantiates and launches them. */
+    int (*graph_replay)(srp_backend *be, int key, srp_err *e);
+    int (*graph_begin)(srp_backend *be, int key, srp_err *e);
+    int (*graph_end)(srp_backend *be, int key, srp_err *e);
+
+    /* 1 when sample() implements the extras of srp_sample_params (logit bias, penalties, forced
+     * tokens, logprobs). When 0, srp_engine_sample redoes the rows that use them on the host,
+     * from downloaded logits, with the CPU sampler (srp_sample_row). */
+    int sample_extras;
 };
 
 /* The CPU backend: fp32, OpenMP threads, OpenBLAS for matrix products. n_threads <= 0 uses
  * every core. */
 int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e);
+
+/* The CUDA backend on GPU `device` (builds with SERPENT_CUDA only); srp_cuda_available says
+ * whether a GPU is visible. */
+int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e);
+int srp_cuda_available(void);
 
 #endif

@@ -35,8 +35,8 @@ static int get_int(const reader *r, const char *key, const char *alt, int def, i
     }
     double v;
     if (srp_json_number(it, &v) || v != floor(v) || v < min || v > 1e9)
-        return srp_err_set(r->e, SRP_EFORMAT,
-                           "%s: field \"%s\" must be an integer >= %d", r->file, used, min);
+        return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\" must be an integer >= %d", r->file,
+                           used, min);
     *out = (int)v;
     return 0;
 }
@@ -88,8 +88,8 @@ static int get_range(const reader *r, const char *key, const char *alt, double *
     if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 ||
         srp_json_number(cJSON_GetArrayItem(it, 0), lo) ||
         srp_json_number(cJSON_GetArrayItem(it, 1), hi))
-        return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\" must be a [min, max] pair",
-                           r->file, used);
+        return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\" must be a [min, max] pair", r->file,
+                           used);
     return 0;
 }
 
@@ -98,10 +98,14 @@ static int parse_act(const reader *r, const char *key, const char *name, srp_act
         const char *name;
         srp_act act;
     } table[] = {
-        { "relu2", SRP_ACT_RELU2 },         { "relu", SRP_ACT_RELU },
-        { "gelu", SRP_ACT_GELU },           { "gelu_new", SRP_ACT_GELU_TANH },
-        { "gelu_pytorch_tanh", SRP_ACT_GELU_TANH }, { "gelu_fast", SRP_ACT_GELU_TANH },
-        { "silu", SRP_ACT_SILU },           { "swish", SRP_ACT_SILU },
+        { "relu2", SRP_ACT_RELU2 },
+        { "relu", SRP_ACT_RELU },
+        { "gelu", SRP_ACT_GELU },
+        { "gelu_new", SRP_ACT_GELU_TANH },
+        { "gelu_pytorch_tanh", SRP_ACT_GELU_TANH },
+        { "gelu_fast", SRP_ACT_GELU_TANH },
+        { "silu", SRP_ACT_SILU },
+        { "swish", SRP_ACT_SILU },
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         if (!strcmp(name, table[i].name)) {
@@ -120,17 +124,23 @@ static int add_layer(srp_config *c, const reader *r, char kind, int index) {
         return srp_err_set(r->e, SRP_EUNSUPPORTED, "%s: more than %d layers", r->file,
                            SRP_MAX_LAYERS);
     switch (kind) {
-    case 'M': c->layer_kind[c->n_layers++] = SRP_LAYER_MAMBA2; return 0;
-    case '*': c->layer_kind[c->n_layers++] = SRP_LAYER_ATTENTION; return 0;
-    case '-': c->layer_kind[c->n_layers++] = SRP_LAYER_MLP; return 0;
+    case 'M':
+        c->layer_kind[c->n_layers++] = SRP_LAYER_MAMBA2;
+        return 0;
+    case '*':
+        c->layer_kind[c->n_layers++] = SRP_LAYER_ATTENTION;
+        return 0;
+    case '-':
+        c->layer_kind[c->n_layers++] = SRP_LAYER_MLP;
+        return 0;
     case 'E':
         return srp_err_set(r->e, SRP_EUNSUPPORTED,
                            "%s: layer %d is a mixture-of-experts layer, which serpent does not "
                            "support yet",
                            r->file, index);
     default:
-        return srp_err_set(r->e, SRP_EFORMAT, "%s: layer %d has unknown type '%c'", r->file,
-                           index, kind);
+        return srp_err_set(r->e, SRP_EFORMAT, "%s: layer %d has unknown type '%c'", r->file, index,
+                           kind);
     }
 }
 
@@ -166,8 +176,9 @@ static int parse_pattern(srp_config *c, const reader *r) {
             else if (!strcmp(s, "moe"))
                 kind = 'E';
             else
-                return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\"[%d]: unknown layer type \"%s\"",
-                                   r->file, list_key, i, s);
+                return srp_err_set(r->e, SRP_EFORMAT,
+                                   "%s: field \"%s\"[%d]: unknown layer type \"%s\"", r->file,
+                                   list_key, i, s);
             int rc = add_layer(c, r, kind, i);
             if (rc) return rc;
             i++;
@@ -183,9 +194,9 @@ static int parse_pattern(srp_config *c, const reader *r) {
             if (rc) return srp_err_prefix(r->e, "field \"hybrid_override_pattern\"");
         }
     } else {
-        return srp_err_set(r->e, SRP_EFORMAT,
-                           "%s: missing field \"hybrid_override_pattern\" (or \"layers_block_type\")",
-                           r->file);
+        return srp_err_set(
+            r->e, SRP_EFORMAT,
+            "%s: missing field \"hybrid_override_pattern\" (or \"layers_block_type\")", r->file);
     }
     if (c->n_layers == 0)
         return srp_err_set(r->e, SRP_EFORMAT, "%s: the layer pattern is empty", r->file);
@@ -297,19 +308,22 @@ static int parse_mamba2(srp_config *c, const reader *r) {
     if (err) return err;
     if (strcmp(s, "silu") && strcmp(s, "swish"))
         return srp_err_set(r->e, SRP_EUNSUPPORTED,
-                           "%s: field \"hidden_act\": only silu is supported, not \"%s\"", r->file, s);
+                           "%s: field \"hidden_act\": only silu is supported, not \"%s\"", r->file,
+                           s);
     c->norm_eps = (float)eps;
     c->dt_min = (float)lo;
     c->dt_max = (float)hi;
     c->d_inner = c->ssm_heads * c->ssm_head_dim;
     int d_inner_expand = (int)(expand * c->d_model);
     if (d_inner_expand != c->d_inner)
-        return srp_err_set(r->e, SRP_EFORMAT,
-                           "%s: num_heads * head_dim (%d * %d) must equal expand * hidden_size (%d)",
-                           r->file, c->ssm_heads, c->ssm_head_dim, d_inner_expand);
+        return srp_err_set(
+            r->e, SRP_EFORMAT,
+            "%s: num_heads * head_dim (%d * %d) must equal expand * hidden_size (%d)", r->file,
+            c->ssm_heads, c->ssm_head_dim, d_inner_expand);
     if (c->ssm_heads % c->ssm_groups)
-        return srp_err_set(r->e, SRP_EFORMAT, "%s: num_heads (%d) is not a multiple of n_groups (%d)",
-                           r->file, c->ssm_heads, c->ssm_groups);
+        return srp_err_set(r->e, SRP_EFORMAT,
+                           "%s: num_heads (%d) is not a multiple of n_groups (%d)", r->file,
+                           c->ssm_heads, c->ssm_groups);
     /* transformers' Mamba2 mixer normalises the gated output over all of d_inner at once
      * (MambaRMSNormGated has no groups), whatever n_groups is. */
     c->gated_norm_group = c->d_inner;
@@ -392,20 +406,28 @@ int srp_config_count(const srp_config *cfg, srp_layer_kind kind) {
 
 const char *srp_layer_kind_name(srp_layer_kind kind) {
     switch (kind) {
-    case SRP_LAYER_MAMBA2: return "mamba2";
-    case SRP_LAYER_ATTENTION: return "attention";
-    case SRP_LAYER_MLP: return "mlp";
+    case SRP_LAYER_MAMBA2:
+        return "mamba2";
+    case SRP_LAYER_ATTENTION:
+        return "attention";
+    case SRP_LAYER_MLP:
+        return "mlp";
     }
     return "?";
 }
 
 const char *srp_act_name(srp_act act) {
     switch (act) {
-    case SRP_ACT_RELU2: return "relu2";
-    case SRP_ACT_RELU: return "relu";
-    case SRP_ACT_GELU: return "gelu";
-    case SRP_ACT_GELU_TANH: return "gelu_tanh";
-    case SRP_ACT_SILU: return "silu";
+    case SRP_ACT_RELU2:
+        return "relu2";
+    case SRP_ACT_RELU:
+        return "relu";
+    case SRP_ACT_GELU:
+        return "gelu";
+    case SRP_ACT_GELU_TANH:
+        return "gelu_tanh";
+    case SRP_ACT_SILU:
+        return "silu";
     }
     return "?";
 }

@@ -54,8 +54,8 @@ int srp_cpu_attention(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_
                     const float *qh = cpu_row(q, t) + (int64_t)h * D;
                     float mx = -INFINITY;
                     for (int j = 0; j <= pos; j++) {
-                        const float *kj = kv_row(kv, kv->k, table[j / bs], j % bs, KV, D) +
-                                          (int64_t)kvh * D;
+                        const float *kj =
+                            kv_row(kv, kv->k, table[j / bs], j % bs, KV, D) + (int64_t)kvh * D;
                         float dot = 0.0f;
                         for (int d = 0; d < D; d++) dot += qh[d] * kj[d];
                         score[j] = dot * p->scale;
@@ -69,8 +69,8 @@ int srp_cpu_attention(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_
                     float *o = cpu_row(out, t) + (int64_t)h * D;
                     memset(o, 0, (size_t)D * sizeof(float));
                     for (int j = 0; j <= pos; j++) {
-                        const float *vj = kv_row(kv, kv->v, table[j / bs], j % bs, KV, D) +
-                                          (int64_t)kvh * D;
+                        const float *vj =
+                            kv_row(kv, kv->v, table[j / bs], j % bs, KV, D) + (int64_t)kvh * D;
                         const float pj = (float)(score[j] / sum);
                         for (int d = 0; d < D; d++) o[d] += pj * vj[d];
                     }

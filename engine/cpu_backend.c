@@ -16,7 +16,9 @@ int srp_cpu_check_f32(const char *op, srp_mat m, srp_err *e) {
     return 0;
 }
 
-static void cpu_destroy(srp_backend *be) { free(be); }
+static void cpu_destroy(srp_backend *be) {
+    free(be);
+}
 
 static int cpu_alloc(srp_backend *be, size_t bytes, void **out, srp_err *e) {
     (void)be;
@@ -54,8 +56,15 @@ static int64_t cpu_mem_available(srp_backend *be) {
     return pages > 0 && size > 0 ? (int64_t)pages * size : -1;
 }
 
+static int64_t cpu_mem_total(srp_backend *be) {
+    (void)be;
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (int64_t)pages * size : -1;
+}
+
 static int cpu_weight_load(srp_backend *be, const void *data, srp_dtype dtype, int64_t rows,
-                           int64_t cols, srp_weight *out, srp_err *e) {
+                           int64_t cols, int is_matrix, srp_weight *out, srp_err *e) {
+    (void)is_matrix; /* everything is fp32 here */
     memset(out, 0, sizeof *out);
     out->m = (srp_mat){ NULL, SRP_F32, rows, cols, cols };
     if (dtype == SRP_F32 && ((uintptr_t)data & 3) == 0) {
@@ -74,6 +83,13 @@ static int cpu_weight_load(srp_backend *be, const void *data, srp_dtype dtype, i
 static void cpu_weight_free(srp_backend *be, srp_weight *w) {
     if (w->owned) cpu_free(be, w->m.data);
     memset(w, 0, sizeof *w);
+}
+
+static int cpu_configure(srp_backend *be, const srp_backend_limits *lim, srp_err *e) {
+    (void)be;
+    (void)lim;
+    (void)e;
+    return 0;
 }
 
 static int cpu_begin_step(srp_backend *be, const srp_batch *b, srp_err *e) {
@@ -119,13 +135,14 @@ static int cpu_rmsnorm(srp_backend *be, srp_mat x, const srp_weight *w, float ep
 static int cpu_gemm(srp_backend *be, srp_mat x, const srp_weight *w, const srp_weight *bias,
                     srp_mat out, int accumulate, srp_err *e) {
     if (x.cols != w->m.cols || out.cols != w->m.rows || out.rows != x.rows)
-        return srp_err_set(e, SRP_EINVAL, "gemm: [%lld x %lld] * [%lld x %lld]^T into [%lld x %lld]",
+        return srp_err_set(e, SRP_EINVAL,
+                           "gemm: [%lld x %lld] * [%lld x %lld]^T into [%lld x %lld]",
                            (long long)x.rows, (long long)x.cols, (long long)w->m.rows,
                            (long long)w->m.cols, (long long)out.rows, (long long)out.cols);
     if (x.rows == 0) return 0;
     cpu_of(be)->sgemm(SRP_CBLAS_ROW_MAJOR, SRP_CBLAS_NO_TRANS, SRP_CBLAS_TRANS, (int)x.rows,
-                      (int)w->m.rows, (int)x.cols, 1.0f, x.data, (int)x.ld, w->m.data,
-                      (int)w->m.ld, accumulate ? 1.0f : 0.0f, out.data, (int)out.ld);
+                      (int)w->m.rows, (int)x.cols, 1.0f, x.data, (int)x.ld, w->m.data, (int)w->m.ld,
+                      accumulate ? 1.0f : 0.0f, out.data, (int)out.ld);
     if (bias) {
         const float *bv = bias->m.data;
 #pragma omp parallel for schedule(static)
@@ -164,12 +181,16 @@ static int cpu_gated_rmsnorm(srp_backend *be, srp_mat y, srp_mat z, const srp_we
 
 static float act_one(srp_act act, float v) {
     switch (act) {
-    case SRP_ACT_RELU2: return v > 0 ? v * v : 0.0f;
-    case SRP_ACT_RELU: return v > 0 ? v : 0.0f;
-    case SRP_ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case SRP_ACT_RELU2:
+        return v > 0 ? v * v : 0.0f;
+    case SRP_ACT_RELU:
+        return v > 0 ? v : 0.0f;
+    case SRP_ACT_GELU:
+        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
     case SRP_ACT_GELU_TANH:
         return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-    case SRP_ACT_SILU: return cpu_silu(v);
+    case SRP_ACT_SILU:
+        return cpu_silu(v);
     }
     return v;
 }
@@ -250,8 +271,10 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->upload = cpu_copy;
     b->download = cpu_copy;
     b->mem_available = cpu_mem_available;
+    b->mem_total = cpu_mem_total;
     b->weight_load = cpu_weight_load;
     b->weight_free = cpu_weight_free;
+    b->configure = cpu_configure;
     b->begin_step = cpu_begin_step;
     b->embed = cpu_embed;
     b->rmsnorm = cpu_rmsnorm;
@@ -263,6 +286,7 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->activate = cpu_activate;
     b->gather_rows = cpu_gather_rows;
     b->sample = cpu_sample;
+    b->sample_extras = 1;
     b->sync = cpu_sync;
     *out = b;
     return 0;

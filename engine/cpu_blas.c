@@ -63,4 +63,6 @@ int srp_cpu_blas_load(int n_threads, srp_sgemm_fn *sgemm, srp_err *e) {
     return 0;
 }
 
-const char *srp_cpu_blas_core(void) { return corename_fn ? corename_fn() : "unknown"; }
+const char *srp_cpu_blas_core(void) {
+    return corename_fn ? corename_fn() : "unknown";
+}

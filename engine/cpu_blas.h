@@ -11,9 +11,9 @@
 
 enum { SRP_CBLAS_ROW_MAJOR = 101, SRP_CBLAS_NO_TRANS = 111, SRP_CBLAS_TRANS = 112 };
 
-typedef void (*srp_sgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k,
-                             float alpha, const float *a, int lda, const float *b, int ldb,
-                             float beta, float *c, int ldc);
+typedef void (*srp_sgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                             const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                             int ldc);
 
 /* Loads the library once per process and sets its thread count; returns the sgemm entry. */
 int srp_cpu_blas_load(int n_threads, srp_sgemm_fn *sgemm, srp_err *e);

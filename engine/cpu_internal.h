@@ -14,14 +14,22 @@ typedef struct cpu_backend {
     srp_batch batch; /* the current step's batch (arrays owned by the caller) */
 } cpu_backend;
 
-static inline cpu_backend *cpu_of(srp_backend *be) { return (cpu_backend *)be; }
+static inline cpu_backend *cpu_of(srp_backend *be) {
+    return (cpu_backend *)be;
+}
 
-static inline float *cpu_row(srp_mat m, int64_t r) { return (float *)m.data + r * m.ld; }
+static inline float *cpu_row(srp_mat m, int64_t r) {
+    return (float *)m.data + r * m.ld;
+}
 
-static inline float cpu_silu(float x) { return x / (1.0f + expf(-x)); }
+static inline float cpu_silu(float x) {
+    return x / (1.0f + expf(-x));
+}
 
 /* torch.nn.functional.softplus with beta 1 and threshold 20 */
-static inline float cpu_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+static inline float cpu_softplus(float x) {
+    return x > 20.0f ? x : log1pf(expf(x));
+}
 
 int srp_cpu_check_f32(const char *op, srp_mat m, srp_err *e);
 

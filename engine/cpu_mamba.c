@@ -11,7 +11,8 @@ int srp_cpu_conv1d(srp_backend *be, srp_mat xbc, const srp_weight *w, const srp_
     const int64_t dim = xbc.cols;
     const int km1 = kernel - 1;
     if (w->m.rows != dim || w->m.cols != kernel)
-        return srp_err_set(e, SRP_EINVAL, "conv1d: weight [%lld x %lld] for %lld channels, kernel %d",
+        return srp_err_set(e, SRP_EINVAL,
+                           "conv1d: weight [%lld x %lld] for %lld channels, kernel %d",
                            (long long)w->m.rows, (long long)w->m.cols, (long long)dim, kernel);
     if (kernel > 64) return srp_err_set(e, SRP_EUNSUPPORTED, "conv1d: kernel %d > 64", kernel);
     float *conv = st->conv;
@@ -22,8 +23,10 @@ int srp_cpu_conv1d(srp_backend *be, srp_mat xbc, const srp_weight *w, const srp_
             /* win holds the previous kernel-1 raw inputs, oldest first */
             float win[64];
             float *state = conv + ((int64_t)b->slot[s] * dim + ch) * km1;
-            if (b->n_past[s] > 0) memcpy(win, state, (size_t)km1 * sizeof(float));
-            else memset(win, 0, (size_t)km1 * sizeof(float));
+            if (b->n_past[s] > 0)
+                memcpy(win, state, (size_t)km1 * sizeof(float));
+            else
+                memset(win, 0, (size_t)km1 * sizeof(float));
             const float *wc = wt + ch * kernel;
             for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
                 float xt = cpu_row(xbc, t)[ch];
@@ -60,7 +63,8 @@ static void scan_head(const srp_mamba_params *p, srp_mat x, srp_mat B, srp_mat C
             run += d * A;
             acum[i] = run;
         }
-        /* cb[i][j] = C_i . B_j * exp(acum_i - acum_j) * dt_j for j <= i (the decayed "attention") */
+        /* cb[i][j] = C_i . B_j * exp(acum_i - acum_j) * dt_j for j <= i (the decayed "attention")
+         */
         for (int i = 0; i < q; i++) {
             const float *Ci = cpu_row(C, c0 + i) + (int64_t)g * N;
             for (int j = 0; j <= i; j++) {

@@ -11,10 +11,13 @@ typedef enum { SRP_F32, SRP_F16, SRP_BF16, SRP_I32, SRP_DTYPE_OTHER } srp_dtype;
 static inline size_t srp_dtype_size(srp_dtype t) {
     switch (t) {
     case SRP_F32:
-    case SRP_I32: return 4;
+    case SRP_I32:
+        return 4;
     case SRP_F16:
-    case SRP_BF16: return 2;
-    default: return 0;
+    case SRP_BF16:
+        return 2;
+    default:
+        return 0;
     }
 }
 

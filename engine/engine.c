@@ -2,11 +2,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
-
-#ifdef SERPENT_HAVE_CUDA
-int srp_backend_cuda_create(const srp_engine_opts *o, srp_backend **out, srp_err *e);
-int srp_cuda_available(void);
-#endif
+#include "sampler.h"
 
 void srp_engine_opts_default(srp_engine_opts *o) {
     memset(o, 0, sizeof *o);
@@ -20,15 +16,16 @@ static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e)
     const char *name = o->backend && *o->backend ? o->backend : "auto";
     if (!strcmp(name, "cpu")) return srp_backend_cpu_create(o->n_threads, out, e);
 #ifdef SERPENT_HAVE_CUDA
-    if (!strcmp(name, "cuda")) return srp_backend_cuda_create(o, out, e);
+    if (!strcmp(name, "cuda")) return srp_backend_cuda_create(0, out, e);
     if (!strcmp(name, "auto"))
-        return srp_cuda_available() ? srp_backend_cuda_create(o, out, e)
+        return srp_cuda_available() ? srp_backend_cuda_create(0, out, e)
                                     : srp_backend_cpu_create(o->n_threads, out, e);
 #else
     if (!strcmp(name, "auto")) return srp_backend_cpu_create(o->n_threads, out, e);
     if (!strcmp(name, "cuda"))
-        return srp_err_set(e, SRP_EUNSUPPORTED,
-                           "this serpent was built without CUDA (configure with -DSERPENT_CUDA=ON)");
+        return srp_err_set(
+            e, SRP_EUNSUPPORTED,
+            "this serpent was built without CUDA (configure with -DSERPENT_CUDA=ON)");
 #endif
     return srp_err_set(e, SRP_EINVAL, "unknown backend \"%s\" (cpu, cuda or auto)", name);
 }
@@ -39,23 +36,113 @@ static int alloc_mat(srp_backend *be, srp_mat *m, srp_dtype t, int64_t rows, int
     return be->alloc(be, (size_t)(rows * cols) * srp_dtype_size(t), &m->data, e);
 }
 
+/* Widths of the projection and mixer-output buffers: the widest any layer needs. */
+static void workspace_widths(const srp_config *c, int64_t *width, int64_t *mix) {
+    int64_t qkv = (int64_t)(c->attn_heads + 2 * c->attn_kv_heads) * c->attn_head_dim;
+    *width = 1;
+    *mix = 1;
+    if (srp_config_count(c, SRP_LAYER_MAMBA2)) {
+        *width = c->d_in_proj;
+        *mix = c->d_inner;
+    }
+    if (srp_config_count(c, SRP_LAYER_ATTENTION)) {
+        if (qkv > *width) *width = qkv;
+        if ((int64_t)c->attn_heads * c->attn_head_dim > *mix)
+            *mix = (int64_t)c->attn_heads * c->attn_head_dim;
+    }
+    if (srp_config_count(c, SRP_LAYER_MLP) && c->mlp_hidden > *width) *width = c->mlp_hidden;
+}
+
+static int64_t workspace_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
+    const int64_t act = (int64_t)srp_dtype_size(eng->be->act_dtype);
+    int64_t width, mix;
+    workspace_widths(c, &width, &mix);
+    return T * c->d_model * 4 + T * (c->d_model + width + c->conv_dim + mix) * act +
+           L * c->d_model * (4 + act) + L * c->vocab_size * 4;
+}
+
+static int64_t slot_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    const int km1 = c->conv_kernel - 1 > 0 ? c->conv_kernel - 1 : 1;
+    return (int64_t)eng->model.n_mamba *
+           ((int64_t)c->conv_dim * km1 * (int64_t)srp_dtype_size(eng->be->conv_dtype) +
+            (int64_t)c->ssm_heads * c->ssm_head_dim * c->ssm_state * 4);
+}
+
+static int64_t block_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    return (int64_t)eng->model.n_attn * 2 * eng->opts.kv_block_size * c->attn_kv_heads *
+           c->attn_head_dim * (int64_t)srp_dtype_size(eng->be->kv_dtype);
+}
+
+/* Sizes the state-slot pool and the KV cache from the memory the backend has left after the
+ * weights: `gpu_memory_utilization` of all device memory is ours. An explicit max_seqs that
+ * does not fit is an error that says how many would. */
+static int size_pools(srp_engine *eng, srp_err *e) {
+    srp_engine_opts *o = &eng->opts;
+    const int64_t total = eng->be->mem_total ? eng->be->mem_total(eng->be) : -1;
+    const int64_t avail = eng->be->mem_available(eng->be);
+    const int64_t per_slot = slot_bytes(eng), per_block = block_bytes(eng);
+    const int64_t per_seq_kv = per_block * eng->max_blocks_per_seq;
+    const int on_gpu = strcmp(eng->be->name, "cpu") != 0;
+    if (!on_gpu || total <= 0 || avail <= 0) {
+        if (o->max_seqs <= 0) o->max_seqs = 8;
+        if (eng->model.n_attn == 0)
+            o->kv_blocks = 0;
+        else if (o->kv_blocks <= 0)
+            o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
+        return 0;
+    }
+    const double util = o->gpu_memory_utilization > 0 ? o->gpu_memory_utilization : 0.9;
+    /* what other processes use is already missing from avail; we may not take what the
+     * utilisation leaves for others, nor the activations, nor ~256 MB for cuBLAS and CUDA */
+    const int64_t used = total - avail;
+    int64_t budget = (int64_t)(util * (double)total) - used - workspace_bytes(eng) - (256ll << 20);
+    if (budget <= 0)
+        return srp_err_set(e, SRP_ENOMEM,
+                           "no GPU memory left for state slots after the weights (%.1f of %.1f GB "
+                           "in use; --gpu-memory-utilization %.2f)",
+                           used / 1e9, total / 1e9, util);
+    if (o->max_seqs <= 0) {
+        int64_t n = budget / (per_slot + per_seq_kv > 0 ? per_slot + per_seq_kv : 1);
+        o->max_seqs = (int)(n > 256 ? 256 : n);
+        if (o->max_seqs < 1)
+            return srp_err_set(e, SRP_ENOMEM,
+                               "not enough GPU memory for one sequence: %.2f GB of state and %.2f "
+                               "GB of KV cache needed, %.2f GB free",
+                               per_slot / 1e9, per_seq_kv / 1e9, budget / 1e9);
+        if (o->max_batch_tokens < o->max_seqs) o->max_batch_tokens = o->max_seqs;
+    }
+    if ((int64_t)o->max_seqs * per_slot > budget)
+        return srp_err_set(e, SRP_ENOMEM,
+                           "%d sequences need %.2f GB of state slots (%.1f MB each) but %.2f GB is "
+                           "free; at most %lld fit (--gpu-memory-utilization %.2f)",
+                           o->max_seqs, o->max_seqs * per_slot / 1e9, per_slot / 1e6, budget / 1e9,
+                           (long long)(budget / per_slot), util);
+    if (eng->model.n_attn == 0) {
+        o->kv_blocks = 0;
+    } else if (o->kv_blocks <= 0) {
+        int64_t fit = (budget - (int64_t)o->max_seqs * per_slot) / per_block;
+        int64_t want = (int64_t)o->max_seqs * eng->max_blocks_per_seq;
+        o->kv_blocks = (int)(fit < want ? fit : want);
+        if (o->kv_blocks < eng->max_blocks_per_seq)
+            return srp_err_set(e, SRP_ENOMEM,
+                               "the KV cache would hold less than one %d-token sequence; lower "
+                               "max_seqs or max_seq_len",
+                               o->max_seq_len);
+    }
+    return 0;
+}
+
 static int alloc_workspace(srp_engine *eng, srp_err *e) {
     const srp_config *c = &eng->model.cfg;
     srp_backend *be = eng->be;
     srp_workspace *ws = &eng->ws;
     const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
-    int64_t qkv = (int64_t)(c->attn_heads + 2 * c->attn_kv_heads) * c->attn_head_dim;
-    int64_t width = 1, mix = 1;
-    if (srp_config_count(c, SRP_LAYER_MAMBA2)) {
-        width = c->d_in_proj;
-        mix = c->d_inner;
-    }
-    if (srp_config_count(c, SRP_LAYER_ATTENTION)) {
-        if (qkv > width) width = qkv;
-        if ((int64_t)c->attn_heads * c->attn_head_dim > mix)
-            mix = (int64_t)c->attn_heads * c->attn_head_dim;
-    }
-    if (srp_config_count(c, SRP_LAYER_MLP) && c->mlp_hidden > width) width = c->mlp_hidden;
+    int64_t width, mix;
+    workspace_widths(c, &width, &mix);
     srp_dtype act = be->act_dtype;
     int rc = alloc_mat(be, &ws->resid, SRP_F32, T, c->d_model, e);
     if (!rc) rc = alloc_mat(be, &ws->normed, act, T, c->d_model, e);
@@ -77,15 +164,17 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
     int n_mamba = eng->model.n_mamba, n_attn = eng->model.n_attn;
     eng->mamba = calloc((size_t)(n_mamba ? n_mamba : 1), sizeof *eng->mamba);
     eng->kv = calloc((size_t)(n_attn ? n_attn : 1), sizeof *eng->kv);
-    eng->free_slots = malloc((size_t)S * sizeof *eng->free_slots);
+    eng->free_slots = malloc((size_t)(S > 0 ? S : 1) * sizeof *eng->free_slots);
     eng->free_blocks = malloc((size_t)(eng->opts.kv_blocks ? eng->opts.kv_blocks : 1) * 4);
     if (!eng->mamba || !eng->kv || !eng->free_slots || !eng->free_blocks)
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
     for (int l = 0; l < n_mamba; l++) {
         srp_mamba_state *st = &eng->mamba[l];
         st->conv_dtype = be->conv_dtype;
-        size_t conv_bytes = (size_t)S * c->conv_dim * (km1 > 0 ? km1 : 1) * srp_dtype_size(st->conv_dtype);
-        size_t ssm_bytes = (size_t)S * c->ssm_heads * c->ssm_head_dim * c->ssm_state * sizeof(float);
+        size_t conv_bytes =
+            (size_t)S * c->conv_dim * (km1 > 0 ? km1 : 1) * srp_dtype_size(st->conv_dtype);
+        size_t ssm_bytes =
+            (size_t)S * c->ssm_heads * c->ssm_head_dim * c->ssm_state * sizeof(float);
         int rc = be->alloc(be, conv_bytes, &st->conv, e);
         if (!rc) rc = be->alloc(be, ssm_bytes, (void **)&st->ssm, e);
         if (rc) return srp_err_prefix(e, "allocating %d state slots", S);
@@ -117,16 +206,17 @@ static int alloc_host_batch(srp_engine *eng, srp_err *e) {
     eng->slot = malloc((size_t)S * 4);
     eng->block_table = malloc((size_t)S * eng->max_blocks_per_seq * 4);
     eng->logit_rows = malloc((size_t)eng->max_logits * 4);
+    eng->graph_seen = calloc((size_t)S + 1, 1);
     if (!eng->tokens || !eng->seq_start || !eng->n_past || !eng->slot || !eng->block_table ||
-        !eng->logit_rows)
+        !eng->logit_rows || !eng->graph_seen)
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
     return 0;
 }
 
 static int check_opts(srp_engine_opts *o, srp_err *e) {
     if (o->kv_block_size <= 0) o->kv_block_size = 16;
-    if (o->max_seqs <= 0 || o->max_seqs > 65536)
-        return srp_err_set(e, SRP_EINVAL, "max_seqs must be in [1, 65536], not %d", o->max_seqs);
+    if (o->max_seqs < 0 || o->max_seqs > 65536)
+        return srp_err_set(e, SRP_EINVAL, "max_seqs must be in [0, 65536], not %d", o->max_seqs);
     if (o->max_batch_tokens <= 0)
         return srp_err_set(e, SRP_EINVAL, "max_batch_tokens must be positive");
     if (o->max_seq_len <= 0) return srp_err_set(e, SRP_EINVAL, "max_seq_len must be positive");
@@ -142,17 +232,31 @@ int srp_engine_open(const char *model_dir, const srp_engine_opts *opts, srp_engi
     srp_engine_opts *o = &eng->opts;
     int rc = check_opts(o, e);
     if (!rc) rc = make_backend(o, &eng->be, e);
-    if (!rc) rc = srp_model_load(&eng->model, model_dir, eng->be, o->progress, o->progress_user, e);
+    if (!rc)
+        rc = o->random_weights ? srp_model_random(&eng->model, model_dir, eng->be, o->seed, e)
+                               : srp_model_load(&eng->model, model_dir, eng->be, o->progress,
+                                                o->progress_user, e);
     if (rc) {
         srp_engine_close(eng);
         return rc;
     }
-    eng->max_logits = o->max_logits > 0 ? o->max_logits : (o->max_seqs > 256 ? o->max_seqs : 256);
-    if (eng->max_logits > o->max_batch_tokens) eng->max_logits = o->max_batch_tokens;
+    eng->use_graphs = !o->no_graphs;
     eng->max_blocks_per_seq = (o->max_seq_len + o->kv_block_size - 1) / o->kv_block_size;
-    if (eng->model.n_attn == 0) o->kv_blocks = 0;
-    else if (o->kv_blocks <= 0) o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
-    rc = alloc_state(eng, e);
+    /* logits rows first: the pools get what the activations leave */
+    int want_logits = o->max_logits > 0 ? o->max_logits : 256;
+    eng->max_logits = want_logits > o->max_batch_tokens ? o->max_batch_tokens : want_logits;
+    rc = size_pools(eng, e);
+    if (rc) {
+        srp_engine_close(eng);
+        return rc;
+    }
+    /* every running sequence may want its next token's logits in one step */
+    if (o->max_logits <= 0 && o->max_seqs > eng->max_logits) eng->max_logits = o->max_seqs;
+    if (eng->max_logits > o->max_batch_tokens) eng->max_logits = o->max_batch_tokens;
+    srp_backend_limits lim = { o->max_batch_tokens, o->max_seqs, eng->max_blocks_per_seq,
+                               eng->max_logits, eng->model.cfg.vocab_size };
+    rc = eng->be->configure(eng->be, &lim, e);
+    if (!rc) rc = alloc_state(eng, e);
     if (!rc) rc = alloc_workspace(eng, e);
     if (!rc) rc = alloc_host_batch(eng, e);
     if (rc) {
@@ -167,9 +271,8 @@ void srp_engine_close(srp_engine *eng) {
     if (!eng) return;
     srp_backend *be = eng->be;
     if (be) {
-        srp_mat *bufs[] = { &eng->ws.resid,   &eng->ws.normed,    &eng->ws.proj,
-                            &eng->ws.conv_out, &eng->ws.mix,      &eng->ws.head_in,
-                            &eng->ws.head_norm, &eng->ws.logits };
+        srp_mat *bufs[] = { &eng->ws.resid, &eng->ws.normed,  &eng->ws.proj,      &eng->ws.conv_out,
+                            &eng->ws.mix,   &eng->ws.head_in, &eng->ws.head_norm, &eng->ws.logits };
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]->data) be->free(be, bufs[i]->data);
         for (int l = 0; eng->mamba && l < eng->model.n_mamba; l++) {
@@ -193,19 +296,40 @@ void srp_engine_close(srp_engine *eng) {
     free(eng->slot);
     free(eng->block_table);
     free(eng->logit_rows);
+    free(eng->graph_seen);
     free(eng);
 }
 
-const srp_config *srp_engine_config(const srp_engine *eng) { return &eng->model.cfg; }
-srp_backend *srp_engine_backend(srp_engine *eng) { return eng->be; }
-int srp_engine_max_batch_tokens(const srp_engine *eng) { return eng->opts.max_batch_tokens; }
-int srp_engine_max_seq_len(const srp_engine *eng) { return eng->opts.max_seq_len; }
-int srp_engine_max_logits(const srp_engine *eng) { return eng->max_logits; }
-int srp_engine_free_slots(const srp_engine *eng) { return eng->n_free_slots; }
-int srp_engine_free_blocks(const srp_engine *eng) { return eng->n_free_blocks; }
-int srp_engine_total_slots(const srp_engine *eng) { return eng->opts.max_seqs; }
-int srp_engine_total_blocks(const srp_engine *eng) { return eng->opts.kv_blocks; }
-int srp_engine_block_size(const srp_engine *eng) { return eng->opts.kv_block_size; }
+const srp_config *srp_engine_config(const srp_engine *eng) {
+    return &eng->model.cfg;
+}
+srp_backend *srp_engine_backend(srp_engine *eng) {
+    return eng->be;
+}
+int srp_engine_max_batch_tokens(const srp_engine *eng) {
+    return eng->opts.max_batch_tokens;
+}
+int srp_engine_max_seq_len(const srp_engine *eng) {
+    return eng->opts.max_seq_len;
+}
+int srp_engine_max_logits(const srp_engine *eng) {
+    return eng->max_logits;
+}
+int srp_engine_free_slots(const srp_engine *eng) {
+    return eng->n_free_slots;
+}
+int srp_engine_free_blocks(const srp_engine *eng) {
+    return eng->n_free_blocks;
+}
+int srp_engine_total_slots(const srp_engine *eng) {
+    return eng->opts.max_seqs;
+}
+int srp_engine_total_blocks(const srp_engine *eng) {
+    return eng->opts.kv_blocks;
+}
+int srp_engine_block_size(const srp_engine *eng) {
+    return eng->opts.kv_block_size;
+}
 
 int srp_seq_open(srp_engine *eng, srp_seq *s, srp_err *e) {
     if (eng->n_free_slots == 0)
@@ -259,7 +383,8 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
             return srp_err_set(e, SRP_EINVAL, "step item %d: sequence is not open", i);
         for (int j = 0; j < i; j++)
             if (items[j].seq == it->seq)
-                return srp_err_set(e, SRP_EINVAL, "step items %d and %d are the same sequence", j, i);
+                return srp_err_set(e, SRP_EINVAL, "step items %d and %d are the same sequence", j,
+                                   i);
         if (it->n_tokens <= 0) return srp_err_set(e, SRP_EINVAL, "step item %d: no tokens", i);
         if (it->n_tokens > eng->opts.max_batch_tokens - T)
             return srp_err_set(e, SRP_EINVAL, "step holds more than %d tokens",
@@ -273,9 +398,8 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
                                eng->max_logits);
         for (int t = 0; t < it->n_tokens; t++) {
             if (it->tokens[t] < 0 || it->tokens[t] >= vocab)
-                return srp_err_set(e, SRP_EINVAL,
-                                   "token id %d is outside the vocabulary [0, %d)", it->tokens[t],
-                                   vocab);
+                return srp_err_set(e, SRP_EINVAL, "token id %d is outside the vocabulary [0, %d)",
+                                   it->tokens[t], vocab);
         }
         int rc = srp_seq_reserve(eng, it->seq, it->seq->n_past + it->n_tokens, e);
         if (rc) return rc;
@@ -293,8 +417,15 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
         T += it->n_tokens;
     }
     eng->seq_start[n] = T;
-    *b = (srp_batch){ n, T, eng->tokens, eng->seq_start, eng->n_past, eng->slot,
-                      eng->model.n_attn ? eng->block_table : NULL, eng->max_blocks_per_seq, L,
+    *b = (srp_batch){ n,
+                      T,
+                      eng->tokens,
+                      eng->seq_start,
+                      eng->n_past,
+                      eng->slot,
+                      eng->model.n_attn ? eng->block_table : NULL,
+                      eng->max_blocks_per_seq,
+                      L,
                       eng->logit_rows };
     return 0;
 }
@@ -310,9 +441,39 @@ int srp_engine_step(srp_engine *eng, const srp_step_item *items, int n_items, sr
     return 0;
 }
 
+static int uses_extras(const srp_sample_params *p) {
+    return p->n_logit_bias > 0 || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f ||
+           (p->repetition_penalty > 0.0f && p->repetition_penalty != 1.0f) || p->force_token ||
+           p->logprob_out;
+}
+
 int srp_engine_sample(srp_engine *eng, srp_mat logits, const srp_sample_params *params,
                       int32_t *tokens, srp_err *e) {
-    return eng->be->sample(eng->be, logits, params, tokens, e);
+    srp_backend *be = eng->be;
+    int rc = be->sample(be, logits, params, tokens, e);
+    if (rc || be->sample_extras) return rc;
+    /* a backend without the extras: redo the rows that need them on the host */
+    const int n = (int)logits.cols;
+    float *row = NULL, *scratch = NULL;
+    int32_t *order = NULL;
+    for (int64_t r = 0; r < logits.rows && !rc; r++) {
+        if (!uses_extras(&params[r])) continue;
+        if (!row) {
+            row = malloc((size_t)n * sizeof *row);
+            scratch = malloc((size_t)n * sizeof *scratch);
+            order = malloc((size_t)n * sizeof *order);
+            if (!row || !scratch || !order) {
+                rc = srp_err_set(e, SRP_ENOMEM, "sample: out of memory");
+                break;
+            }
+        }
+        rc = srp_engine_logits_to_host(eng, logits, (int)r, 1, row, e);
+        if (!rc) tokens[r] = srp_sample_row(row, n, &params[r], scratch, order);
+    }
+    free(row);
+    free(scratch);
+    free(order);
+    return rc;
 }
 
 int srp_engine_logits_to_host(srp_engine *eng, srp_mat logits, int row0, int n, float *dst,

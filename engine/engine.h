@@ -19,7 +19,8 @@
 typedef struct srp_engine_opts {
     const char *backend;  /* "cpu", "cuda", or NULL / "auto" (CUDA when built and present) */
     int n_threads;        /* CPU threads; 0: every core */
-    int max_seqs;         /* state slots: sequences in flight at once */
+    int max_seqs;         /* state slots: sequences in flight at once; 0: as many as fit in
+                             memory (at most 256) */
     int max_batch_tokens; /* tokens in one forward step */
     int max_logits;       /* logits rows in one step; 0: max(max_seqs, 256), at most
                              max_batch_tokens */
@@ -27,6 +28,9 @@ typedef struct srp_engine_opts {
     int kv_block_size;    /* tokens per KV cache block; 0: 16 */
     int kv_blocks;        /* 0: enough for max_seqs sequences of max_seq_len */
     float gpu_memory_utilization; /* share of GPU memory to use (0: 0.9) */
+    int no_graphs;                /* run decode steps operation by operation */
+    int random_weights;           /* config.json's shape with random weights (benchmarks) */
+    uint64_t seed;                /* of the random weights */
     srp_progress_fn progress;     /* weight-loading progress, or NULL */
     void *progress_user;
 } srp_engine_opts;

@@ -6,14 +6,14 @@
 
 /* Activation buffers of one step, sized for max_batch_tokens tokens and max_logits rows. */
 typedef struct srp_workspace {
-    srp_mat resid;    /* fp32 [T, d]: the residual stream */
-    srp_mat normed;   /* act [T, d] */
-    srp_mat proj;     /* act [T, widest input projection] */
-    srp_mat conv_out; /* act [T, conv_dim] */
-    srp_mat mix;      /* act [T, max(d_inner, heads * head_dim)]: scan or attention output */
-    srp_mat head_in;  /* fp32 [L, d] */
-    srp_mat head_norm;/* act [L, d] */
-    srp_mat logits;   /* fp32 [L, vocab] */
+    srp_mat resid;     /* fp32 [T, d]: the residual stream */
+    srp_mat normed;    /* act [T, d] */
+    srp_mat proj;      /* act [T, widest input projection] */
+    srp_mat conv_out;  /* act [T, conv_dim] */
+    srp_mat mix;       /* act [T, max(d_inner, heads * head_dim)]: scan or attention output */
+    srp_mat head_in;   /* fp32 [L, d] */
+    srp_mat head_norm; /* act [L, d] */
+    srp_mat logits;    /* fp32 [L, vocab] */
 } srp_workspace;
 
 struct srp_engine {
@@ -22,6 +22,8 @@ struct srp_engine {
     srp_engine_opts opts;
     int max_logits;
     int max_blocks_per_seq;
+    int use_graphs;
+    unsigned char *graph_seen; /* [max_seqs + 1]: decode batch sizes run once eagerly */
 
     srp_mamba_state *mamba; /* [n_mamba] */
     srp_kv_layer *kv;       /* [n_attn] */

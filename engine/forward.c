@@ -5,13 +5,15 @@
 
 #include "engine_internal.h"
 
-#define TRY(call)                                                                                  \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_) return rc_;                                                                       \
+#define TRY(call)            \
+    do {                     \
+        int rc_ = (call);    \
+        if (rc_) return rc_; \
     } while (0)
 
-static srp_mat rows(srp_mat m, int n) { return srp_mat_rows(m, 0, n); }
+static srp_mat rows(srp_mat m, int n) {
+    return srp_mat_rows(m, 0, n);
+}
 
 static int mamba_mixer(srp_engine *eng, const srp_layer *ly, int T, srp_err *e) {
     srp_backend *be = eng->be;
@@ -33,9 +35,9 @@ static int mamba_mixer(srp_engine *eng, const srp_layer *ly, int T, srp_err *e) 
     srp_mat B = srp_mat_cols(conv, Di, GN);
     srp_mat C = srp_mat_cols(conv, Di + GN, GN);
     srp_mat y = srp_mat_cols(rows(eng->ws.mix, T), 0, Di);
-    srp_mamba_params p = { c->ssm_heads, c->ssm_head_dim, c->ssm_groups, c->ssm_state,
-                           c->conv_kernel, c->chunk_size, c->dt_min, c->dt_max,
-                           &w->A_log, &w->dt_bias, &w->D };
+    srp_mamba_params p = { c->ssm_heads,   c->ssm_head_dim, c->ssm_groups, c->ssm_state,
+                           c->conv_kernel, c->chunk_size,   c->dt_min,     c->dt_max,
+                           &w->A_log,      &w->dt_bias,     &w->D };
     TRY(be->ssd(be, &p, x, B, C, dt, st, y, e));
     TRY(be->gated_rmsnorm(be, y, z, &w->norm, c->gated_norm_group, c->norm_eps, y, e));
     return be->gemm(be, y, &w->out_proj, w->out_proj_bias.m.data ? &w->out_proj_bias : NULL,
@@ -72,11 +74,11 @@ static int mlp_mixer(srp_engine *eng, const srp_layer *ly, int T, srp_err *e) {
                     rows(eng->ws.resid, T), 1, e);
 }
 
-int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e) {
+/* Everything after begin_step: embedding, layers, head. */
+static int run_layers(srp_engine *eng, const srp_batch *b, srp_err *e) {
     srp_backend *be = eng->be;
     const srp_model *m = &eng->model;
     const int T = b->n_tokens;
-    TRY(be->begin_step(be, b, e));
     srp_mat resid = rows(eng->ws.resid, T);
     TRY(be->embed(be, &m->embed, resid, e));
     for (int l = 0; l < m->cfg.n_layers; l++) {
@@ -84,17 +86,57 @@ int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e
         TRY(be->rmsnorm(be, resid, &ly->norm, m->cfg.norm_eps, rows(eng->ws.normed, T), e));
         int rc = 0;
         switch (ly->kind) {
-        case SRP_LAYER_MAMBA2: rc = mamba_mixer(eng, ly, T, e); break;
-        case SRP_LAYER_ATTENTION: rc = attention_mixer(eng, ly, T, e); break;
-        case SRP_LAYER_MLP: rc = mlp_mixer(eng, ly, T, e); break;
+        case SRP_LAYER_MAMBA2:
+            rc = mamba_mixer(eng, ly, T, e);
+            break;
+        case SRP_LAYER_ATTENTION:
+            rc = attention_mixer(eng, ly, T, e);
+            break;
+        case SRP_LAYER_MLP:
+            rc = mlp_mixer(eng, ly, T, e);
+            break;
         }
         if (rc) return srp_err_prefix(e, "layer %d (%s)", l, srp_layer_kind_name(ly->kind));
     }
-    *logits = rows(eng->ws.logits, b->n_logits);
     if (b->n_logits == 0) return 0;
     srp_mat head_in = rows(eng->ws.head_in, b->n_logits);
     srp_mat head_norm = rows(eng->ws.head_norm, b->n_logits);
     TRY(be->gather_rows(be, resid, head_in, e));
     TRY(be->rmsnorm(be, head_in, &m->norm_f, m->cfg.norm_eps, head_norm, e));
-    return be->gemm(be, head_norm, &m->lm_head, NULL, *logits, 0, e);
+    return be->gemm(be, head_norm, &m->lm_head, NULL, rows(eng->ws.logits, b->n_logits), 0, e);
+}
+
+/* A decode-only step (every sequence one token, every one wanting logits) has the same shape
+ * every time for a given batch size, so the backend can replay it as one graph: the launch
+ * overhead of the ~8 operations per layer would otherwise rival the step itself. */
+static int graph_key(srp_engine *eng, const srp_batch *b) {
+    if (!eng->use_graphs || !eng->be->graph_replay) return -1;
+    if (b->n_tokens != b->n_seqs || b->n_logits != b->n_seqs) return -1;
+    for (int i = 0; i < b->n_logits; i++)
+        if (b->logit_rows[i] != i) return -1;
+    /* The first step of a batch size runs eagerly: operations allocate their lazily made
+     * buffers there (no allocation may happen while a graph records). */
+    if (!eng->graph_seen[b->n_seqs]) {
+        eng->graph_seen[b->n_seqs] = 1;
+        return -1;
+    }
+    return b->n_seqs;
+}
+
+int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e) {
+    srp_backend *be = eng->be;
+    TRY(be->begin_step(be, b, e));
+    *logits = rows(eng->ws.logits, b->n_logits);
+    const int key = graph_key(eng, b);
+    if (key < 0) return run_layers(eng, b, e);
+    int rc = be->graph_replay(be, key, e);
+    if (rc != 0) return rc < 0 ? rc : 0;
+    TRY(be->graph_begin(be, key, e));
+    rc = run_layers(eng, b, e);
+    if (rc) {
+        srp_err ignored;
+        be->graph_end(be, -1, &ignored);
+        return rc;
+    }
+    return be->graph_end(be, key, e);
 }

@@ -30,8 +30,10 @@ static char *rewrite_nonfinite(const char *text, size_t len) {
         if (in_string) {
             out[o++] = c;
             p++;
-            if (c == '\\' && p < end) out[o++] = *p++;
-            else if (c == '"') in_string = 0;
+            if (c == '\\' && p < end)
+                out[o++] = *p++;
+            else if (c == '"')
+                in_string = 0;
             continue;
         }
         if (c == '"') in_string = 1;
@@ -126,12 +128,17 @@ int srp_json_number(const cJSON *item, double *out) {
         *out = item->valuedouble;
         return 0;
     }
-    const cJSON *f = cJSON_IsObject(item) ? cJSON_GetObjectItemCaseSensitive(item, "__float__") : NULL;
+    const cJSON *f =
+        cJSON_IsObject(item) ? cJSON_GetObjectItemCaseSensitive(item, "__float__") : NULL;
     if (!cJSON_IsString(f)) return -1;
     const char *s = f->valuestring;
-    if (!strcmp(s, "Infinity") || !strcmp(s, "inf")) *out = INFINITY;
-    else if (!strcmp(s, "-Infinity") || !strcmp(s, "-inf")) *out = -INFINITY;
-    else if (!strcmp(s, "NaN") || !strcmp(s, "nan")) *out = NAN;
-    else return -1;
+    if (!strcmp(s, "Infinity") || !strcmp(s, "inf"))
+        *out = INFINITY;
+    else if (!strcmp(s, "-Infinity") || !strcmp(s, "-inf"))
+        *out = -INFINITY;
+    else if (!strcmp(s, "NaN") || !strcmp(s, "nan"))
+        *out = NAN;
+    else
+        return -1;
     return 0;
 }

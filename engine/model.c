@@ -46,7 +46,9 @@ static int load(loader *L, const char *name, int64_t rows, int64_t cols, srp_wei
         return srp_err_set(L->e, SRP_EFORMAT, "%s: tensor %s has shape %s, expected [%lld, %lld]",
                            t->file, t->name, shape_str(t, sb, sizeof sb), (long long)rows,
                            (long long)cols);
-    int rc = L->m->be->weight_load(L->m->be, t->data, t->dtype, rows, cols, out, L->e);
+    /* 2-D weights other than conv taps are matrices: GEMM operands and the embedding */
+    int is_matrix = rows > 1 && strstr(name, "conv1d") == NULL;
+    int rc = L->m->be->weight_load(L->m->be, t->data, t->dtype, rows, cols, is_matrix, out, L->e);
     if (rc) return srp_err_prefix(L->e, "%s: tensor %s", t->file, t->name);
     L->done += (uint64_t)t->numel * srp_dtype_size(t->dtype);
     if (L->progress) L->progress(L->user, L->done, L->total);
@@ -70,10 +72,10 @@ static int load_mamba(loader *L, int i, srp_mamba_weights *w) {
     const char *p = "layers.%d.mixer.";
     char f[128];
     int rc = 0;
-#define LOADW(dst, rows, cols, suffix)                                                            \
-    do {                                                                                           \
-        snprintf(f, sizeof f, "%s%s", p, suffix);                                                  \
-        if (!rc) rc = loadf(L, dst, rows, cols, f, i);                                             \
+#define LOADW(dst, rows, cols, suffix)                 \
+    do {                                               \
+        snprintf(f, sizeof f, "%s%s", p, suffix);      \
+        if (!rc) rc = loadf(L, dst, rows, cols, f, i); \
     } while (0)
     LOADW(&w->in_proj, c->d_in_proj, c->d_model, "in_proj.weight");
     if (c->mamba_proj_bias) LOADW(&w->in_proj_bias, 1, c->d_in_proj, "in_proj.bias");
@@ -111,8 +113,9 @@ static int load_layer(loader *L, int i) {
     }
     case SRP_LAYER_MLP:
         rc = loadf(L, &ly->mlp.up, c->mlp_hidden, c->d_model, "layers.%d.mixer.up_proj.weight", i);
-        if (!rc) rc = loadf(L, &ly->mlp.down, c->d_model, c->mlp_hidden,
-                            "layers.%d.mixer.down_proj.weight", i);
+        if (!rc)
+            rc = loadf(L, &ly->mlp.down, c->d_model, c->mlp_hidden,
+                       "layers.%d.mixer.down_proj.weight", i);
         if (!rc && c->mlp_bias)
             rc = loadf(L, &ly->mlp.up_bias, 1, c->mlp_hidden, "layers.%d.mixer.up_proj.bias", i);
         if (!rc && c->mlp_bias)
@@ -152,8 +155,8 @@ static int load_head(loader *L) {
     const srp_config *c = &m->cfg;
     char full[128];
     snprintf(full, sizeof full, "%snorm_f.weight", L->prefix);
-    int rc = load(L, srp_ckpt_find(m->ckpt, full) ? "norm_f.weight" : "norm.weight", 1,
-                  c->d_model, &m->norm_f);
+    int rc = load(L, srp_ckpt_find(m->ckpt, full) ? "norm_f.weight" : "norm.weight", 1, c->d_model,
+                  &m->norm_f);
     if (rc) return rc;
     /* Mamba2 ties lm_head to the embedding when the config says so; transformers' NemotronH never
      * ties, so it needs lm_head.weight unless the file lacks it and the config asks to tie. */
@@ -202,12 +205,24 @@ void srp_model_free(srp_model *m) {
     if (m->layers) {
         for (int i = 0; i < m->cfg.n_layers; i++) {
             srp_layer *l = &m->layers[i];
-            srp_weight *ws[] = { &l->norm,           &l->mamba.in_proj, &l->mamba.in_proj_bias,
-                                 &l->mamba.conv,     &l->mamba.conv_bias, &l->mamba.dt_bias,
-                                 &l->mamba.A_log,    &l->mamba.D,       &l->mamba.norm,
-                                 &l->mamba.out_proj, &l->mamba.out_proj_bias, &l->attn.q,
-                                 &l->attn.k,         &l->attn.v,        &l->attn.o,
-                                 &l->mlp.up,         &l->mlp.up_bias,   &l->mlp.down,
+            srp_weight *ws[] = { &l->norm,
+                                 &l->mamba.in_proj,
+                                 &l->mamba.in_proj_bias,
+                                 &l->mamba.conv,
+                                 &l->mamba.conv_bias,
+                                 &l->mamba.dt_bias,
+                                 &l->mamba.A_log,
+                                 &l->mamba.D,
+                                 &l->mamba.norm,
+                                 &l->mamba.out_proj,
+                                 &l->mamba.out_proj_bias,
+                                 &l->attn.q,
+                                 &l->attn.k,
+                                 &l->attn.v,
+                                 &l->attn.o,
+                                 &l->mlp.up,
+                                 &l->mlp.up_bias,
+                                 &l->mlp.down,
                                  &l->mlp.down_bias };
             for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) free_w(be, ws[k]);
         }

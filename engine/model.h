@@ -48,4 +48,7 @@ int srp_model_load(srp_model *m, const char *dir, srp_backend *be, srp_progress_
                    void *user, srp_err *e);
 void srp_model_free(srp_model *m);
 
+/* A model of DIR/config.json's shape with random weights (for benchmarks; no checkpoint read). */
+int srp_model_random(srp_model *m, const char *dir, srp_backend *be, uint64_t seed, srp_err *e);
+
 #endif

@@ -39,7 +39,8 @@ static int map_file(const char *path, mapped_file *mf, srp_err *e) {
     }
     void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (m == MAP_FAILED) return srp_err_set(e, SRP_EIO, "%s: cannot map: %s", path, strerror(errno));
+    if (m == MAP_FAILED)
+        return srp_err_set(e, SRP_EIO, "%s: cannot map: %s", path, strerror(errno));
     mf->path = strdup(path);
     mf->map = m;
     mf->size = (size_t)st.st_size;
@@ -62,8 +63,9 @@ static size_t other_dtype_size(const char *s) {
     static const struct {
         const char *n;
         size_t size;
-    } t[] = { { "F64", 8 }, { "I64", 8 }, { "U64", 8 }, { "I16", 2 }, { "U16", 2 }, { "I8", 1 },
-              { "U8", 1 },  { "BOOL", 1 }, { "F8_E4M3", 1 }, { "F8_E5M2", 1 }, { "U32", 4 } };
+    } t[] = { { "F64", 8 },     { "I64", 8 },     { "U64", 8 }, { "I16", 2 },
+              { "U16", 2 },     { "I8", 1 },      { "U8", 1 },  { "BOOL", 1 },
+              { "F8_E4M3", 1 }, { "F8_E5M2", 1 }, { "U32", 4 } };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (!strcmp(s, t[i].n)) return t[i].size;
     return 0;
@@ -154,11 +156,11 @@ static int read_header(srp_ckpt *ck, const mapped_file *mf, srp_err *e) {
         }
         uint64_t begin = (uint64_t)b, end = (uint64_t)en;
         if (end > data_size) {
-            rc = srp_err_set(e, SRP_EFORMAT,
-                             "%s: tensor %s: data ends at byte %llu but the file holds %llu bytes "
-                             "of data (truncated file?)",
-                             mf->path, name, (unsigned long long)end,
-                             (unsigned long long)data_size);
+            rc =
+                srp_err_set(e, SRP_EFORMAT,
+                            "%s: tensor %s: data ends at byte %llu but the file holds %llu bytes "
+                            "of data (truncated file?)",
+                            mf->path, name, (unsigned long long)end, (unsigned long long)data_size);
             goto out;
         }
         if (end - begin != (uint64_t)ti.numel * esize) {
@@ -307,9 +309,13 @@ const srp_tensor_info *srp_ckpt_find(const srp_ckpt *ck, const char *name) {
     return bsearch(&key, ck->tensors, (size_t)ck->n_tensors, sizeof key, cmp_tensor);
 }
 
-int srp_ckpt_count(const srp_ckpt *ck) { return ck->n_tensors; }
+int srp_ckpt_count(const srp_ckpt *ck) {
+    return ck->n_tensors;
+}
 
-const srp_tensor_info *srp_ckpt_tensor(const srp_ckpt *ck, int i) { return &ck->tensors[i]; }
+const srp_tensor_info *srp_ckpt_tensor(const srp_ckpt *ck, int i) {
+    return &ck->tensors[i];
+}
 
 uint64_t srp_ckpt_bytes(const srp_ckpt *ck) {
     uint64_t n = 0;

@@ -40,14 +40,23 @@ int srp_err_prefix(srp_err *e, const char *fmt, ...) {
 
 const char *srp_strerror(int code) {
     switch (code) {
-    case SRP_OK: return "ok";
-    case SRP_EIO: return "i/o error";
-    case SRP_EFORMAT: return "malformed input";
-    case SRP_EUNSUPPORTED: return "unsupported";
-    case SRP_ENOMEM: return "out of memory";
-    case SRP_EINVAL: return "invalid argument";
-    case SRP_EBACKEND: return "backend failure";
-    case SRP_EFULL: return "no capacity";
-    default: return "unknown error";
+    case SRP_OK:
+        return "ok";
+    case SRP_EIO:
+        return "i/o error";
+    case SRP_EFORMAT:
+        return "malformed input";
+    case SRP_EUNSUPPORTED:
+        return "unsupported";
+    case SRP_ENOMEM:
+        return "out of memory";
+    case SRP_EINVAL:
+        return "invalid argument";
+    case SRP_EBACKEND:
+        return "backend failure";
+    case SRP_EFULL:
+        return "no capacity";
+    default:
+        return "unknown error";
     }
 }

@@ -31,7 +31,9 @@ static int set_value(cli_opt *o, const char *v) {
     char *end = NULL;
     errno = 0;
     switch (o->kind) {
-    case CLI_STR: *(const char **)o->dest = v; return 0;
+    case CLI_STR:
+        *(const char **)o->dest = v;
+        return 0;
     case CLI_INT: {
         long x = strtol(v, &end, 10);
         if (!*v || *end || errno || x < -2147483647L || x > 2147483647L) return -1;
@@ -51,7 +53,8 @@ static int set_value(cli_opt *o, const char *v) {
         *(float *)o->dest = x;
         return 0;
     }
-    case CLI_FLAG: return -1;
+    case CLI_FLAG:
+        return -1;
     }
     return -1;
 }
@@ -152,8 +155,8 @@ static void print_progress(void *user, uint64_t done, uint64_t total) {
     }
 }
 
-int cli_open_engine(const cli_model_args *a, int max_seq_len, int max_batch_tokens,
-                    int max_logits, srp_engine **eng) {
+int cli_open_engine(const cli_model_args *a, int max_seq_len, int max_batch_tokens, int max_logits,
+                    srp_engine **eng) {
     static int last_pct = -5;
     srp_engine_opts o;
     srp_engine_opts_default(&o);

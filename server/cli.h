@@ -11,7 +11,7 @@ typedef enum { CLI_STR, CLI_INT, CLI_FLOAT, CLI_U64, CLI_FLAG } cli_kind;
 typedef struct cli_opt {
     const char *name; /* without the leading "--" */
     cli_kind kind;
-    void *dest; /* const char **, int *, float *, uint64_t *, int * (flag) */
+    void *dest;      /* const char **, int *, float *, uint64_t *, int * (flag) */
     const char *arg; /* value placeholder for help, e.g. "DIR" */
     const char *help;
     int seen; /* set by the parser */
@@ -49,8 +49,8 @@ typedef struct cli_model_args {
 
 /* Opens the engine for one sequence of up to max_seq_len tokens, printing errors to stderr.
  * Returns 0 or 1 (the exit code for a runtime failure). */
-int cli_open_engine(const cli_model_args *a, int max_seq_len, int max_batch_tokens,
-                    int max_logits, srp_engine **eng);
+int cli_open_engine(const cli_model_args *a, int max_seq_len, int max_batch_tokens, int max_logits,
+                    srp_engine **eng);
 
 /* The prompt as ids: --prompt-ids, or --prompt encoded by the folder's tokenizer (with BOS as
  * tokenizer_config.json says). *tok is loaded when the folder has a tokenizer, else NULL.

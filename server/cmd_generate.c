@@ -131,7 +131,8 @@ int cmd_generate(int argc, char **argv) {
         { "prompt", CLI_STR, &prompt, "TEXT", "prompt text (needs a tokenizer in the folder)", 0 },
         { "prompt-ids", CLI_STR, &prompt_ids, "1,2,3", "prompt as token ids", 0 },
         { "max-tokens", CLI_INT, &max_tokens, "N", "tokens to generate (default 64)", 0 },
-        { "temperature", CLI_FLOAT, &temperature, "T", "sampling temperature; 0 is greedy (default 1)", 0 },
+        { "temperature", CLI_FLOAT, &temperature, "T",
+          "sampling temperature; 0 is greedy (default 1)", 0 },
         { "top-p", CLI_FLOAT, &top_p, "P", "nucleus sampling mass (default 1: off)", 0 },
         { "top-k", CLI_INT, &top_k, "K", "sample among the K most likely (default 0: off)", 0 },
         { "min-p", CLI_FLOAT, &min_p, "P", "drop tokens below P times the top probability", 0 },
@@ -145,13 +146,13 @@ int cmd_generate(int argc, char **argv) {
     int p = cli_parse("generate", summary, opts, n_opts, argc, argv, 2);
     if (p == CLI_HELP) return 0;
     if (p == CLI_USAGE) return 2;
-    const char *bad = !ma.model ? "--model is required"
-                      : max_tokens < 0 ? "--max-tokens must be >= 0"
-                      : temperature < 0 ? "--temperature must be >= 0"
+    const char *bad = !ma.model                   ? "--model is required"
+                      : max_tokens < 0            ? "--max-tokens must be >= 0"
+                      : temperature < 0           ? "--temperature must be >= 0"
                       : (top_p <= 0 || top_p > 1) ? "--top-p must be in (0, 1]"
-                      : top_k < 0 ? "--top-k must be >= 0"
-                      : (min_p < 0 || min_p > 1) ? "--min-p must be in [0, 1]"
-                      : NULL;
+                      : top_k < 0                 ? "--top-k must be >= 0"
+                      : (min_p < 0 || min_p > 1)  ? "--min-p must be in [0, 1]"
+                                                  : NULL;
     if (bad) {
         fprintf(stderr, "serpent generate: %s\n\n", bad);
         cli_print_help(stderr, "generate", summary, opts, n_opts);

@@ -86,7 +86,8 @@ int cmd_score(int argc, char **argv) {
     cli_opt opts[] = {
         { "model", CLI_STR, &ma.model, "DIR", "model folder (config.json + safetensors)", 0 },
         { "prompt-ids", CLI_STR, &prompt_ids, "1,2,3", "token ids to score", 0 },
-        { "prompt", CLI_STR, &prompt, "TEXT", "text to score (needs a tokenizer in the folder)", 0 },
+        { "prompt", CLI_STR, &prompt, "TEXT", "text to score (needs a tokenizer in the folder)",
+          0 },
         { "logits-out", CLI_STR, &logits_out, "FILE", "write every position's logits here", 0 },
         { "backend", CLI_STR, &ma.backend, "NAME", "cpu, cuda or auto (default auto)", 0 },
         { "threads", CLI_INT, &ma.threads, "N", "CPU threads (default: all cores)", 0 },

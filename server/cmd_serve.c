@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chat_template.h"
 #include "cli.h"
 #include "server.h"
 
@@ -76,6 +77,16 @@ static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts
     if (srv->tok) {
         srv->chat_template = srp_tokenizer_chat_template(srv->tok);
         read_special_texts(srv, ma->model);
+    }
+    if (srv->chat_template) {
+        srp_err ce = { 0 };
+        if (srp_chat_template_compile(srv->chat_template, strlen(srv->chat_template),
+                                      &srv->chat_tmpl, &ce)) {
+            srv->chat_tmpl = NULL;
+            snprintf(srv->chat_tmpl_error, sizeof srv->chat_tmpl_error, "%.500s", ce.msg);
+            fprintf(stderr, "serpent: the chat template does not compile (%s); chat answers 400\n",
+                    ce.msg);
+        }
     }
     if (srp_engine_open(ma->model, eo, &srv->eng, &e)) {
         fprintf(stderr, "serpent: %s\n", e.msg);
@@ -233,6 +244,7 @@ out:
     srv_http_stop(srv);
     if (srv->sched) srp_sched_stop(srv->sched);
     srp_engine_close(srv->eng);
+    srp_chat_template_free(srv->chat_tmpl);
     srp_tokenizer_free(srv->tok);
     free(srv->bos_text);
     free(srv->eos_text);

@@ -5,13 +5,12 @@
 #include "cli.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: serpent <command> [options]\n\n"
-            "commands:\n"
-            "  generate   continue a prompt and stream the text\n"
-            "  score      negative log-likelihood, perplexity and logits of token ids\n"
-            "  serve      OpenAI-compatible HTTP server with continuous batching\n\n"
-            "`serpent <command> --help` describes each command's options.\n");
+    fprintf(f, "usage: serpent <command> [options]\n\n"
+               "commands:\n"
+               "  generate   continue a prompt and stream the text\n"
+               "  score      negative log-likelihood, perplexity and logits of token ids\n"
+               "  serve      OpenAI-compatible HTTP server with continuous batching\n\n"
+               "`serpent <command> --help` describes each command's options.\n");
 }
 
 int main(int argc, char **argv) {

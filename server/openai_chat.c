@@ -6,15 +6,7 @@
 
 #include "server.h"
 
-#ifdef SERPENT_HAVE_CHAT_TEMPLATE
 #include "chat_template.h"
-#else
-/* Declared in chat_template.h with the Jinja renderer. Until that is built in, the reference is
- * weak: it stays NULL and chat answers 501 instead of the build failing. */
-int srp_chat_template_render(const char *tmpl, const cJSON *messages, const cJSON *vars, char **out,
-                             srp_err *e);
-#pragma weak srp_chat_template_render
-#endif
 
 static const char *const roles[] = { "system", "user", "assistant", "tool", "developer" };
 
@@ -129,10 +121,9 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
         return srv_fail(e, 400, NULL,
                         "this model has no chat template (tokenizer_config.json has no "
                         "\"chat_template\"); use /v1/completions");
-    if (!srp_chat_template_render) {
-        e->code = "not_implemented";
-        return srv_fail(e, 501, NULL, "this serpent was built without the chat template renderer");
-    }
+    if (!srv->chat_tmpl)
+        return srv_fail(e, 400, NULL, "this model's chat template does not compile: %s",
+                        srv->chat_tmpl_error);
     srv_gen_opts o;
     if (srv_parse_gen_opts(srv, root, 1, &o, e)) {
         srv_gen_opts_free(&o);
@@ -141,19 +132,22 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
     cJSON *msgs = normalize_messages(cJSON_GetObjectItemCaseSensitive(root, "messages"), e);
     cJSON *vars = msgs ? template_vars(srv, root, e) : NULL;
     char *text = NULL;
+    size_t text_len = 0;
     int rc = msgs && vars ? 0 : -1;
     if (!rc) {
         srp_err te = { 0 };
-        if (srp_chat_template_render(srv->chat_template, msgs, vars, &text, &te))
+        int r = srp_chat_template_render(srv->chat_tmpl, msgs, vars, NULL, &text, &text_len, &te);
+        if (r == SRP_ENOMEM) rc = srv_fail(e, 500, NULL, "out of memory rendering the chat");
+        else if (r == SRP_EFULL)
+            rc = srv_fail(e, 400, "messages", "the chat is too large for the template: %s", te.msg);
+        else if (r)
             rc = srv_fail(e, 400, "messages", "the chat template failed: %s", te.msg);
     }
-    cJSON_Delete(msgs);
-    cJSON_Delete(vars);
     srv_prompt *p = rc ? NULL : calloc(1, sizeof *p);
     if (!rc && !p) rc = srv_fail(e, 500, NULL, "out of memory");
     if (!rc) {
         srp_err te = { 0 };
-        if (srp_tokenizer_encode(srv->tok, text, strlen(text), 0, &p->ids, &p->n, &te))
+        if (srp_tokenizer_encode(srv->tok, text, text_len, 0, &p->ids, &p->n, &te))
             rc = srv_fail(e, 400, "messages", "cannot tokenize the rendered chat: %s", te.msg);
         else if (p->n == 0)
             rc = srv_fail(e, 400, "messages", "the rendered chat has no tokens");

@@ -44,6 +44,8 @@ typedef struct srv_server {
     int32_t eos_ids[8];
     int n_eos;
     const char *chat_template; /* NULL: chat answers 400 */
+    struct srp_chat_template *chat_tmpl; /* compiled; NULL when absent or broken */
+    char chat_tmpl_error[512];
     char *bos_text, *eos_text; /* for the template */
     long created;              /* unix time the server started */
 

@@ -16,42 +16,42 @@ extern int srp_test_failures;
 /* Absolute path of a file under tests/ (fixtures, data); uses SERPENT_TEST_DIR. */
 const char *srp_test_path(const char *rel);
 
-#define TEST(name)                                                                                 \
-    static void test_##name(void);                                                                 \
-    __attribute__((constructor)) static void register_##name(void) {                               \
-        srp_test_register(#name, test_##name);                                                     \
-    }                                                                                              \
+#define TEST(name)                                                   \
+    static void test_##name(void);                                   \
+    __attribute__((constructor)) static void register_##name(void) { \
+        srp_test_register(#name, test_##name);                       \
+    }                                                                \
     static void test_##name(void)
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
-            srp_test_failures++;                                                                   \
-        }                                                                                          \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+            srp_test_failures++;                                                     \
+        }                                                                            \
     } while (0)
 
-#define CHECKF(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            srp_test_failures++;                                                                   \
-        }                                                                                          \
+#define CHECKF(cond, ...)                                                            \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                            \
+            fprintf(stderr, "\n");                                                   \
+            srp_test_failures++;                                                     \
+        }                                                                            \
     } while (0)
 
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: REQUIRE(%s) failed\n", __FILE__, __LINE__, #cond);             \
-            srp_test_failures++;                                                                   \
-            return;                                                                                \
-        }                                                                                          \
+#define REQUIRE(cond)                                                                  \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "%s:%d: REQUIRE(%s) failed\n", __FILE__, __LINE__, #cond); \
+            srp_test_failures++;                                                       \
+            return;                                                                    \
+        }                                                                              \
     } while (0)
 
-#define CHECK_STR_CONTAINS(haystack, needle)                                                      \
-    CHECKF(strstr((haystack), (needle)) != NULL, "\"%s\" does not contain \"%s\"", (haystack),     \
+#define CHECK_STR_CONTAINS(haystack, needle)                                                   \
+    CHECKF(strstr((haystack), (needle)) != NULL, "\"%s\" does not contain \"%s\"", (haystack), \
            (needle))
 
 #endif

@@ -250,7 +250,7 @@ TEST(sched_seeded_sampling_independent_of_batch) {
     srp_engine_close(eng);
 }
 
-TEST(sched_prompt_logprobs_match_scoring) {
+static void prompt_logprobs_match_scoring(int backend_extras) {
     prompt ps[4];
     REQUIRE(load_reference(ps, 4) == 4);
     const prompt *p = &ps[2]; /* 37 tokens: chunks of 16 */
@@ -270,6 +270,9 @@ TEST(sched_prompt_logprobs_match_scoring) {
         REQUIRE(srp_engine_logits_to_host(eng, lg, 0, k, rows + (size_t)i * vocab, &e) == 0);
     }
     srp_seq_close(eng, &seq);
+    /* 0: as on a backend whose sample() lacks the extras; the engine redoes those rows on the
+     * host */
+    srp_engine_backend(eng)->sample_extras = backend_extras;
     srp_sched *s = NULL;
     srp_sched_opts so = { 2 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
@@ -306,4 +309,12 @@ TEST(sched_prompt_logprobs_match_scoring) {
     srp_sched_stop(s);
     free(rows);
     srp_engine_close(eng);
+}
+
+TEST(sched_prompt_logprobs_match_scoring) {
+    prompt_logprobs_match_scoring(1);
+}
+
+TEST(sched_logprobs_on_a_backend_without_extras) {
+    prompt_logprobs_match_scoring(0);
 }

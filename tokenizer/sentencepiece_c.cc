@@ -28,7 +28,9 @@ extern "C" srp_spm *srp_spm_load(const char *path, char *err, size_t errlen) {
     return s;
 }
 
-extern "C" void srp_spm_free(srp_spm *s) { delete s; }
+extern "C" void srp_spm_free(srp_spm *s) {
+    delete s;
+}
 
 extern "C" int srp_spm_encode(const srp_spm *s, const char *text, size_t len, int32_t **ids,
                               int *n) {
@@ -62,9 +64,15 @@ extern "C" int srp_spm_decode(const srp_spm *s, const int32_t *ids, int n, char 
     return 0;
 }
 
-extern "C" int srp_spm_size(const srp_spm *s) { return s->sp.GetPieceSize(); }
-extern "C" int srp_spm_bos(const srp_spm *s) { return s->sp.bos_id(); }
-extern "C" int srp_spm_eos(const srp_spm *s) { return s->sp.eos_id(); }
+extern "C" int srp_spm_size(const srp_spm *s) {
+    return s->sp.GetPieceSize();
+}
+extern "C" int srp_spm_bos(const srp_spm *s) {
+    return s->sp.bos_id();
+}
+extern "C" int srp_spm_eos(const srp_spm *s) {
+    return s->sp.eos_id();
+}
 
 extern "C" int srp_spm_is_control(const srp_spm *s, int id) {
     if (id < 0 || id >= s->sp.GetPieceSize()) return 0;

@@ -63,8 +63,10 @@ static int read_config(srp_tokenizer *t, const char *dir, srp_err *e) {
                              path, keys[k], s ? s : "?");
             goto out;
         }
-        if (k == 0) t->bos = id;
-        else t->eos = id;
+        if (k == 0)
+            t->bos = id;
+        else
+            t->eos = id;
     }
     it = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
     if (cJSON_IsString(it)) {
@@ -154,10 +156,18 @@ int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int 
     return 0;
 }
 
-int srp_tokenizer_vocab_size(const srp_tokenizer *t) { return t->vocab; }
-int srp_tokenizer_bos(const srp_tokenizer *t) { return t->bos; }
-int srp_tokenizer_eos(const srp_tokenizer *t) { return t->eos; }
-const char *srp_tokenizer_chat_template(const srp_tokenizer *t) { return t->chat_template; }
+int srp_tokenizer_vocab_size(const srp_tokenizer *t) {
+    return t->vocab;
+}
+int srp_tokenizer_bos(const srp_tokenizer *t) {
+    return t->bos;
+}
+int srp_tokenizer_eos(const srp_tokenizer *t) {
+    return t->eos;
+}
+const char *srp_tokenizer_chat_template(const srp_tokenizer *t) {
+    return t->chat_template;
+}
 
 /* Incremental decoding keeps a window of ids starting at prefix: text of ids[prefix, read) has
  * been emitted; decoding ids[prefix, n) and removing that text yields what is new. Decoding

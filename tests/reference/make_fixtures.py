@@ -58,6 +58,35 @@ SPECS = [
          cfg=dict(vocab_size=257, hidden_size=32, num_hidden_layers=3, state_size=24,
                   expand=2, head_dim=8, n_groups=1, conv_kernel=4, chunk_size=8,
                   tie_word_embeddings=False)),
+    # Nemotron-H with a SentencePiece tokenizer (tests/reference/tokenizer_fx.model, trained with
+    # spm_train on licence texts) and a ChatML chat template: text prompts for the server tests.
+    dict(name="nemotron_h_spm", arch="nemotron_h", dtype="bfloat16", fp32_ssm_params=False,
+         legacy_config=False, shard=False, tokenizer="tests/reference/tokenizer_fx.model",
+         cfg=dict(vocab_size=512, hidden_size=64, pattern="M-M*-M-M", num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, intermediate_size=128, mlp_hidden_act="relu2",
+                  ssm_state_size=16, mamba_num_heads=8, mamba_head_dim=16, n_groups=2,
+                  conv_kernel=4, chunk_size=16, tie_word_embeddings=False)),
+]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% endif %}")
+
+TEXT_PROMPTS = [
+    "Hello",
+    "The license grants you the right to",
+    "Copyright (C) 2007 Free Software Foundation, Inc. Everyone is permitted to copy and distribute "
+    "verbatim copies of this license document, but changing it is not allowed.",
+    "\u00e9t\u00e9 \u2014 caf\u00e9 na\u00efve \u4f60\u597d \U0001F40D",
+]
+
+CHATS = [
+    [{"role": "user", "content": "What does this license allow?"}],
+    [{"role": "system", "content": "You are a helpful assistant."},
+     {"role": "user", "content": "Hi!"},
+     {"role": "assistant", "content": "Hello. How can I help?"},
+     {"role": "user", "content": "Tell me about software."}],
 ]
 
 PROMPT_LENGTHS = [1, 5, 37, 77]  # 1 token, shorter than the conv window, several chunks
@@ -182,8 +211,13 @@ def make_fixture(spec, outdir, seed):
     g = torch.Generator().manual_seed(seed + 1)
     ref = {"transformers": transformers.__version__, "torch": torch.__version__,
            "arch": spec["arch"], "storage_dtype": spec["dtype"], "prompts": []}
-    for k, n in enumerate(PROMPT_LENGTHS):
-        ids = torch.randint(0, cfg.vocab_size, (n,), generator=g).tolist()
+    cases = [(None, None, torch.randint(0, cfg.vocab_size, (n,), generator=g).tolist())
+             for n in PROMPT_LENGTHS]
+    sp = None
+    if spec.get("tokenizer"):
+        sp, cases = tokenizer_cases(spec, out)
+    for k, (text, messages, ids) in enumerate(cases):
+        n = len(ids)
         logits = full_logits(model, ids)
         fname = f"logits_{k}.f32"
         logits.numpy().astype("<f4").tofile(os.path.join(out, fname))
@@ -198,12 +232,37 @@ def make_fixture(spec, outdir, seed):
             margins.append(float(top2.values[0] - top2.values[1]))
             if int(top2.indices[0]) != t:
                 uncached_agrees = False
-        ref["prompts"].append({"ids": ids, "logits": fname, "greedy": gen, "margins": margins,
-                               "uncached_agrees": uncached_agrees})
+        entry = {"ids": ids, "logits": fname, "greedy": gen, "margins": margins,
+                 "uncached_agrees": uncached_agrees}
+        if text is not None:
+            entry["text"] = text
+            entry["greedy_text"] = sp.decode(gen)
+        if messages is not None:
+            entry["messages"] = messages
+        ref["prompts"].append(entry)
         print(f"{spec['name']}: prompt {n}: greedy {gen[:8]}... min margin {min(margins):.3f} "
               f"uncached agrees {uncached_agrees}", flush=True)
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(ref, f)
+
+
+def tokenizer_cases(spec, out):
+    """Copies the SentencePiece model, writes tokenizer_config.json, and returns the prompts:
+    plain texts (BOS + pieces, as add_bos_token says) and chats rendered with the template."""
+    import jinja2
+    import sentencepiece
+    shutil.copy(spec["tokenizer"], os.path.join(out, "tokenizer.model"))
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump({"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+                   "eos_token": "</s>", "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE,
+                   "model_max_length": 4096}, f, indent=2)
+    sp = sentencepiece.SentencePieceProcessor(model_file=spec["tokenizer"])
+    cases = [(t, None, [sp.bos_id()] + sp.encode(t)) for t in TEXT_PROMPTS]
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    for msgs in CHATS:
+        text = env.from_string(CHAT_TEMPLATE).render(messages=msgs, add_generation_prompt=True)
+        cases.append((text, msgs, [sp.bos_id()] + sp.encode(text)))
+    return sp, cases
 
 
 def main():

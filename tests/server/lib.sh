@@ -9,7 +9,6 @@ die() {
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${SERPENT_BIN:?SERPENT_BIN must name the serpent executable}"
-: "${SERPENT_CHAT_BIN:=$SERPENT_BIN}"
 fixtures="$here/../fixtures"
 for tool in node curl; do
   command -v "$tool" >/dev/null || die "$tool is missing: run tests/server/setup.sh"

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 case "${1:?usage: run.sh TEST}" in
 openai_client)
   make_text_model "$work/text"
-  start_server SERPENT_URL "$SERPENT_CHAT_BIN" --model "$work/text" --served-model-name test-model \
+  start_server SERPENT_URL "$SERPENT_BIN" --model "$work/text" --served-model-name test-model \
     --max-num-seqs 8 --threads 1
   node --test "$here/openai_client.test.mjs"
   stop_server "$SERPENT_URL_PID"
@@ -15,7 +15,7 @@ openai_client)
 bad_input)
   make_text_model "$work/text"
   make_text_model "$work/notemplate" notemplate
-  start_server SERPENT_URL "$SERPENT_CHAT_BIN" --model "$work/text" --api-key secret \
+  start_server SERPENT_URL "$SERPENT_BIN" --model "$work/text" --api-key secret \
     --max-model-len 64 --max-request-mb 1 --threads 1
   start_server SERPENT_URL2 "$SERPENT_BIN" --model "$work/notemplate" --max-num-seqs 1 \
     --max-queue 0 --threads 1
