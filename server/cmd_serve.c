@@ -107,6 +107,16 @@ static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts
     return 0;
 }
 
+/* The default served name: the model folder's last component ("models/tiny/" -> "tiny"). */
+static const char *folder_name(const char *path, char *buf, size_t len) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t start = n;
+    while (start > 0 && path[start - 1] != '/') start--;
+    snprintf(buf, len, "%.*s", (int)(n - start), path + start);
+    return buf[0] ? buf : path;
+}
+
 static int wait_idle(srv_server *srv, double deadline) {
     for (;;) {
         srp_sched_stats st;
@@ -134,8 +144,8 @@ int cmd_serve(int argc, char **argv) {
         { "model", CLI_STR, &ma.model, "DIR", "model folder (config.json + safetensors)", 0 },
         { "host", CLI_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)", 0 },
         { "port", CLI_INT, &port, "N", "port to listen on; 0 picks a free one (default 8000)", 0 },
-        { "served-model-name", CLI_STR, &name, "NAME", "model name in the API (default: --model)",
-          0 },
+        { "served-model-name", CLI_STR, &name, "NAME",
+          "model name in the API (default: the model folder's name)", 0 },
         { "api-key", CLI_STR, &api_key, "KEY",
           "require 'Authorization: Bearer KEY' (default: $SERPENT_API_KEY, else none)", 0 },
         { "max-num-seqs", CLI_INT, &max_seqs, "N",
@@ -189,9 +199,15 @@ int cmd_serve(int argc, char **argv) {
 
     srv_server *srv = calloc(1, sizeof *srv);
     if (!srv) return 1;
-    srv->cfg = (srv_config){ host,        port,    name ? name : ma.model,
-                             api_key,     max_len, (size_t)max_body_mb << 20,
-                             http_threads };
+    char base[256];
+    srv->cfg = (srv_config){ .host = host,
+                             .port = port,
+                             .model_name = name ? name : folder_name(ma.model, base, sizeof base),
+                             .model_path = ma.model,
+                             .api_key = api_key,
+                             .max_model_len = max_len,
+                             .max_body_bytes = (size_t)max_body_mb << 20,
+                             .http_threads = http_threads };
     srv->created = (long)time(NULL);
     atomic_store(&srv->state, SRV_LOADING);
     pthread_rwlock_init(&srv->life, NULL);

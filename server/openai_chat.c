@@ -137,7 +137,8 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
     if (!rc) {
         srp_err te = { 0 };
         int r = srp_chat_template_render(srv->chat_tmpl, msgs, vars, NULL, &text, &text_len, &te);
-        if (r == SRP_ENOMEM) rc = srv_fail(e, 500, NULL, "out of memory rendering the chat");
+        if (r == SRP_ENOMEM)
+            rc = srv_fail(e, 500, NULL, "out of memory rendering the chat");
         else if (r == SRP_EFULL)
             rc = srv_fail(e, 400, "messages", "the chat is too large for the template: %s", te.msg);
         else if (r)

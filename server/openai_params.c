@@ -60,7 +60,8 @@ int srv_check_model(const srv_server *srv, const cJSON *root, srv_error *e) {
     const cJSON *it = field(root, "model");
     if (!it) return 0;
     if (!cJSON_IsString(it)) return srv_fail(e, 400, "model", "'model' must be a string");
-    if (strcmp(it->valuestring, srv->cfg.model_name)) {
+    if (strcmp(it->valuestring, srv->cfg.model_name) &&
+        strcmp(it->valuestring, srv->cfg.model_path)) {
         e->code = "model_not_found";
         return srv_fail(e, 404, "model",
                         "The model '%.200s' does not exist; this server serves '%.200s'",

@@ -24,6 +24,7 @@ typedef struct srv_config {
     const char *host;
     int port;
     const char *model_name; /* --served-model-name */
+    const char *model_path; /* --model, accepted as a name too */
     const char *api_key;    /* NULL: no auth */
     int max_model_len;
     size_t max_body_bytes;
@@ -43,7 +44,7 @@ typedef struct srv_server {
     int vocab;          /* the model's */
     int32_t eos_ids[8];
     int n_eos;
-    const char *chat_template; /* NULL: chat answers 400 */
+    const char *chat_template;           /* NULL: chat answers 400 */
     struct srp_chat_template *chat_tmpl; /* compiled; NULL when absent or broken */
     char chat_tmpl_error[512];
     char *bos_text, *eos_text; /* for the template */
