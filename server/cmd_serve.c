@@ -140,6 +140,7 @@ int cmd_serve(int argc, char **argv) {
     const char *host = "127.0.0.1", *name = NULL, *api_key = NULL;
     int port = 8000, max_seqs = 16, max_len = 4096, max_batched = 512, max_queue = 1024;
     int timeout = 30, max_body_mb = 16, http_threads = 2;
+    float gpu_mem = 0.0f;
     cli_opt opts[] = {
         { "model", CLI_STR, &ma.model, "DIR", "model folder (config.json + safetensors)", 0 },
         { "host", CLI_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)", 0 },
@@ -162,6 +163,8 @@ int cmd_serve(int argc, char **argv) {
           "largest request body, MiB; then 413 (default 16)", 0 },
         { "http-threads", CLI_INT, &http_threads, "N", "threads serving connections (default 2)",
           0 },
+        { "gpu-memory-utilization", CLI_FLOAT, &gpu_mem, "F",
+          "share of GPU memory serpent may use (default 0.9)", 0 },
         { "backend", CLI_STR, &ma.backend, "NAME", "cpu, cuda or auto (default auto)", 0 },
         { "threads", CLI_INT, &ma.threads, "N", "CPU threads (default: all cores)", 0 },
     };
@@ -179,6 +182,7 @@ int cmd_serve(int argc, char **argv) {
         : timeout < 0                             ? "--timeout must be >= 0"
         : (max_body_mb < 1 || max_body_mb > 4096) ? "--max-request-mb must be in [1, 4096]"
         : (http_threads < 1 || http_threads > 64) ? "--http-threads must be in [1, 64]"
+        : (gpu_mem < 0 || gpu_mem > 1)            ? "--gpu-memory-utilization must be in (0, 1]"
                                                   : NULL;
     if (bad) {
         fprintf(stderr, "serpent serve: %s\n\n", bad);
@@ -228,6 +232,7 @@ int cmd_serve(int argc, char **argv) {
     eo.max_seqs = max_seqs;
     eo.max_seq_len = max_len;
     eo.max_batch_tokens = max_batched;
+    eo.gpu_memory_utilization = gpu_mem;
     if ((rc = load_model(srv, &ma, &eo, max_queue))) goto out;
     atomic_store(&srv->state, SRV_READY);
     fprintf(stderr, "serpent: ready: model '%s', %d state slots, %d KV blocks, %s\n",

@@ -98,6 +98,8 @@ static cJSON *template_vars(const srv_server *srv, const cJSON *root, srv_error 
     cJSON_AddBoolToObject(vars, "add_generation_prompt", !agp || !cJSON_IsFalse(agp));
     cJSON_AddStringToObject(vars, "bos_token", srv->bos_text ? srv->bos_text : "");
     cJSON_AddStringToObject(vars, "eos_token", srv->eos_text ? srv->eos_text : "");
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    if (cJSON_IsArray(tools)) cJSON_AddItemToObject(vars, "tools", cJSON_Duplicate(tools, 1));
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs"), *it;
     if (kw && !cJSON_IsNull(kw)) {
         if (!cJSON_IsObject(kw)) {
