@@ -146,6 +146,8 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
         else if (r)
             rc = srv_fail(e, 400, "messages", "the chat template failed: %s", te.msg);
     }
+    cJSON_Delete(msgs);
+    cJSON_Delete(vars);
     srv_prompt *p = rc ? NULL : calloc(1, sizeof *p);
     if (!rc && !p) rc = srv_fail(e, 500, NULL, "out of memory");
     if (!rc) {
