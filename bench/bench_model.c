@@ -105,7 +105,9 @@ static double decode_steps(srp_engine *eng, srp_seq *seqs, int B, int steps) {
     srp_sample_params sp[256];
     for (int i = 0; i < B; i++) {
         tokens[i] = (i * 7919) % 1000 + 3;
-        sp[i] = (srp_sample_params){ 0.0f, 0, 1.0f, 0.0f, 0, 0 };
+        sp[i] = (srp_sample_params){
+            .temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .seed = 0, .step = 0
+        };
     }
     srp_mat lg;
     double t0 = 0;

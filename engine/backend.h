@@ -97,6 +97,36 @@ typedef struct srp_sample_params {
     float min_p;       /* 0: off */
     uint64_t seed;
     uint64_t step; /* index of the token being drawn within its request */
+
+    /* Everything below is off when zero / NULL, so `{ temperature, top_k, ... }` initialisers
+     * keep their meaning. Pointers are host memory owned by the caller for the call.
+     *
+     * Logits processing, in this order, on a copy of the row (vLLM's order): logit_bias is
+     * added; repetition_penalty divides positive and multiplies negative logits of tokens seen
+     * in the prompt or the output (HF / CTRL); presence_penalty is subtracted from tokens seen
+     * in the output, and frequency_penalty times their count. Greedy picks the argmax of the
+     * processed row. */
+    int n_logit_bias;
+    const int32_t *logit_bias_ids; /* [n_logit_bias], each in [0, vocab) */
+    const float *logit_bias;       /* [n_logit_bias] */
+    float presence_penalty;        /* 0: off */
+    float frequency_penalty;       /* 0: off */
+    float repetition_penalty;      /* 0 or 1: off */
+    const int32_t *output_counts;  /* [vocab]: occurrences of each token in the output so far */
+    const uint8_t *prompt_mask;    /* [vocab]: nonzero for tokens of the prompt (repetition) */
+
+    /* When force_token is set the row is not sampled: forced_token is returned (used to score
+     * given text, e.g. prompt logprobs). */
+    int force_token;
+    int32_t forced_token;
+
+    /* Log-probabilities of the raw (unprocessed) row, log_softmax(logits): the chosen token's
+     * into *logprob_out, and the top_n most likely tokens (descending, ties by lower id) into
+     * top_ids[top_n] / top_logprobs[top_n]. Skipped when logprob_out is NULL. */
+    float *logprob_out;
+    int top_n;
+    int32_t *top_ids;
+    float *top_logprobs;
 } srp_sample_params;
 
 /* The largest step the engine will run; a backend sizes its per-step buffers from it. */
@@ -189,6 +219,11 @@ struct srp_backend {
     int (*graph_replay)(srp_backend *be, int key, srp_err *e);
     int (*graph_begin)(srp_backend *be, int key, srp_err *e);
     int (*graph_end)(srp_backend *be, int key, srp_err *e);
+
+    /* 1 when sample() implements the extras of srp_sample_params (logit bias, penalties, forced
+     * tokens, logprobs). When 0, srp_engine_sample redoes the rows that use them on the host,
+     * from downloaded logits, with the CPU sampler (srp_sample_row). */
+    int sample_extras;
 };
 
 /* The CPU backend: fp32, OpenMP threads, OpenBLAS for matrix products. n_threads <= 0 uses

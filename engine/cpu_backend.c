@@ -95,6 +95,9 @@ static int cpu_configure(srp_backend *be, const srp_backend_limits *lim, srp_err
 static int cpu_begin_step(srp_backend *be, const srp_batch *b, srp_err *e) {
     (void)e;
     cpu_of(be)->batch = *b;
+    /* OpenMP's thread count is per thread: the one set at creation does not reach a thread
+     * that runs the engine later (the scheduler's), which would otherwise use every core. */
+    omp_set_num_threads(cpu_of(be)->n_threads);
     return 0;
 }
 
@@ -283,6 +286,7 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->activate = cpu_activate;
     b->gather_rows = cpu_gather_rows;
     b->sample = cpu_sample;
+    b->sample_extras = 1;
     b->sync = cpu_sync;
     *out = b;
     return 0;

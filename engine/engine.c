@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "sampler.h"
 
 void srp_engine_opts_default(srp_engine_opts *o) {
     memset(o, 0, sizeof *o);
@@ -311,6 +312,9 @@ int srp_engine_max_batch_tokens(const srp_engine *eng) {
 int srp_engine_max_seq_len(const srp_engine *eng) {
     return eng->opts.max_seq_len;
 }
+int srp_engine_max_logits(const srp_engine *eng) {
+    return eng->max_logits;
+}
 int srp_engine_free_slots(const srp_engine *eng) {
     return eng->n_free_slots;
 }
@@ -437,9 +441,39 @@ int srp_engine_step(srp_engine *eng, const srp_step_item *items, int n_items, sr
     return 0;
 }
 
+static int uses_extras(const srp_sample_params *p) {
+    return p->n_logit_bias > 0 || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f ||
+           (p->repetition_penalty > 0.0f && p->repetition_penalty != 1.0f) || p->force_token ||
+           p->logprob_out;
+}
+
 int srp_engine_sample(srp_engine *eng, srp_mat logits, const srp_sample_params *params,
                       int32_t *tokens, srp_err *e) {
-    return eng->be->sample(eng->be, logits, params, tokens, e);
+    srp_backend *be = eng->be;
+    int rc = be->sample(be, logits, params, tokens, e);
+    if (rc || be->sample_extras) return rc;
+    /* a backend without the extras: redo the rows that need them on the host */
+    const int n = (int)logits.cols;
+    float *row = NULL, *scratch = NULL;
+    int32_t *order = NULL;
+    for (int64_t r = 0; r < logits.rows && !rc; r++) {
+        if (!uses_extras(&params[r])) continue;
+        if (!row) {
+            row = malloc((size_t)n * sizeof *row);
+            scratch = malloc((size_t)n * sizeof *scratch);
+            order = malloc((size_t)n * sizeof *order);
+            if (!row || !scratch || !order) {
+                rc = srp_err_set(e, SRP_ENOMEM, "sample: out of memory");
+                break;
+            }
+        }
+        rc = srp_engine_logits_to_host(eng, logits, (int)r, 1, row, e);
+        if (!rc) tokens[r] = srp_sample_row(row, n, &params[r], scratch, order);
+    }
+    free(row);
+    free(scratch);
+    free(order);
+    return rc;
 }
 
 int srp_engine_logits_to_host(srp_engine *eng, srp_mat logits, int row0, int n, float *dst,

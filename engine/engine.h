@@ -47,6 +47,8 @@ const srp_config *srp_engine_config(const srp_engine *eng);
 srp_backend *srp_engine_backend(srp_engine *eng);
 int srp_engine_max_batch_tokens(const srp_engine *eng);
 int srp_engine_max_seq_len(const srp_engine *eng);
+/* Logits rows one step can return. */
+int srp_engine_max_logits(const srp_engine *eng);
 
 /* A sequence's claim on engine resources: its state slot, its KV blocks, and how many tokens
  * have been folded into them. srp_seq_open fills it in; a closed one has slot -1. */

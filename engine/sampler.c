@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t splitmix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ull;
@@ -31,12 +32,43 @@ static int by_prob_desc(const void *a, const void *b) {
     return *(const int32_t *)a - *(const int32_t *)b;
 }
 
-int32_t srp_sample_row(const float *logits, int n, const srp_sample_params *p, float *prob,
-                       int32_t *order) {
+/* The logits processors of p applied to a copy of the row (into out); returns whether any
+ * applies (out untouched otherwise). */
+static int process_row(const float *logits, int n, const srp_sample_params *p, float *out) {
+    int rep = p->repetition_penalty > 0.0f && p->repetition_penalty != 1.0f &&
+              (p->output_counts || p->prompt_mask);
+    int pres = (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) && p->output_counts;
+    if (!p->n_logit_bias && !rep && !pres) return 0;
+    memcpy(out, logits, (size_t)n * sizeof *out);
+    for (int i = 0; i < p->n_logit_bias; i++) {
+        int32_t id = p->logit_bias_ids[i];
+        if (id >= 0 && id < n) out[id] += p->logit_bias[i];
+    }
+    if (rep) {
+        const float r = p->repetition_penalty;
+        for (int i = 0; i < n; i++) {
+            int seen = (p->output_counts && p->output_counts[i] > 0) ||
+                       (p->prompt_mask && p->prompt_mask[i]);
+            if (seen) out[i] = out[i] > 0.0f ? out[i] / r : out[i] * r;
+        }
+    }
+    if (pres) {
+        for (int i = 0; i < n; i++) {
+            int32_t c = p->output_counts[i];
+            if (c > 0) out[i] -= p->presence_penalty + p->frequency_penalty * (float)c;
+        }
+    }
+    return 1;
+}
+
+static int32_t draw(const float *logits, int n, const srp_sample_params *p, float *prob,
+                    int32_t *order) {
+    if (process_row(logits, n, p, prob)) logits = prob;
     if (p->temperature <= 0.0f || p->top_k == 1) return srp_argmax(logits, n);
     int32_t best = srp_argmax(logits, n);
     float maxl = logits[best];
     double inv_t = 1.0 / p->temperature;
+    /* in place when logits is prob: element i is read before it is written */
     for (int i = 0; i < n; i++) prob[i] = (float)exp((logits[i] - maxl) * inv_t);
     /* min-p keeps tokens at least min_p times as likely as the most likely one */
     int m = 0;
@@ -66,4 +98,34 @@ int32_t srp_sample_row(const float *logits, int n, const srp_sample_params *p, f
         if (u < cum) return order[i];
     }
     return order[m - 1];
+}
+
+void srp_logprobs_row(const float *logits, int n, int32_t token, int top_n, float *logprob,
+                      int32_t *top_ids, float *top_logprobs) {
+    float maxl = logits[srp_argmax(logits, n)];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - maxl);
+    const double lse = (double)maxl + log(sum);
+    if (token >= 0 && token < n) *logprob = (float)((double)logits[token] - lse);
+    if (top_n > n) top_n = n;
+    int k = 0; /* top_ids[0..k) sorted by logit descending; equal logits keep the lower id */
+    for (int i = 0; i < n && top_n > 0; i++) {
+        if (k == top_n && !(logits[i] > logits[top_ids[k - 1]])) continue;
+        int j = k < top_n ? k++ : k - 1;
+        while (j > 0 && logits[i] > logits[top_ids[j - 1]]) {
+            top_ids[j] = top_ids[j - 1];
+            j--;
+        }
+        top_ids[j] = i;
+    }
+    for (int i = 0; i < k; i++) top_logprobs[i] = (float)((double)logits[top_ids[i]] - lse);
+}
+
+int32_t srp_sample_row(const float *logits, int n, const srp_sample_params *p, float *prob,
+                       int32_t *order) {
+    int32_t tok = p->force_token ? p->forced_token : draw(logits, n, p, prob, order);
+    if (p->logprob_out)
+        srp_logprobs_row(logits, n, tok, p->top_n > 0 ? p->top_n : 0, p->logprob_out,
+                         p->top_ids, p->top_logprobs);
+    return tok;
 }

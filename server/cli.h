@@ -36,6 +36,7 @@ double cli_now(void);
 int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #include "engine.h"
 #include "tokenizer.h"

@@ -164,7 +164,8 @@ int cmd_generate(int argc, char **argv) {
     int n = 0;
     int rc = cli_prompt_ids(ma.model, prompt, prompt_ids, &tok, &ids, &n);
     if (!rc) {
-        srp_sample_params sp = { temperature, top_k, top_p, min_p, seed, 0 };
+        srp_sample_params sp = { .temperature = temperature, .top_k = top_k, .top_p = top_p,
+                                   .min_p = min_p, .seed = seed };
         rc = run(&ma, ids, n, tok, max_tokens, sp, print_ids, ignore_eos);
     }
     free(ids);

@@ -5,13 +5,13 @@
 #include "cli.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: serpent <command> [options]\n\n"
-            "commands:\n"
-            "  generate   continue a prompt and stream the text\n"
-            "  score      negative log-likelihood, perplexity and logits of token ids\n"
-            "  tokenize   text to token ids and back, one line at a time\n\n"
-            "`serpent <command> --help` describes each command's options.\n");
+    fprintf(f, "usage: serpent <command> [options]\n\n"
+               "commands:\n"
+               "  generate   continue a prompt and stream the text\n"
+               "  score      negative log-likelihood, perplexity and logits of token ids\n"
+               "  tokenize   text to token ids and back, one line at a time\n"
+               "  serve      OpenAI-compatible HTTP server with continuous batching\n\n"
+               "`serpent <command> --help` describes each command's options.\n");
 }
 
 int main(int argc, char **argv) {
@@ -23,6 +23,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "score")) return cmd_score(argc, argv);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

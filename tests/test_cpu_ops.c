@@ -353,14 +353,24 @@ TEST(sampler_greedy_and_filters) {
     float logits[6] = { 0.5f, 3.0f, 2.9f, -1.0f, 3.0f, 0.0f };
     float scratch[6];
     int32_t order[6];
-    srp_sample_params g = { 0.0f, 0, 1.0f, 0.0f, 1, 0 };
+    srp_sample_params g = {
+        .temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .seed = 1, .step = 0
+    };
     CHECK(srp_sample_row(logits, 6, &g, scratch, order) == 1); /* lowest index of the tie */
-    srp_sample_params k1 = { 1.0f, 1, 1.0f, 0.0f, 1, 0 };
+    srp_sample_params k1 = {
+        .temperature = 1.0f, .top_k = 1, .top_p = 1.0f, .min_p = 0.0f, .seed = 1, .step = 0
+    };
     CHECK(srp_sample_row(logits, 6, &k1, scratch, order) == 1);
     /* top-k 3 and min-p keep only {1, 2, 4}; top-p 0.5 keeps the two ties */
-    srp_sample_params k3 = { 1.0f, 3, 1.0f, 0.0f, 7, 0 };
-    srp_sample_params mp = { 1.0f, 0, 1.0f, 0.5f, 7, 0 };
-    srp_sample_params tp = { 1.0f, 0, 0.5f, 0.0f, 7, 0 };
+    srp_sample_params k3 = {
+        .temperature = 1.0f, .top_k = 3, .top_p = 1.0f, .min_p = 0.0f, .seed = 7, .step = 0
+    };
+    srp_sample_params mp = {
+        .temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.5f, .seed = 7, .step = 0
+    };
+    srp_sample_params tp = {
+        .temperature = 1.0f, .top_k = 0, .top_p = 0.5f, .min_p = 0.0f, .seed = 7, .step = 0
+    };
     int seen[6] = { 0 }, seen_tp[6] = { 0 };
     for (uint64_t step = 0; step < 2000; step++) {
         k3.step = mp.step = tp.step = step;
@@ -383,7 +393,9 @@ TEST(sampler_is_deterministic_per_seed_and_step) {
     for (int i = 0; i < 50; i++) logits[i] = (float)((i * 7919) % 13) * 0.3f;
     float scratch[50];
     int32_t order[50];
-    srp_sample_params p = { 0.9f, 0, 1.0f, 0.0f, 42, 0 };
+    srp_sample_params p = {
+        .temperature = 0.9f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .seed = 42, .step = 0
+    };
     int32_t first[64];
     for (int s = 0; s < 64; s++) {
         p.step = (uint64_t)s;
@@ -399,7 +411,9 @@ TEST(sampler_is_deterministic_per_seed_and_step) {
     }
     CHECK(differ > 10); /* another seed draws other tokens */
     /* temperature sharpens: at T = 0.05 the four tokens tied for the best logit take ~99% */
-    srp_sample_params cold = { 0.05f, 0, 1.0f, 0.0f, 3, 0 };
+    srp_sample_params cold = {
+        .temperature = 0.05f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .seed = 3, .step = 0
+    };
     float best = logits[srp_argmax(logits, 50)];
     int hits = 0;
     for (int s = 0; s < 200; s++) {

@@ -185,7 +185,12 @@ TEST(fixtures_greedy_matches_transformers) {
             REQUIRE(srp_engine_step(eng, &it, 1, &lg, &e) == 0);
             int compared = 0;
             for (int k = 0; k < p->n_greedy && p->margins[k] >= near_tie(); k++) {
-                srp_sample_params sp = { 0.0f, 0, 1.0f, 0.0f, 0, (uint64_t)k };
+                srp_sample_params sp = { .temperature = 0.0f,
+                                         .top_k = 0,
+                                         .top_p = 1.0f,
+                                         .min_p = 0.0f,
+                                         .seed = 0,
+                                         .step = (uint64_t)k };
                 int32_t tok;
                 REQUIRE(srp_engine_sample(eng, lg, &sp, &tok, &e) == 0);
                 CHECKF(tok == p->greedy[k], "%s prompt %d: token %d is %d, transformers %d",

@@ -372,8 +372,12 @@ static void check_sample(int R, int V, float scale) {
     static const float topp[] = { 1.0f, 0.9f, 0.5f, 0.99f };
     static const float minp[] = { 0.0f, 0.05f, 0.0f, 0.2f };
     for (int r = 0; r < R; r++)
-        sp[r] = (srp_sample_params){ temps[r % 4],       topk[(r / 4) % 4], topp[(r / 16) % 4],
-                                     minp[(r / 64) % 4], 1000u + r,         (uint64_t)r * 7 };
+        sp[r] = (srp_sample_params){ .temperature = temps[r % 4],
+                                     .top_k = topk[(r / 4) % 4],
+                                     .top_p = topp[(r / 16) % 4],
+                                     .min_p = minp[(r / 64) % 4],
+                                     .seed = 1000u + r,
+                                     .step = (uint64_t)r * 7 };
     int32_t *tc = malloc(sizeof(int32_t) * R), *tg = malloc(sizeof(int32_t) * R);
     REQUIRE(p.cpu->sample(p.cpu, lc, sp, tc, &e) == 0);
     int rc = p.gpu->sample(p.gpu, lg, sp, tg, &e);

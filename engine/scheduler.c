@@ -1,0 +1,443 @@
+/* The engine thread's step loop: admission, batch building, sampling, delivery. The request
+ * objects and their channels are in request.c. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched_internal.h"
+
+double srp_sched_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+struct srp_sched {
+    srp_engine *eng;
+    srp_sched_opts opts;
+    int vocab, max_seq_len, max_batch_tokens, max_logits, max_seqs;
+    pthread_t thread;
+    int thread_started;
+
+    /* shared with submitters, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    srp_request *in_head, *in_tail; /* the submit queue */
+    int n_in;
+    int stopping;
+    srp_sched_stats stats;
+
+    /* the engine thread's own */
+    srp_request *wait_head, *wait_tail; /* admitted in this order */
+    int n_wait;
+    srp_request **running; /* [max_seqs], in admission order */
+    int n_running;
+    /* one step's scratch, sized for max_seqs items and max_logits rows */
+    srp_step_item *items;
+    srp_request **item_req;
+    srp_sample_params *params;
+    int32_t *tokens;
+    srp_request **row_req;
+    uint8_t *row_prompt; /* 1: a prompt-logprob row; 0: a generated token */
+    srp_token_event *row_ev;
+};
+
+/* The caller has taken r out of the running or waiting list. The stats change before the
+ * finish is delivered, so a client that sees its answer also sees its slot free. */
+static void finish(srp_sched *s, srp_request *r, srp_finish_reason why, const char *msg) {
+    srp_seq_close(s->eng, &r->seq);
+    pthread_mutex_lock(&s->mu);
+    s->stats.finished[why]++;
+    s->stats.running = s->n_running;
+    s->stats.waiting = s->n_wait + s->n_in;
+    s->stats.slots_free = srp_engine_free_slots(s->eng);
+    s->stats.blocks_free = srp_engine_free_blocks(s->eng);
+    pthread_mutex_unlock(&s->mu);
+    srp_request_finish(r, why, msg);
+    srp_request_unref(r);
+}
+
+static void remove_running(srp_sched *s, int i) {
+    memmove(s->running + i, s->running + i + 1,
+            (size_t)(s->n_running - i - 1) * sizeof *s->running);
+    s->n_running--;
+}
+
+/* Cancelled requests leave before the step is built, so their slots are free for admission. */
+static void drop_cancelled(srp_sched *s) {
+    for (int i = 0; i < s->n_running;) {
+        srp_request *r = s->running[i];
+        if (atomic_load(&r->cancel)) {
+            remove_running(s, i);
+            finish(s, r, SRP_FINISH_CANCELLED, NULL);
+        } else {
+            i++;
+        }
+    }
+    srp_request **link = &s->wait_head;
+    s->wait_tail = NULL;
+    while (*link) {
+        srp_request *r = *link;
+        if (atomic_load(&r->cancel)) {
+            *link = r->next;
+            s->n_wait--;
+            finish(s, r, SRP_FINISH_CANCELLED, NULL);
+        } else {
+            s->wait_tail = r;
+            link = &r->next;
+        }
+    }
+}
+
+/* First come, first served: the head waits until it fits, and nobody overtakes it. */
+static void admit(srp_sched *s) {
+    while (s->wait_head && s->n_running < s->max_seqs) {
+        srp_request *r = s->wait_head;
+        srp_err e = { 0 };
+        if (srp_seq_open(s->eng, &r->seq, &e)) break;
+        if (srp_seq_reserve(s->eng, &r->seq, r->n_prompt + r->max_tokens, &e)) {
+            srp_seq_close(s->eng, &r->seq);
+            break;
+        }
+        s->wait_head = r->next;
+        if (!s->wait_head) s->wait_tail = NULL;
+        r->next = NULL;
+        s->n_wait--;
+        s->running[s->n_running++] = r;
+    }
+}
+
+static void publish_stats(srp_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    s->stats.running = s->n_running;
+    s->stats.waiting = s->n_wait + s->n_in;
+    s->stats.slots_free = srp_engine_free_slots(s->eng);
+    s->stats.blocks_free = srp_engine_free_blocks(s->eng);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void add_row(srp_sched *s, int *rows, srp_request *r, int prompt_row, int32_t forced) {
+    int i = (*rows)++;
+    srp_sample_params *p = &s->params[i];
+    srp_token_event *ev = &s->row_ev[i];
+    memset(ev, 0, sizeof *ev);
+    s->row_req[i] = r;
+    s->row_prompt[i] = (uint8_t)prompt_row;
+    *p = r->sample;
+    int k = prompt_row ? r->prompt_logprobs : r->logprobs;
+    if (prompt_row) {
+        p->force_token = 1;
+        p->forced_token = forced;
+    } else {
+        p->step = (uint64_t)r->n_generated;
+    }
+    if (k >= 0) {
+        p->logprob_out = &ev->logprob;
+        p->top_n = k;
+        p->top_ids = ev->top_ids;
+        p->top_logprobs = ev->top_logprobs;
+        ev->n_top = (uint8_t)k;
+    }
+}
+
+/* Lays out one step: a decode token of every request past its prompt, then prompt chunks in
+ * admission order while the token budget and the logits rows last. Returns the item count. */
+static int plan_step(srp_sched *s, int *n_rows, int *prefill_tokens) {
+    int n = 0, rows = 0, budget = s->max_batch_tokens;
+    *prefill_tokens = 0;
+    for (int i = 0; i < s->n_running; i++) {
+        srp_request *r = s->running[i];
+        if (r->n_fed < r->n_prompt) continue;
+        s->items[n] = (srp_step_item){ &r->seq, &r->last_token, 1, SRP_LOGITS_LAST };
+        s->item_req[n++] = r;
+        add_row(s, &rows, r, 0, 0);
+        budget--;
+    }
+    for (int i = 0; i < s->n_running && budget > 0; i++) {
+        srp_request *r = s->running[i];
+        if (r->n_fed >= r->n_prompt) continue;
+        int left = r->n_prompt - r->n_fed, k = left < budget ? left : budget;
+        int room = s->max_logits - rows;
+        srp_logits_mode mode;
+        if (r->prompt_logprobs >= 0) {
+            if (k > room) k = room;
+            mode = SRP_LOGITS_ALL;
+        } else if (k == left && r->max_tokens > 0) {
+            if (room == 0) k = left - 1;
+            mode = k == left ? SRP_LOGITS_LAST : SRP_LOGITS_NONE;
+        } else {
+            mode = SRP_LOGITS_NONE;
+        }
+        if (k <= 0) continue;
+        s->items[n] = (srp_step_item){ &r->seq, r->prompt + r->n_fed, k, mode };
+        s->item_req[n++] = r;
+        if (mode == SRP_LOGITS_ALL) {
+            for (int t = r->n_fed; t < r->n_fed + k; t++) {
+                if (t + 1 < r->n_prompt)
+                    add_row(s, &rows, r, 1, r->prompt[t + 1]);
+                else if (r->max_tokens > 0)
+                    add_row(s, &rows, r, 0, 0);
+            }
+        } else if (mode == SRP_LOGITS_LAST) {
+            add_row(s, &rows, r, 0, 0);
+        }
+        budget -= k;
+        *prefill_tokens += k;
+    }
+    *n_rows = rows;
+    return n;
+}
+
+static int is_stop(const srp_request *r, int32_t t) {
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == t) return 1;
+    return 0;
+}
+
+/* Fails every request of a step whose forward pass failed (their states are undefined). */
+static void fail_step(srp_sched *s, int n_items, const char *msg) {
+    for (int i = 0; i < n_items; i++) {
+        srp_request *r = s->item_req[i];
+        for (int j = 0; j < s->n_running; j++)
+            if (s->running[j] == r) {
+                remove_running(s, j);
+                break;
+            }
+        finish(s, r, SRP_FINISH_ERROR, msg);
+    }
+}
+
+static void run_step(srp_sched *s) {
+    int n_rows = 0, prefill_tokens = 0;
+    int n_items = plan_step(s, &n_rows, &prefill_tokens);
+    if (n_items == 0) return;
+    srp_err e = { 0 };
+    srp_mat logits;
+    if (srp_engine_step(s->eng, s->items, n_items, &logits, &e)) {
+        fail_step(s, n_items, e.msg);
+        return;
+    }
+    for (int i = 0; i < n_items; i++) {
+        srp_request *r = s->item_req[i];
+        if (r->n_fed < r->n_prompt) r->n_fed += s->items[i].n_tokens;
+    }
+    if (n_rows && srp_engine_sample(s->eng, logits, s->params, s->tokens, &e)) {
+        fail_step(s, n_items, e.msg);
+        return;
+    }
+    const double now = srp_sched_now();
+    int generated = 0;
+    for (int i = 0; i < n_rows; i++) {
+        srp_request *r = s->row_req[i];
+        srp_token_event *ev = &s->row_ev[i];
+        ev->token = s->tokens[i];
+        ev->time = now;
+        ev->is_prompt = s->row_prompt[i];
+        if (!ev->is_prompt) {
+            r->n_generated++;
+            r->last_token = ev->token;
+            if (r->out_counts) r->out_counts[ev->token]++;
+            generated++;
+        }
+        srp_request_push(r, ev);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->stats.prompt_tokens += (uint64_t)prefill_tokens;
+    s->stats.generation_tokens += (uint64_t)generated;
+    s->stats.steps++;
+    pthread_mutex_unlock(&s->mu);
+    /* finishes, in running order */
+    for (int i = 0; i < s->n_running;) {
+        srp_request *r = s->running[i];
+        srp_finish_reason why = SRP_FINISH_NONE;
+        if (r->n_fed == r->n_prompt) {
+            if (r->n_generated > 0 && is_stop(r, r->last_token))
+                why = SRP_FINISH_STOP;
+            else if (r->n_generated >= r->max_tokens)
+                why = SRP_FINISH_LENGTH;
+            else if (r->seq.n_past >= s->max_seq_len)
+                why = SRP_FINISH_LENGTH;
+        }
+        if (why != SRP_FINISH_NONE) {
+            remove_running(s, i);
+            finish(s, r, why, NULL);
+        } else {
+            i++;
+        }
+    }
+}
+
+static void cancel_all(srp_sched *s) {
+    while (s->n_running) {
+        srp_request *r = s->running[s->n_running - 1];
+        s->n_running--;
+        finish(s, r, SRP_FINISH_CANCELLED, NULL);
+    }
+    while (s->wait_head) {
+        srp_request *r = s->wait_head;
+        s->wait_head = r->next;
+        s->n_wait--;
+        finish(s, r, SRP_FINISH_CANCELLED, NULL);
+    }
+    s->wait_tail = NULL;
+}
+
+static void *engine_main(void *arg) {
+    srp_sched *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stopping && !s->in_head && !s->n_running && !s->wait_head)
+            pthread_cond_wait(&s->wake, &s->mu);
+        if (s->in_head) {
+            if (s->wait_tail)
+                s->wait_tail->next = s->in_head;
+            else
+                s->wait_head = s->in_head;
+            s->wait_tail = s->in_tail;
+            s->n_wait += s->n_in;
+            s->in_head = s->in_tail = NULL;
+            s->n_in = 0;
+        }
+        int stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stopping) {
+            cancel_all(s);
+            publish_stats(s);
+            return NULL;
+        }
+        drop_cancelled(s);
+        admit(s);
+        if (s->n_running) run_step(s);
+        publish_stats(s);
+    }
+}
+
+static void sched_free(srp_sched *s) {
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
+    free(s->running);
+    free(s->items);
+    free(s->item_req);
+    free(s->params);
+    free(s->tokens);
+    free(s->row_req);
+    free(s->row_prompt);
+    free(s->row_ev);
+    free(s);
+}
+
+int srp_sched_start(srp_engine *eng, const srp_sched_opts *o, srp_sched **out, srp_err *e) {
+    if (o->max_queue < 0) return srp_err_set(e, SRP_EINVAL, "max_queue must be >= 0");
+    srp_sched *s = calloc(1, sizeof *s);
+    if (!s) return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    s->eng = eng;
+    s->opts = *o;
+    s->vocab = srp_engine_config(eng)->vocab_size;
+    s->max_seq_len = srp_engine_max_seq_len(eng);
+    s->max_batch_tokens = srp_engine_max_batch_tokens(eng);
+    s->max_logits = srp_engine_max_logits(eng);
+    s->max_seqs = srp_engine_total_slots(eng);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    const size_t S = (size_t)s->max_seqs, L = (size_t)s->max_logits;
+    s->running = calloc(S, sizeof *s->running);
+    s->items = calloc(S, sizeof *s->items);
+    s->item_req = calloc(S, sizeof *s->item_req);
+    s->params = calloc(L, sizeof *s->params);
+    s->tokens = calloc(L, sizeof *s->tokens);
+    s->row_req = calloc(L, sizeof *s->row_req);
+    s->row_prompt = calloc(L, 1);
+    s->row_ev = calloc(L, sizeof *s->row_ev);
+    if (!s->running || !s->items || !s->item_req || !s->params || !s->tokens || !s->row_req ||
+        !s->row_prompt || !s->row_ev) {
+        sched_free(s);
+        return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    }
+    s->stats.slots_total = s->stats.slots_free = s->max_seqs;
+    s->stats.blocks_total = srp_engine_total_blocks(eng);
+    s->stats.blocks_free = srp_engine_free_blocks(eng);
+    if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
+        sched_free(s);
+        return srp_err_set(e, SRP_ENOMEM, "cannot start the engine thread");
+    }
+    *out = s;
+    return 0;
+}
+
+void srp_sched_stop(srp_sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    sched_free(s);
+}
+
+/* Checks what can be checked without the engine thread, so the engine never sees a request it
+ * cannot run. */
+static int check_params(const srp_sched *s, const srp_request_params *p, srp_err *e) {
+    if (p->n_prompt < 1) return srp_err_set(e, SRP_EINVAL, "the prompt is empty");
+    if (p->max_tokens < 0) return srp_err_set(e, SRP_EINVAL, "max_tokens must be >= 0");
+    if ((int64_t)p->n_prompt + p->max_tokens > s->max_seq_len)
+        return srp_err_set(e, SRP_EINVAL,
+                           "%d prompt tokens + %d max_tokens exceed the maximum length %d",
+                           p->n_prompt, p->max_tokens, s->max_seq_len);
+    for (int i = 0; i < p->n_prompt; i++)
+        if (p->prompt[i] < 0 || p->prompt[i] >= s->vocab)
+            return srp_err_set(e, SRP_EINVAL, "token id %d is outside the vocabulary [0, %d)",
+                               p->prompt[i], s->vocab);
+    for (int i = 0; i < p->sample.n_logit_bias; i++)
+        if (p->sample.logit_bias_ids[i] < 0 || p->sample.logit_bias_ids[i] >= s->vocab)
+            return srp_err_set(e, SRP_EINVAL, "logit_bias token id %d is outside [0, %d)",
+                               p->sample.logit_bias_ids[i], s->vocab);
+    if (p->logprobs > SRP_MAX_TOP_LOGPROBS || p->prompt_logprobs > SRP_MAX_TOP_LOGPROBS)
+        return srp_err_set(e, SRP_EINVAL, "at most %d top logprobs", SRP_MAX_TOP_LOGPROBS);
+    if (p->prompt_logprobs >= 0 && s->max_logits < 2)
+        return srp_err_set(e, SRP_EINVAL, "prompt logprobs need 2 logits rows per step");
+    int bs = srp_engine_block_size(s->eng), total = srp_engine_total_blocks(s->eng);
+    if (total > 0 && (p->n_prompt + p->max_tokens + bs - 1) / bs > total)
+        return srp_err_set(e, SRP_EINVAL, "the request needs more KV blocks than the cache has");
+    return 0;
+}
+
+int srp_sched_submit(srp_sched *s, const srp_request_params *p, srp_request **out, srp_err *e) {
+    int rc = check_params(s, p, e);
+    if (rc) return rc;
+    srp_request *r = NULL;
+    rc = srp_request_new(p, s->vocab, &r, e);
+    if (rc) return rc;
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        srp_request_free(r);
+        return srp_err_set(e, SRP_EUNSUPPORTED, "the server is shutting down");
+    }
+    /* a queue place for each request beyond what the free slots take now */
+    int waiting = s->stats.waiting;
+    if (waiting >= s->opts.max_queue + s->stats.slots_free) {
+        s->stats.rejected++;
+        pthread_mutex_unlock(&s->mu);
+        srp_request_free(r);
+        return srp_err_set(e, SRP_EFULL, "%d requests are waiting; the queue holds %d", waiting,
+                           s->opts.max_queue);
+    }
+    r->refs = 2; /* the caller's and the engine thread's */
+    if (s->in_tail)
+        s->in_tail->next = r;
+    else
+        s->in_head = r;
+    s->in_tail = r;
+    s->n_in++;
+    s->stats.waiting++;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    *out = r;
+    return 0;
+}
+
+void srp_sched_get_stats(srp_sched *s, srp_sched_stats *st) {
+    pthread_mutex_lock(&s->mu);
+    *st = s->stats;
+    pthread_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,277 @@
+/* serpent serve: the OpenAI-compatible HTTP server.
+ *
+ * Start-up listens first (so /health answers 503 while the weights load), then loads the
+ * tokenizer and the engine and starts the scheduler. SIGTERM or SIGINT drains: no new
+ * requests (503), in-flight ones finish within --timeout seconds, the rest are cancelled, and
+ * the process exits 0. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chat_template.h"
+#include "cli.h"
+#include "server.h"
+
+static const char *summary =
+    "Serves the model over HTTP with OpenAI's API: POST /v1/completions,\n"
+    "POST /v1/chat/completions, GET /v1/models, POST /tokenize, POST /detokenize, GET /health\n"
+    "(200 ready, 503 loading or draining) and GET /metrics (Prometheus). Requests are batched\n"
+    "continuously; SIGTERM drains in-flight requests (at most --timeout seconds) and exits 0.";
+
+static void sleep_ms(int ms) {
+    struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&t, NULL);
+}
+
+/* bos_token / eos_token text of tokenizer_config.json, for chat templates. */
+static char *special_text(const cJSON *root, const char *key) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (cJSON_IsObject(it)) it = cJSON_GetObjectItemCaseSensitive(it, "content");
+    return cJSON_IsString(it) ? strdup(it->valuestring) : NULL;
+}
+
+static void read_special_texts(srv_server *srv, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    char *text = NULL;
+    size_t len = 0, cap = 0, n;
+    char buf[65536];
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *nt = realloc(text, cap);
+            if (!nt) break;
+            text = nt;
+        }
+        memcpy(text + len, buf, n);
+        len += n;
+    }
+    fclose(f);
+    cJSON *root = text ? cJSON_ParseWithLength(text, len) : NULL;
+    if (root) {
+        srv->bos_text = special_text(root, "bos_token");
+        srv->eos_text = special_text(root, "eos_token");
+    }
+    cJSON_Delete(root);
+    free(text);
+}
+
+static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts *eo,
+                      int max_queue) {
+    srp_err e = { 0 };
+    int rc = srp_tokenizer_load(ma->model, &srv->tok, &e);
+    if (rc == SRP_EIO) {
+        fprintf(stderr, "serpent: %s; serving token ids only\n", e.msg);
+        srv->tok = NULL;
+    } else if (rc) {
+        fprintf(stderr, "serpent: %s\n", e.msg);
+        return 1;
+    }
+    if (srv->tok) {
+        srv->chat_template = srp_tokenizer_chat_template(srv->tok);
+        read_special_texts(srv, ma->model);
+    }
+    if (srv->chat_template) {
+        srp_err ce = { 0 };
+        if (srp_chat_template_compile(srv->chat_template, strlen(srv->chat_template),
+                                      &srv->chat_tmpl, &ce)) {
+            srv->chat_tmpl = NULL;
+            snprintf(srv->chat_tmpl_error, sizeof srv->chat_tmpl_error, "%.500s", ce.msg);
+            fprintf(stderr, "serpent: the chat template does not compile (%s); chat answers 400\n",
+                    ce.msg);
+        }
+    }
+    if (srp_engine_open(ma->model, eo, &srv->eng, &e)) {
+        fprintf(stderr, "serpent: %s\n", e.msg);
+        return 1;
+    }
+    const srp_config *c = srp_engine_config(srv->eng);
+    srv->vocab = c->vocab_size;
+    for (int i = 0; i < c->n_eos && srv->n_eos < 8; i++) srv->eos_ids[srv->n_eos++] = c->eos_ids[i];
+    int teos = srv->tok ? srp_tokenizer_eos(srv->tok) : -1;
+    int have = 0;
+    for (int i = 0; i < srv->n_eos; i++) have |= srv->eos_ids[i] == teos;
+    if (teos >= 0 && !have && srv->n_eos < 8) srv->eos_ids[srv->n_eos++] = teos;
+    srp_sched_opts so = { max_queue };
+    if (srp_sched_start(srv->eng, &so, &srv->sched, &e)) {
+        fprintf(stderr, "serpent: %s\n", e.msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* The default served name: the model folder's last component ("models/tiny/" -> "tiny"). */
+static const char *folder_name(const char *path, char *buf, size_t len) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t start = n;
+    while (start > 0 && path[start - 1] != '/') start--;
+    snprintf(buf, len, "%.*s", (int)(n - start), path + start);
+    return buf[0] ? buf : path;
+}
+
+static int wait_idle(srv_server *srv, double deadline) {
+    for (;;) {
+        srp_sched_stats st;
+        srp_sched_get_stats(srv->sched, &st);
+        if (st.running == 0 && st.waiting == 0 && atomic_load(&srv->n_gens) == 0) return 1;
+        if (srp_sched_now() >= deadline) return 0;
+        sleep_ms(20);
+    }
+}
+
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int cmd_serve(int argc, char **argv) {
+    cli_model_args ma = { NULL, "auto", 0 };
+    const char *host = "127.0.0.1", *name = NULL, *api_key = NULL;
+    int port = 8000, max_seqs = 16, max_len = 4096, max_batched = 512, max_queue = 1024;
+    int timeout = 30, max_body_mb = 16, http_threads = 2;
+    float gpu_mem = 0.0f;
+    cli_opt opts[] = {
+        { "model", CLI_STR, &ma.model, "DIR", "model folder (config.json + safetensors)", 0 },
+        { "host", CLI_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)", 0 },
+        { "port", CLI_INT, &port, "N", "port to listen on; 0 picks a free one (default 8000)", 0 },
+        { "served-model-name", CLI_STR, &name, "NAME",
+          "model name in the API (default: the model folder's name)", 0 },
+        { "api-key", CLI_STR, &api_key, "KEY",
+          "require 'Authorization: Bearer KEY' (default: $SERPENT_API_KEY, else none)", 0 },
+        { "max-num-seqs", CLI_INT, &max_seqs, "N",
+          "requests running at once: state slots (default 16)", 0 },
+        { "max-model-len", CLI_INT, &max_len, "N",
+          "longest prompt + completion in tokens (default 4096)", 0 },
+        { "max-num-batched-tokens", CLI_INT, &max_batched, "N",
+          "tokens in one forward step: the prefill chunk budget (default 512)", 0 },
+        { "max-queue", CLI_INT, &max_queue, "N",
+          "requests waiting for a slot before 429 (default 1024)", 0 },
+        { "timeout", CLI_INT, &timeout, "S",
+          "seconds in-flight requests get to finish on SIGTERM (default 30)", 0 },
+        { "max-request-mb", CLI_INT, &max_body_mb, "N",
+          "largest request body, MiB; then 413 (default 16)", 0 },
+        { "http-threads", CLI_INT, &http_threads, "N", "threads serving connections (default 2)",
+          0 },
+        { "gpu-memory-utilization", CLI_FLOAT, &gpu_mem, "F",
+          "share of GPU memory serpent may use (default 0.9)", 0 },
+        { "backend", CLI_STR, &ma.backend, "NAME", "cpu, cuda or auto (default auto)", 0 },
+        { "threads", CLI_INT, &ma.threads, "N", "CPU threads (default: all cores)", 0 },
+    };
+    const int n_opts = sizeof opts / sizeof opts[0];
+    int p = cli_parse("serve", summary, opts, n_opts, argc, argv, 2);
+    if (p == CLI_HELP) return 0;
+    if (p == CLI_USAGE) return 2;
+    const char *bad =
+        !ma.model                                 ? "--model is required"
+        : (port < 0 || port > 65535)              ? "--port must be in [0, 65535]"
+        : max_seqs < 1                            ? "--max-num-seqs must be >= 1"
+        : max_len < 2                             ? "--max-model-len must be >= 2"
+        : max_batched < 1                         ? "--max-num-batched-tokens must be >= 1"
+        : max_queue < 0                           ? "--max-queue must be >= 0"
+        : timeout < 0                             ? "--timeout must be >= 0"
+        : (max_body_mb < 1 || max_body_mb > 4096) ? "--max-request-mb must be in [1, 4096]"
+        : (http_threads < 1 || http_threads > 64) ? "--http-threads must be in [1, 64]"
+        : (gpu_mem < 0 || gpu_mem > 1)            ? "--gpu-memory-utilization must be in (0, 1]"
+                                                  : NULL;
+    if (bad) {
+        fprintf(stderr, "serpent serve: %s\n\n", bad);
+        cli_print_help(stderr, "serve", summary, opts, n_opts);
+        return 2;
+    }
+    if (!api_key) api_key = getenv("SERPENT_API_KEY");
+    if (api_key && !*api_key) api_key = NULL;
+
+    /* Signals are taken by sigwait below; every thread started from here on blocks them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    srv_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return 1;
+    char base[256];
+    srv->cfg = (srv_config){ .host = host,
+                             .port = port,
+                             .model_name = name ? name : folder_name(ma.model, base, sizeof base),
+                             .model_path = ma.model,
+                             .api_key = api_key,
+                             .max_model_len = max_len,
+                             .max_body_bytes = (size_t)max_body_mb << 20,
+                             .http_threads = http_threads };
+    srv->created = (long)time(NULL);
+    atomic_store(&srv->state, SRV_LOADING);
+    pthread_rwlock_init(&srv->life, NULL);
+    srv_metrics_init(&srv->metrics);
+    char err[512];
+    int rc = 0;
+    if (srv_http_start(srv, err, sizeof err)) {
+        fprintf(stderr, "serpent: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    fprintf(stderr, "serpent: listening on http://%s:%d (loading %s)\n", host, srv->cfg.port,
+            ma.model);
+    srp_engine_opts eo;
+    srp_engine_opts_default(&eo);
+    eo.backend = ma.backend;
+    eo.n_threads = ma.threads;
+    eo.max_seqs = max_seqs;
+    eo.max_seq_len = max_len;
+    eo.max_batch_tokens = max_batched;
+    eo.gpu_memory_utilization = gpu_mem;
+    if ((rc = load_model(srv, &ma, &eo, max_queue))) goto out;
+    atomic_store(&srv->state, SRV_READY);
+    fprintf(stderr, "serpent: ready: model '%s', %d state slots, %d KV blocks, %s\n",
+            srv->cfg.model_name, srp_engine_total_slots(srv->eng),
+            srp_engine_total_blocks(srv->eng), srv->tok ? "tokenizer loaded" : "no tokenizer");
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {}
+    fprintf(stderr, "serpent: signal %d: draining (at most %d s)\n", sig, timeout);
+    pthread_rwlock_wrlock(&srv->life);
+    atomic_store(&srv->state, SRV_DRAINING);
+    pthread_rwlock_unlock(&srv->life);
+    int idle = wait_idle(srv, srp_sched_now() + timeout);
+    if (!idle) fprintf(stderr, "serpent: --timeout reached; cancelling what is left\n");
+    pthread_rwlock_wrlock(&srv->life);
+    srp_sched *sched = srv->sched;
+    srv->sched = NULL;
+    pthread_rwlock_unlock(&srv->life);
+    srp_sched_stop(sched); /* every request finishes; its connection is resumed */
+    for (int i = 0;
+         i < 250 && (atomic_load(&srv->n_suspended) > 0 || atomic_load(&srv->n_gens) > 0); i++)
+        sleep_ms(20);
+out:
+    if (atomic_load(&srv->n_suspended) > 0) {
+        /* stopping libmicrohttpd with suspended connections is undefined: leave it to exit */
+        fprintf(stderr, "serpent: %d connections still suspended at exit\n",
+                atomic_load(&srv->n_suspended));
+        return rc;
+    }
+    srv_http_stop(srv);
+    if (srv->sched) srp_sched_stop(srv->sched);
+    srp_engine_close(srv->eng);
+    srp_chat_template_free(srv->chat_tmpl);
+    srp_tokenizer_free(srv->tok);
+    free(srv->bos_text);
+    free(srv->eos_text);
+    srv_metrics_destroy(&srv->metrics);
+    pthread_rwlock_destroy(&srv->life);
+    free(srv);
+    if (!rc) fprintf(stderr, "serpent: stopped\n");
+    return rc;
+}

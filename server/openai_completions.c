@@ -1,0 +1,364 @@
+/* POST /v1/completions: prompts as text, lists of text, token ids or lists of token ids; the
+ * text_completion response and its stream chunks. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define MAX_CHOICES 256
+
+static void free_prompts(srv_prompt *p, int n) {
+    for (int i = 0; i < n; i++) {
+        free(p[i].ids);
+        free(p[i].text);
+    }
+    free(p);
+}
+
+static int text_prompt(const srv_server *srv, const char *s, srv_prompt *p, srv_error *e) {
+    if (!srv->tok)
+        return srv_fail(e, 400, "prompt",
+                        "this model has no tokenizer: send the prompt as token ids");
+    srp_err te = { 0 };
+    if (srp_tokenizer_encode(srv->tok, s, strlen(s), 1, &p->ids, &p->n, &te))
+        return srv_fail(e, 400, "prompt", "cannot tokenize the prompt: %s", te.msg);
+    p->text = strdup(s);
+    if (!p->text) return srv_fail(e, 500, NULL, "out of memory");
+    return 0;
+}
+
+static int ids_prompt(const srv_server *srv, const cJSON *arr, srv_prompt *p, srv_error *e) {
+    int n = cJSON_GetArraySize(arr), k = 0;
+    p->ids = malloc((size_t)(n ? n : 1) * sizeof *p->ids);
+    if (!p->ids) return srv_fail(e, 500, NULL, "out of memory");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, arr) {
+        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble))
+            return srv_fail(e, 400, "prompt", "token ids must be integers");
+        if (t->valuedouble < 0 || t->valuedouble >= srv->vocab)
+            return srv_fail(e, 400, "prompt", "token id %.0f is outside the vocabulary [0, %d)",
+                            t->valuedouble, srv->vocab);
+        p->ids[k++] = (int32_t)t->valuedouble;
+    }
+    p->n = k;
+    return 0;
+}
+
+/* The text of a token-id prompt, for echo. */
+static int decode_prompt(const srv_server *srv, srv_prompt *p, int skip_special) {
+    if (p->text) return 0;
+    char *raw = NULL, *out = NULL;
+    size_t len = 0, olen = 0, cap = 0;
+    if (srv->tok && !srp_tokenizer_decode(srv->tok, p->ids, p->n, skip_special, &raw, &len, NULL))
+        srv_buf_append_utf8(&out, &olen, &cap, raw, len);
+    free(raw);
+    p->text = out ? out : strdup("");
+    return p->text ? 0 : -1;
+}
+
+static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **out, int *n_out,
+                         srv_error *e) {
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (!pr || cJSON_IsNull(pr)) return srv_fail(e, 400, "prompt", "'prompt' is required");
+    int n = 1;
+    enum { ONE_TEXT, ONE_IDS, TEXTS, IDS_LISTS } kind;
+    if (cJSON_IsString(pr)) {
+        kind = ONE_TEXT;
+    } else if (cJSON_IsArray(pr)) {
+        n = cJSON_GetArraySize(pr);
+        if (n == 0) return srv_fail(e, 400, "prompt", "'prompt' must not be an empty list");
+        const cJSON *first = pr->child, *it;
+        kind = cJSON_IsNumber(first)   ? ONE_IDS
+               : cJSON_IsString(first) ? TEXTS
+               : cJSON_IsArray(first)  ? IDS_LISTS
+                                       : ONE_TEXT;
+        if (kind == ONE_TEXT)
+            return srv_fail(e, 400, "prompt",
+                            "'prompt' must be a string, a list of strings, a list of token ids "
+                            "or a list of lists of token ids");
+        cJSON_ArrayForEach(it, pr) {
+            int ok = kind == ONE_IDS ? cJSON_IsNumber(it)
+                     : kind == TEXTS ? cJSON_IsString(it)
+                                     : cJSON_IsArray(it);
+            if (!ok) return srv_fail(e, 400, "prompt", "'prompt' mixes strings, ids and lists");
+        }
+        if (kind == ONE_IDS) n = 1;
+    } else {
+        return srv_fail(e, 400, "prompt",
+                        "'prompt' must be a string, a list of strings, a list of token ids or a "
+                        "list of lists of token ids");
+    }
+    if (n > MAX_CHOICES) return srv_fail(e, 400, "prompt", "at most %d prompts", MAX_CHOICES);
+    srv_prompt *p = calloc((size_t)n, sizeof *p);
+    if (!p) return srv_fail(e, 500, NULL, "out of memory");
+    int rc = 0;
+    if (kind == ONE_TEXT)
+        rc = text_prompt(srv, pr->valuestring, &p[0], e);
+    else if (kind == ONE_IDS)
+        rc = ids_prompt(srv, pr, &p[0], e);
+    else {
+        int i = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, pr) {
+            rc = kind == TEXTS ? text_prompt(srv, it->valuestring, &p[i], e)
+                               : ids_prompt(srv, it, &p[i], e);
+            if (rc) break;
+            i++;
+        }
+    }
+    for (int i = 0; !rc && i < n; i++)
+        if (p[i].n == 0) rc = srv_fail(e, 400, "prompt", "the prompt is empty (no tokens)");
+    if (rc) {
+        free_prompts(p, n);
+        return -1;
+    }
+    *out = p;
+    *n_out = n;
+    return 0;
+}
+
+int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_opts *o,
+                     int default_max, srv_error *e) {
+    const int L = srv->cfg.max_model_len;
+    int room = L;
+    for (int i = 0; i < n; i++) {
+        if (p[i].n >= L)
+            return srv_fail(e, 400, "prompt",
+                            "This model's maximum context length is %d tokens, but the prompt "
+                            "has %d tokens",
+                            L, p[i].n);
+        if (o->max_tokens >= 0 && (long long)p[i].n + o->max_tokens > L)
+            return srv_fail(e, 400, "max_tokens",
+                            "This model's maximum context length is %d tokens. However, you "
+                            "requested %lld tokens (%d in the prompt, %d for the completion)",
+                            L, (long long)p[i].n + o->max_tokens, p[i].n, o->max_tokens);
+        if (L - p[i].n < room) room = L - p[i].n;
+    }
+    if (o->max_tokens < 0)
+        o->max_tokens = default_max >= 0 && default_max < room ? default_max : room;
+    return 0;
+}
+
+int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e) {
+    if (srv_check_model(srv, root, e)) return -1;
+    srv_gen_opts o;
+    if (srv_parse_gen_opts(srv, root, 0, &o, e)) {
+        srv_gen_opts_free(&o);
+        return -1;
+    }
+    srv_prompt *p = NULL;
+    int n = 0;
+    if (parse_prompts(srv, root, &p, &n, e)) {
+        srv_gen_opts_free(&o);
+        return -1;
+    }
+    int rc = n * o.n > MAX_CHOICES
+                 ? srv_fail(e, 400, "n", "prompts x n must be at most %d", MAX_CHOICES)
+                 : 0;
+    if (!rc) rc = srv_check_length(srv, p, n, &o, 16, e);
+    for (int i = 0; !rc && o.echo && i < n; i++)
+        if (decode_prompt(srv, &p[i], o.skip_special)) rc = srv_fail(e, 500, NULL, "out of memory");
+    if (rc) {
+        free_prompts(p, n);
+        srv_gen_opts_free(&o);
+        return -1;
+    }
+    return srv_gen_start(srv, SRV_API_COMPLETIONS, p, n, &o, gen, e);
+}
+
+/* --- responses --------------------------------------------------------------------------- */
+
+cJSON *srv_response_base(const srv_gen *g, const char *object) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "id", g->id);
+    cJSON_AddStringToObject(root, "object", object);
+    cJSON_AddNumberToObject(root, "created", (double)g->created);
+    cJSON_AddStringToObject(root, "model", g->srv->cfg.model_name);
+    return root;
+}
+
+static cJSON *ids_json(const int32_t *ids, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
+    return a;
+}
+
+typedef struct lp_arrays {
+    cJSON *obj, *tokens, *token_lps, *tops, *offsets;
+} lp_arrays;
+
+static lp_arrays lp_new(void) {
+    lp_arrays a;
+    a.obj = cJSON_CreateObject();
+    a.tokens = cJSON_AddArrayToObject(a.obj, "tokens");
+    a.token_lps = cJSON_AddArrayToObject(a.obj, "token_logprobs");
+    a.tops = cJSON_AddArrayToObject(a.obj, "top_logprobs");
+    a.offsets = cJSON_AddArrayToObject(a.obj, "text_offset");
+    return a;
+}
+
+/* {"token text": logprob, ...} of the top tokens, the chosen one always listed (as vLLM
+ * does). Written by hand: token texts may hold NUL bytes, which cJSON keys cannot. */
+static cJSON *top_dict(const srv_server *srv, int32_t token, const srp_token_event *ev) {
+    char *buf = NULL, *keys[SRP_MAX_TOP_LOGPROBS + 1];
+    size_t len = 0, cap = 0, key_len[SRP_MAX_TOP_LOGPROBS + 1];
+    int n_keys = 0, has_chosen = 0, ok = 1;
+    for (int i = 0; i <= ev->n_top && ok; i++) {
+        if (i == ev->n_top && has_chosen) break;
+        int32_t id = i < ev->n_top ? ev->top_ids[i] : token;
+        float lp = i < ev->n_top ? ev->top_logprobs[i] : ev->logprob;
+        has_chosen |= id == token;
+        size_t kl;
+        char *k = srv_token_text(srv, id, &kl);
+        if (!k) continue;
+        int dup = 0;
+        for (int j = 0; j < n_keys; j++) dup |= key_len[j] == kl && !memcmp(keys[j], k, kl);
+        if (dup) {
+            free(k);
+            continue;
+        }
+        keys[n_keys] = k;
+        key_len[n_keys++] = kl;
+        char num[40];
+        int nl = snprintf(num, sizeof num, ":%.9g", lp);
+        if (n_keys > 1) ok = srv_buf_append_utf8(&buf, &len, &cap, ",", 1) == 0;
+        ok = ok && srv_json_quote(&buf, &len, &cap, k, kl) == 0;
+        ok = ok && srv_buf_append_utf8(&buf, &len, &cap, num, (size_t)nl) == 0;
+    }
+    for (int j = 0; j < n_keys; j++) free(keys[j]);
+    size_t need = len + 3;
+    char *obj = ok ? malloc(need) : NULL;
+    cJSON *r = NULL;
+    if (obj) {
+        snprintf(obj, need, "{%s}", buf ? buf : "");
+        r = cJSON_CreateRaw(obj);
+        free(obj);
+    }
+    free(buf);
+    return r ? r : cJSON_CreateObject();
+}
+
+/* One token's entry; ev NULL for the first prompt token (nothing predicts it). */
+static void lp_add(const srv_server *srv, lp_arrays *a, int32_t token, const srp_token_event *ev,
+                   size_t offset) {
+    size_t tl;
+    char *t = srv_token_text(srv, token, &tl);
+    cJSON_AddItemToArray(a->tokens, srv_json_text(t, t ? tl : 0));
+    free(t);
+    cJSON_AddItemToArray(a->offsets, cJSON_CreateNumber((double)offset));
+    if (!ev) {
+        cJSON_AddItemToArray(a->token_lps, cJSON_CreateNull());
+        cJSON_AddItemToArray(a->tops, cJSON_CreateNull());
+        return;
+    }
+    cJSON_AddItemToArray(a->token_lps, cJSON_CreateNumber(ev->logprob));
+    cJSON_AddItemToArray(a->tops, top_dict(srv, token, ev));
+}
+
+/* Prompt tokens' entries for echo; returns the text length they cover. */
+static size_t lp_add_prompt(const srv_gen *g, lp_arrays *a, const srv_prompt *p) {
+    size_t off = 0;
+    for (int i = 0; i < p->n; i++) {
+        const srp_token_event *ev = i > 0 && i - 1 < p->n_lp ? &p->lp[i - 1] : NULL;
+        lp_add(g->srv, a, p->ids[i], ev, off);
+        size_t tl = 0;
+        char *t = srv_token_text(g->srv, p->ids[i], &tl);
+        off += t ? tl : 0;
+        free(t);
+    }
+    return off;
+}
+
+char *srv_completion_response(srv_gen *g) {
+    cJSON *root = srv_response_base(g, "text_completion");
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    for (int i = 0; i < g->n_choices; i++) {
+        srv_choice *c = &g->choices[i];
+        const srv_prompt *p = &g->prompts[c->prompt_index];
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ch, "index", c->index);
+        size_t plen = g->opts.echo && p->text ? strlen(p->text) : 0;
+        char *text = malloc(plen + c->len + 1);
+        if (text) {
+            if (plen) memcpy(text, p->text, plen);
+            if (c->len) memcpy(text + plen, c->text, c->len);
+            text[plen + c->len] = 0;
+        }
+        cJSON_AddItemToObject(ch, "text", srv_json_text(text, text ? plen + c->len : 0));
+        free(text);
+        if (g->opts.logprobs >= 0) {
+            lp_arrays a = lp_new();
+            if (g->opts.echo) lp_add_prompt(g, &a, p);
+            for (int k = 0; k < c->n_lps; k++)
+                if (c->lps[k].offset < c->len || !c->stopped_by_string)
+                    lp_add(g->srv, &a, c->lps[k].ev.token, &c->lps[k].ev, plen + c->lps[k].offset);
+            cJSON_AddItemToObject(ch, "logprobs", a.obj);
+        } else {
+            cJSON_AddNullToObject(ch, "logprobs");
+        }
+        cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
+        if (g->opts.return_token_ids) {
+            cJSON_AddItemToObject(ch, "prompt_token_ids", ids_json(p->ids, p->n));
+            cJSON_AddItemToObject(ch, "token_ids", ids_json(c->ids, c->n_ids));
+        }
+        cJSON_AddItemToArray(choices, ch);
+    }
+    cJSON_AddItemToObject(root, "usage", srv_usage_json(g));
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+void srv_completion_chunks(srv_gen *g, int final) {
+    for (int i = 0; i < g->n_choices; i++) {
+        srv_choice *c = &g->choices[i];
+        const srv_prompt *p = &g->prompts[c->prompt_index];
+        int echo_now = g->opts.echo && !c->role_sent;
+        int new_text = c->released > c->streamed, new_lps = c->n_lps > c->streamed_lps;
+        int finish_now = c->done && !c->chunk_finish_sent;
+        int new_ids = g->opts.return_token_ids && c->n_ids > c->streamed_ids;
+        if (!echo_now && !new_text && !new_lps && !finish_now && !new_ids) continue;
+        cJSON *root = srv_response_base(g, "text_completion");
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ch, "index", c->index);
+        size_t plen = echo_now && p->text ? strlen(p->text) : 0;
+        size_t dlen = c->released - c->streamed;
+        char *text = malloc(plen + dlen + 1);
+        if (text) {
+            if (plen) memcpy(text, p->text, plen);
+            memcpy(text + plen, c->text ? c->text + c->streamed : "", dlen);
+            text[plen + dlen] = 0;
+        }
+        cJSON_AddItemToObject(ch, "text", srv_json_text(text, text ? plen + dlen : 0));
+        free(text);
+        if (g->opts.logprobs >= 0) {
+            lp_arrays a = lp_new();
+            size_t base = g->opts.echo && p->text ? strlen(p->text) : 0;
+            if (echo_now) lp_add_prompt(g, &a, p);
+            for (int k = c->streamed_lps; k < c->n_lps; k++)
+                lp_add(g->srv, &a, c->lps[k].ev.token, &c->lps[k].ev, base + c->lps[k].offset);
+            cJSON_AddItemToObject(ch, "logprobs", a.obj);
+        } else {
+            cJSON_AddNullToObject(ch, "logprobs");
+        }
+        if (g->opts.return_token_ids)
+            cJSON_AddItemToObject(ch, "token_ids",
+                                  ids_json(c->ids + c->streamed_ids, c->n_ids - c->streamed_ids));
+        c->streamed_ids = c->n_ids;
+        c->role_sent = 1;
+        c->streamed = c->released;
+        c->streamed_lps = c->n_lps;
+        if (finish_now) {
+            cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
+            c->chunk_finish_sent = 1;
+        } else {
+            cJSON_AddNullToObject(ch, "finish_reason");
+        }
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
+        if (g->opts.include_usage) cJSON_AddNullToObject(root, "usage");
+        srv_sse_json(g, root);
+    }
+    if (final && g->opts.include_usage) srv_usage_chunk(g);
+}

@@ -1,0 +1,58 @@
+/* The server's text helpers: UTF-8 checks, stop-string matching and hold-back, JSON quoting. */
+#include "server.h"
+#include "test.h"
+
+TEST(server_utf8_valid) {
+    CHECK(srv_utf8_valid("plain", 5));
+    CHECK(srv_utf8_valid("caf\xC3\xA9 \xF0\x9F\x90\x8D", 10));
+    CHECK(!srv_utf8_valid("\xC3\x28", 2));         /* bad continuation */
+    CHECK(!srv_utf8_valid("\xC0\xAF", 2));         /* overlong */
+    CHECK(!srv_utf8_valid("\xED\xA0\x80", 3));     /* surrogate */
+    CHECK(!srv_utf8_valid("\xF4\x90\x80\x80", 4)); /* past U+10FFFF */
+    CHECK(!srv_utf8_valid("\xE2\x82", 2));         /* truncated */
+}
+
+TEST(server_utf8_sanitize) {
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    REQUIRE(srv_buf_append_utf8(&buf, &len, &cap,
+                                "a\xFF"
+                                "b\xC3\xA9",
+                                5) == 0);
+    CHECK(len == 7 && !memcmp(buf,
+                              "a\xEF\xBF\xBD"
+                              "b\xC3\xA9",
+                              7));
+    CHECK(srv_utf8_valid(buf, len));
+    free(buf);
+}
+
+TEST(server_stop_strings) {
+    char *stops[] = { "END", "\n\n" };
+    const char *t = "hello EN";
+    CHECK(srv_stop_holdback(t, strlen(t), stops, 2) == 2); /* "EN" may become "END" */
+    CHECK(srv_stop_holdback("hello E", 7, stops, 2) == 1);
+    CHECK(srv_stop_holdback("hello", 5, stops, 2) == 0);
+    CHECK(srv_stop_holdback("a\n", 2, stops, 2) == 1);
+    CHECK(srv_stop_find("abc END x\n\n", 11, 0, stops, 2) == 4);
+    CHECK(srv_stop_find("abc END x\n\n", 11, 5, stops, 2) == 9);
+    CHECK(srv_stop_find("abc", 3, 0, stops, 2) == -1);
+    char *one[] = { "x" };
+    CHECK(srv_stop_holdback("axxx", 4, one, 1) == 0); /* a whole match is found, not held */
+}
+
+TEST(server_json_quote) {
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    REQUIRE(srv_json_quote(&buf, &len, &cap, "a\"b\\\n\0\x01z", 8) == 0);
+    CHECKF(!strcmp(buf, "\"a\\\"b\\\\\\n\\u0000\\u0001z\""), "%s", buf);
+    free(buf);
+    cJSON *n = srv_json_text("x\0y", 3);
+    char *s = cJSON_PrintUnformatted(n);
+    CHECKF(!strcmp(s, "\"x\\u0000y\""), "%s", s);
+    cJSON *back = cJSON_Parse(s);
+    CHECK(cJSON_IsString(back) && !strcmp(back->valuestring, "x")); /* cJSON stops at NUL */
+    cJSON_Delete(back);
+    free(s);
+    cJSON_Delete(n);
+}
