@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 void cli_print_help(FILE *f, const char *command, const char *summary, const cli_opt *opts,
                     int n_opts) {
@@ -136,6 +137,36 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n) {
     *ids = v;
     *n = k;
     return 0;
+}
+
+static int is_model_dir(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    return access(path, R_OK) == 0;
+}
+
+const char *cli_default_model(char *buf, size_t n) {
+    const char *env = getenv("SERPENT_MODEL");
+    if (env && *env) {
+        snprintf(buf, n, "%s", env);
+        return buf;
+    }
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0; /* the executable's folder */
+        static const char *const rel[] = { "/../models/serpent-tiny",
+                                           "/../share/serpent/models/serpent-tiny",
+                                           "/models/serpent-tiny" };
+        for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+            snprintf(buf, n, "%s%s", exe, rel[i]);
+            if (is_model_dir(buf)) return buf;
+        }
+    }
+    snprintf(buf, n, "/opt/serpent/models/serpent-tiny");
+    return is_model_dir(buf) ? buf : NULL;
 }
 
 double cli_now(void) {

@@ -30,6 +30,11 @@ void cli_print_help(FILE *f, const char *command, const char *summary, const cli
 /* Parses "1,2,3" into a malloc'ed array; returns 0, or -1 for a malformed list. */
 int cli_parse_ids(const char *s, int32_t **ids, int *n);
 
+/* The model `serve` uses without --model: $SERPENT_MODEL, else models/serpent-tiny beside the
+ * executable's folder (build/serpent -> models/), under share/serpent/ of its prefix, or under
+ * /opt/serpent (the container). Fills buf and returns it, or NULL when none exists. */
+const char *cli_default_model(char *buf, size_t n);
+
 /* Seconds since an arbitrary start (monotonic clock). */
 double cli_now(void);
 

@@ -142,7 +142,10 @@ int cmd_serve(int argc, char **argv) {
     int timeout = 30, max_body_mb = 16, http_threads = 2;
     float gpu_mem = 0.0f;
     cli_opt opts[] = {
-        { "model", CLI_STR, &ma.model, "DIR", "model folder (config.json + safetensors)", 0 },
+        { "model", CLI_STR, &ma.model, "DIR",
+          "model folder (config.json + safetensors); default: $SERPENT_MODEL, else the shipped "
+          "models/serpent-tiny",
+          0 },
         { "host", CLI_STR, &host, "ADDR", "address to listen on (default 127.0.0.1)", 0 },
         { "port", CLI_INT, &port, "N", "port to listen on; 0 picks a free one (default 8000)", 0 },
         { "served-model-name", CLI_STR, &name, "NAME",
@@ -172,9 +175,14 @@ int cmd_serve(int argc, char **argv) {
     int p = cli_parse("serve", summary, opts, n_opts, argc, argv, 2);
     if (p == CLI_HELP) return 0;
     if (p == CLI_USAGE) return 2;
+    char default_model[4096];
+    if (!ma.model && !(ma.model = cli_default_model(default_model, sizeof default_model))) {
+        fprintf(stderr, "serpent serve: no --model given and the default model (models/serpent-tiny, "
+                        "or $SERPENT_MODEL) was not found\n");
+        return 1;
+    }
     const char *bad =
-        !ma.model                                 ? "--model is required"
-        : (port < 0 || port > 65535)              ? "--port must be in [0, 65535]"
+        (port < 0 || port > 65535)              ? "--port must be in [0, 65535]"
         : max_seqs < 1                            ? "--max-num-seqs must be >= 1"
         : max_len < 2                             ? "--max-model-len must be >= 2"
         : max_batched < 1                         ? "--max-num-batched-tokens must be >= 1"

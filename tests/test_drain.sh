@@ -14,7 +14,6 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null
   wait 2>/dev/null
   rm -rf "$tmp"
 }
@@ -78,7 +77,11 @@ client() {
   done
   echo "$n $bad" >"$tmp/client_$1"
 }
-for c in 1 2 3 4 5 6; do client $c & done
+clients=()
+for c in 1 2 3 4 5 6; do
+  client $c &
+  clients+=($!)
+done
 
 sleep 8
 kill -TERM "$rep1"
@@ -86,7 +89,7 @@ wait "$rep1"
 rc1=$?
 sleep 8
 touch "$tmp/stop"
-wait $(jobs -p | grep -v -e "^$rep1\$") 2>/dev/null
+wait "${clients[@]}"
 total=0; failed=0
 for c in 1 2 3 4 5 6; do
   read -r n bad <"$tmp/client_$c"
