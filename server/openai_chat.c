@@ -255,24 +255,7 @@ void srv_chat_chunks(srv_gen *g, int final) {
             cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, c->streamed_lps));
         else
             cJSON_AddNullToObject(ch, "logprobs");
-        if (g->opts.return_token_ids) {
-            cJSON *ids = cJSON_AddArrayToObject(ch, "token_ids");
-            for (int k = c->streamed_ids; k < c->n_ids; k++)
-                cJSON_AddItemToArray(ids, cJSON_CreateNumber(c->ids[k]));
-        }
-        c->streamed_ids = c->n_ids;
-        c->role_sent = 1;
-        c->streamed = c->released;
-        c->streamed_lps = c->n_lps;
-        if (finish_now) {
-            cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
-            c->chunk_finish_sent = 1;
-        } else {
-            cJSON_AddNullToObject(ch, "finish_reason");
-        }
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
-        if (g->opts.include_usage) cJSON_AddNullToObject(root, "usage");
-        srv_sse_json(g, root);
+        srv_stream_choice_end(g, c, root, ch, finish_now);
     }
     if (final && g->opts.include_usage) srv_usage_chunk(g);
 }

@@ -179,10 +179,29 @@ cJSON *srv_response_base(const srv_gen *g, const char *object) {
     return root;
 }
 
-static cJSON *ids_json(const int32_t *ids, int n) {
+cJSON *srv_ids_json(const int32_t *ids, int n) {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
     return a;
+}
+
+void srv_stream_choice_end(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, int finish_now) {
+    if (g->opts.return_token_ids)
+        cJSON_AddItemToObject(ch, "token_ids",
+                              srv_ids_json(c->ids + c->streamed_ids, c->n_ids - c->streamed_ids));
+    c->streamed_ids = c->n_ids;
+    c->role_sent = 1;
+    c->streamed = c->released;
+    c->streamed_lps = c->n_lps;
+    if (finish_now) {
+        cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
+        c->chunk_finish_sent = 1;
+    } else {
+        cJSON_AddNullToObject(ch, "finish_reason");
+    }
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
+    if (g->opts.include_usage) cJSON_AddNullToObject(root, "usage");
+    srv_sse_json(g, root);
 }
 
 typedef struct lp_arrays {
@@ -300,8 +319,8 @@ char *srv_completion_response(srv_gen *g) {
         }
         cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
         if (g->opts.return_token_ids) {
-            cJSON_AddItemToObject(ch, "prompt_token_ids", ids_json(p->ids, p->n));
-            cJSON_AddItemToObject(ch, "token_ids", ids_json(c->ids, c->n_ids));
+            cJSON_AddItemToObject(ch, "prompt_token_ids", srv_ids_json(p->ids, p->n));
+            cJSON_AddItemToObject(ch, "token_ids", srv_ids_json(c->ids, c->n_ids));
         }
         cJSON_AddItemToArray(choices, ch);
     }
@@ -343,22 +362,7 @@ void srv_completion_chunks(srv_gen *g, int final) {
         } else {
             cJSON_AddNullToObject(ch, "logprobs");
         }
-        if (g->opts.return_token_ids)
-            cJSON_AddItemToObject(ch, "token_ids",
-                                  ids_json(c->ids + c->streamed_ids, c->n_ids - c->streamed_ids));
-        c->streamed_ids = c->n_ids;
-        c->role_sent = 1;
-        c->streamed = c->released;
-        c->streamed_lps = c->n_lps;
-        if (finish_now) {
-            cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
-            c->chunk_finish_sent = 1;
-        } else {
-            cJSON_AddNullToObject(ch, "finish_reason");
-        }
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
-        if (g->opts.include_usage) cJSON_AddNullToObject(root, "usage");
-        srv_sse_json(g, root);
+        srv_stream_choice_end(g, c, root, ch, finish_now);
     }
     if (final && g->opts.include_usage) srv_usage_chunk(g);
 }

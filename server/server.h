@@ -197,6 +197,12 @@ char *srv_chat_response(srv_gen *g);
 void srv_chat_chunks(srv_gen *g, int final);
 void srv_usage_chunk(srv_gen *g);
 cJSON *srv_usage_json(const srv_gen *g);
+/* A JSON array of token ids. */
+cJSON *srv_ids_json(const int32_t *ids, int n);
+/* Completes and sends one choice's stream chunk (completions and chat alike): the token ids it
+ * adds when asked for, its finish reason once, the usage placeholder, then the SSE event; marks
+ * what the chunk carried as sent. ch is the choice object, root the chunk (both consumed). */
+void srv_stream_choice_end(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, int finish_now);
 
 /* Request handlers: parse the body and start a generation (*gen), or fail with e. */
 int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e);
