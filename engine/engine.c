@@ -88,7 +88,7 @@ static int size_pools(srp_engine *eng, srp_err *e) {
     const int64_t per_seq_kv = per_block * eng->max_blocks_per_seq;
     const int on_gpu = strcmp(eng->be->name, "cpu") != 0;
     if (!on_gpu || total <= 0 || avail <= 0) {
-        if (o->max_seqs <= 0) o->max_seqs = 8;
+        if (o->max_seqs <= 0) o->max_seqs = 16;
         if (eng->model.n_attn == 0)
             o->kv_blocks = 0;
         else if (o->kv_blocks <= 0)

@@ -20,7 +20,7 @@ typedef struct srp_engine_opts {
     const char *backend;  /* "cpu", "cuda", or NULL / "auto" (CUDA when built and present) */
     int n_threads;        /* CPU threads; 0: every core */
     int max_seqs;         /* state slots: sequences in flight at once; 0: as many as fit in
-                             memory (at most 256) */
+                             GPU memory (at most 256), 16 on the CPU */
     int max_batch_tokens; /* tokens in one forward step */
     int max_logits;       /* logits rows in one step; 0: max(max_seqs, 256), at most
                              max_batch_tokens */

@@ -138,7 +138,7 @@ static void raise_fd_limit(void) {
 int cmd_serve(int argc, char **argv) {
     cli_model_args ma = { NULL, "auto", 0 };
     const char *host = "127.0.0.1", *name = NULL, *api_key = NULL;
-    int port = 8000, max_seqs = 16, max_len = 4096, max_batched = 512, max_queue = 1024;
+    int port = 8000, max_seqs = 0, max_len = 4096, max_batched = 512, max_queue = 1024;
     int timeout = 30, max_body_mb = 16, http_threads = 2;
     float gpu_mem = 0.0f;
     cli_opt opts[] = {
@@ -153,7 +153,9 @@ int cmd_serve(int argc, char **argv) {
         { "api-key", CLI_STR, &api_key, "KEY",
           "require 'Authorization: Bearer KEY' (default: $SERPENT_API_KEY, else none)", 0 },
         { "max-num-seqs", CLI_INT, &max_seqs, "N",
-          "requests running at once: state slots (default 16)", 0 },
+          "requests running at once: state slots (default: as many as fit in GPU memory, at "
+          "most 256; 16 on the CPU)",
+          0 },
         { "max-model-len", CLI_INT, &max_len, "N",
           "longest prompt + completion in tokens (default 4096)", 0 },
         { "max-num-batched-tokens", CLI_INT, &max_batched, "N",
@@ -177,13 +179,14 @@ int cmd_serve(int argc, char **argv) {
     if (p == CLI_USAGE) return 2;
     char default_model[4096];
     if (!ma.model && !(ma.model = cli_default_model(default_model, sizeof default_model))) {
-        fprintf(stderr, "serpent serve: no --model given and the default model (models/serpent-tiny, "
-                        "or $SERPENT_MODEL) was not found\n");
+        fprintf(stderr,
+                "serpent serve: no --model given and the default model (models/serpent-tiny, "
+                "or $SERPENT_MODEL) was not found\n");
         return 1;
     }
     const char *bad =
-        (port < 0 || port > 65535)              ? "--port must be in [0, 65535]"
-        : max_seqs < 1                            ? "--max-num-seqs must be >= 1"
+        (port < 0 || port > 65535)                ? "--port must be in [0, 65535]"
+        : max_seqs < 0                            ? "--max-num-seqs must be >= 0"
         : max_len < 2                             ? "--max-model-len must be >= 2"
         : max_batched < 1                         ? "--max-num-batched-tokens must be >= 1"
         : max_queue < 0                           ? "--max-queue must be >= 0"
