@@ -30,12 +30,6 @@ static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e)
     return srp_err_set(e, SRP_EINVAL, "unknown backend \"%s\" (cpu, cuda or auto)", name);
 }
 
-static int alloc_mat(srp_backend *be, srp_mat *m, srp_dtype t, int64_t rows, int64_t cols,
-                     srp_err *e) {
-    *m = (srp_mat){ NULL, t, rows, cols, cols };
-    return be->alloc(be, (size_t)(rows * cols) * srp_dtype_size(t), &m->data, e);
-}
-
 /* Widths of the projection and mixer-output buffers: the widest any layer needs. */
 static void workspace_widths(const srp_config *c, int64_t *width, int64_t *mix) {
     int64_t qkv = (int64_t)(c->attn_heads + 2 * c->attn_kv_heads) * c->attn_head_dim;
@@ -53,28 +47,71 @@ static void workspace_widths(const srp_config *c, int64_t *width, int64_t *mix) 
     if (srp_config_count(c, SRP_LAYER_MLP) && c->mlp_hidden > *width) *width = c->mlp_hidden;
 }
 
-static int64_t workspace_bytes(const srp_engine *eng) {
+/* The activation buffers with their shapes (data not yet allocated), listed once for sizing,
+ * allocating and freeing. */
+static int workspace_buffers(srp_engine *eng, srp_mat *bufs[8]) {
     const srp_config *c = &eng->model.cfg;
+    srp_workspace *ws = &eng->ws;
     const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
-    const int64_t act = (int64_t)srp_dtype_size(eng->be->act_dtype);
+    const srp_dtype act = eng->be->act_dtype;
     int64_t width, mix;
     workspace_widths(c, &width, &mix);
-    return T * c->d_model * 4 + T * (c->d_model + width + c->conv_dim + mix) * act +
-           L * c->d_model * (4 + act) + L * c->vocab_size * 4;
+    const struct {
+        srp_mat *m;
+        srp_dtype t;
+        int64_t rows, cols;
+    } shapes[8] = {
+        { &ws->resid, SRP_F32, T, c->d_model },
+        { &ws->normed, act, T, c->d_model },
+        { &ws->proj, act, T, width },
+        { &ws->conv_out, act, T, c->conv_dim > 0 ? c->conv_dim : 1 },
+        { &ws->mix, act, T, mix },
+        { &ws->head_in, SRP_F32, L, c->d_model },
+        { &ws->head_norm, act, L, c->d_model },
+        { &ws->logits, SRP_F32, L, c->vocab_size },
+    };
+    for (int i = 0; i < 8; i++) {
+        if (!shapes[i].m->data)
+            *shapes[i].m =
+                (srp_mat){ NULL, shapes[i].t, shapes[i].rows, shapes[i].cols, shapes[i].cols };
+        bufs[i] = shapes[i].m;
+    }
+    return 8;
+}
+
+static int64_t workspace_bytes(srp_engine *eng) {
+    srp_mat *bufs[8];
+    int64_t bytes = 0;
+    for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++)
+        bytes += bufs[i]->rows * bufs[i]->cols * (int64_t)srp_dtype_size(bufs[i]->dtype);
+    return bytes;
+}
+
+/* Bytes of one Mamba layer's conv and SSM state for one slot, and of one attention layer's K
+ * (or V) for one block. */
+static int64_t conv_slot_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    const int km1 = c->conv_kernel - 1 > 0 ? c->conv_kernel - 1 : 1;
+    return (int64_t)c->conv_dim * km1 * (int64_t)srp_dtype_size(eng->be->conv_dtype);
+}
+
+static int64_t ssm_slot_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    return (int64_t)c->ssm_heads * c->ssm_head_dim * c->ssm_state * (int64_t)sizeof(float);
+}
+
+static int64_t kv_block_bytes(const srp_engine *eng) {
+    const srp_config *c = &eng->model.cfg;
+    return (int64_t)eng->opts.kv_block_size * c->attn_kv_heads * c->attn_head_dim *
+           (int64_t)srp_dtype_size(eng->be->kv_dtype);
 }
 
 static int64_t slot_bytes(const srp_engine *eng) {
-    const srp_config *c = &eng->model.cfg;
-    const int km1 = c->conv_kernel - 1 > 0 ? c->conv_kernel - 1 : 1;
-    return (int64_t)eng->model.n_mamba *
-           ((int64_t)c->conv_dim * km1 * (int64_t)srp_dtype_size(eng->be->conv_dtype) +
-            (int64_t)c->ssm_heads * c->ssm_head_dim * c->ssm_state * 4);
+    return (int64_t)eng->model.n_mamba * (conv_slot_bytes(eng) + ssm_slot_bytes(eng));
 }
 
 static int64_t block_bytes(const srp_engine *eng) {
-    const srp_config *c = &eng->model.cfg;
-    return (int64_t)eng->model.n_attn * 2 * eng->opts.kv_block_size * c->attn_kv_heads *
-           c->attn_head_dim * (int64_t)srp_dtype_size(eng->be->kv_dtype);
+    return (int64_t)eng->model.n_attn * 2 * kv_block_bytes(eng);
 }
 
 /* Sizes the state-slot pool and the KV cache from the memory the backend has left after the
@@ -137,30 +174,22 @@ static int size_pools(srp_engine *eng, srp_err *e) {
 }
 
 static int alloc_workspace(srp_engine *eng, srp_err *e) {
-    const srp_config *c = &eng->model.cfg;
-    srp_backend *be = eng->be;
-    srp_workspace *ws = &eng->ws;
-    const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
-    int64_t width, mix;
-    workspace_widths(c, &width, &mix);
-    srp_dtype act = be->act_dtype;
-    int rc = alloc_mat(be, &ws->resid, SRP_F32, T, c->d_model, e);
-    if (!rc) rc = alloc_mat(be, &ws->normed, act, T, c->d_model, e);
-    if (!rc) rc = alloc_mat(be, &ws->proj, act, T, width, e);
-    if (!rc) rc = alloc_mat(be, &ws->conv_out, act, T, c->conv_dim > 0 ? c->conv_dim : 1, e);
-    if (!rc) rc = alloc_mat(be, &ws->mix, act, T, mix, e);
-    if (!rc) rc = alloc_mat(be, &ws->head_in, SRP_F32, L, c->d_model, e);
-    if (!rc) rc = alloc_mat(be, &ws->head_norm, act, L, c->d_model, e);
-    if (!rc) rc = alloc_mat(be, &ws->logits, SRP_F32, L, c->vocab_size, e);
-    if (rc) return srp_err_prefix(e, "allocating activations for %lld tokens", (long long)T);
+    srp_mat *bufs[8];
+    for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++) {
+        int rc = eng->be->alloc(
+            eng->be, (size_t)(bufs[i]->rows * bufs[i]->cols) * srp_dtype_size(bufs[i]->dtype),
+            &bufs[i]->data, e);
+        if (rc)
+            return srp_err_prefix(e, "allocating activations for %d tokens",
+                                  eng->opts.max_batch_tokens);
+    }
     return 0;
 }
 
 /* The state-slot pool and the KV cache. */
 static int alloc_state(srp_engine *eng, srp_err *e) {
-    const srp_config *c = &eng->model.cfg;
     srp_backend *be = eng->be;
-    const int S = eng->opts.max_seqs, km1 = c->conv_kernel - 1;
+    const int S = eng->opts.max_seqs;
     int n_mamba = eng->model.n_mamba, n_attn = eng->model.n_attn;
     eng->mamba = calloc((size_t)(n_mamba ? n_mamba : 1), sizeof *eng->mamba);
     eng->kv = calloc((size_t)(n_attn ? n_attn : 1), sizeof *eng->kv);
@@ -171,12 +200,8 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
     for (int l = 0; l < n_mamba; l++) {
         srp_mamba_state *st = &eng->mamba[l];
         st->conv_dtype = be->conv_dtype;
-        size_t conv_bytes =
-            (size_t)S * c->conv_dim * (km1 > 0 ? km1 : 1) * srp_dtype_size(st->conv_dtype);
-        size_t ssm_bytes =
-            (size_t)S * c->ssm_heads * c->ssm_head_dim * c->ssm_state * sizeof(float);
-        int rc = be->alloc(be, conv_bytes, &st->conv, e);
-        if (!rc) rc = be->alloc(be, ssm_bytes, (void **)&st->ssm, e);
+        int rc = be->alloc(be, (size_t)S * conv_slot_bytes(eng), &st->conv, e);
+        if (!rc) rc = be->alloc(be, (size_t)S * ssm_slot_bytes(eng), (void **)&st->ssm, e);
         if (rc) return srp_err_prefix(e, "allocating %d state slots", S);
     }
     const int bs = eng->opts.kv_block_size;
@@ -184,8 +209,7 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
         srp_kv_layer *kv = &eng->kv[l];
         kv->dtype = be->kv_dtype;
         kv->block_size = bs;
-        size_t bytes = (size_t)eng->opts.kv_blocks * bs * c->attn_kv_heads * c->attn_head_dim *
-                       srp_dtype_size(kv->dtype);
+        size_t bytes = (size_t)eng->opts.kv_blocks * kv_block_bytes(eng);
         int rc = be->alloc(be, bytes, &kv->k, e);
         if (!rc) rc = be->alloc(be, bytes, &kv->v, e);
         if (rc) return srp_err_prefix(e, "allocating %d KV blocks", eng->opts.kv_blocks);
@@ -271,9 +295,8 @@ void srp_engine_close(srp_engine *eng) {
     if (!eng) return;
     srp_backend *be = eng->be;
     if (be) {
-        srp_mat *bufs[] = { &eng->ws.resid, &eng->ws.normed,  &eng->ws.proj,      &eng->ws.conv_out,
-                            &eng->ws.mix,   &eng->ws.head_in, &eng->ws.head_norm, &eng->ws.logits };
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        srp_mat *bufs[8];
+        for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++)
             if (bufs[i]->data) be->free(be, bufs[i]->data);
         for (int l = 0; eng->mamba && l < eng->model.n_mamba; l++) {
             if (eng->mamba[l].conv) be->free(be, eng->mamba[l].conv);
