@@ -11,13 +11,6 @@
 
 #include "cuda_internal.h"
 
-/* Defined by the CUDA backend (cuda_backend.cu); weak here so these programs also link without
- * it. */
-extern "C" __attribute__((weak)) int srp_cuda_check(cudaError_t err, const char *what, srp_err *e) {
-    if (err == cudaSuccess) return 0;
-    return srp_err_set(e, SRP_EBACKEND, "%s: %s", what, cudaGetErrorString(err));
-}
-
 static inline int gpu_backend_init(cuda_backend *cb, srp_err *e) {
     memset(cb, 0, sizeof *cb);
     CUDA_TRY(cudaSetDevice(0), e);
