@@ -72,19 +72,7 @@ done
 # text prompts go through the folder's SentencePiece tokenizer (BOS added as tokenizer_config.json
 # says) and reproduce transformers' greedy continuation of the same ids
 m=nemotron_h_spm
-python3 - "$fx/$m/reference.json" "$tmp" <<'EOF2'
-import json, sys
-k = 0
-for r in json.load(open(sys.argv[1]))["prompts"]:
-    if "messages" in r:
-        continue
-    n = 0
-    while n < len(r["greedy"]) and r["margins"][n] >= 1e-2:
-        n += 1
-    open("%s/case_%d.txt" % (sys.argv[2], k), "w", encoding="utf-8").write(r["text"])
-    open("%s/case_%d.ids" % (sys.argv[2], k), "w").write(" ".join(map(str, r["greedy"][:n])))
-    k += 1
-EOF2
+python3 "$tests/text_cases.py" "$fx/$m/reference.json" "$tmp" 1e-2
 cases=0
 for f in "$tmp"/case_*.txt; do
   want=$(cat "${f%.txt}.ids")

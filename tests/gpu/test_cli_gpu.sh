@@ -10,19 +10,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-python3 - "$fx/reference.json" "$tmp" <<'EOF2'
-import json, sys
-k = 0
-for r in json.load(open(sys.argv[1]))["prompts"]:
-    if "messages" in r:
-        continue
-    n = 0
-    while n < len(r["greedy"]) and r["margins"][n] >= 0.25:
-        n += 1
-    open("%s/case_%d.txt" % (sys.argv[2], k), "w", encoding="utf-8").write(r["text"])
-    open("%s/case_%d.ids" % (sys.argv[2], k), "w").write(" ".join(map(str, r["greedy"][:n])))
-    k += 1
-EOF2
+python3 "$2/text_cases.py" "$fx/reference.json" "$tmp" 0.25
 compared=0
 for f in "$tmp"/case_*.txt; do
   want=$(cat "${f%.txt}.ids")
