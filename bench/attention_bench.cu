@@ -1,4 +1,4 @@
-/* Micro-benchmark of the CUDA attention (kernels/attention.cu, the production launcher) against
+/* Micro-benchmark of the CUDA attention (kernels/cuda/attention.cu, the production launcher) against
  * the roofline, for the attention layer of the 8B Mamba-2-Hybrid (32 query heads, 8 KV heads,
  * head_dim 128, KV blocks of 16).
  *
@@ -24,7 +24,7 @@
 extern "C" {
 #include "backend.h"
 }
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 #include "gpu_batch.h"
 
 #define H_  32

@@ -1,8 +1,8 @@
 /* The compute backend interface.
  *
  * The layer stack (forward.c) is written once against this table of operations; the CPU backend
- * (cpu_*.c, fp32, the reference) and the CUDA backend (kernels/, bf16 activations with fp32
- * accumulation) implement it. Every operation works on a packed batch of variable-length
+ * (kernels/cpu/, fp32, the reference) and the CUDA backend (kernels/cuda/, bf16 activations with
+ * fp32 accumulation) implement it. Every operation works on a packed batch of variable-length
  * sequences described by srp_batch, and reads and writes per-sequence recurrent state in place
  * through the sequence's slot id, so nothing is copied when the batch changes.
  *
@@ -229,6 +229,8 @@ struct srp_backend {
 /* The CPU backend: fp32, OpenMP threads, OpenBLAS for matrix products. n_threads <= 0 uses
  * every core. */
 int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e);
+/* The OpenBLAS kernel set the CPU backend runs (e.g. "SkylakeX"), once one was created. */
+const char *srp_backend_cpu_blas_core(void);
 
 /* The CUDA backend on GPU `device` (builds with SERPENT_CUDA only); srp_cuda_available says
  * whether a GPU is visible. */

@@ -11,40 +11,6 @@
 
 #include "server.h"
 
-int srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...) {
-    e->status = status;
-    if (!e->type)
-        e->type = status == 401   ? "authentication_error"
-                  : status == 404 ? "not_found_error"
-                  : status == 429 ? "rate_limit_error"
-                  : status == 503 ? "service_unavailable_error"
-                  : status >= 500 ? "server_error"
-                                  : "invalid_request_error";
-    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-char *srv_error_body(const srv_error *e) {
-    cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
-    cJSON_AddStringToObject(err, "message", e->msg);
-    cJSON_AddStringToObject(err, "type", e->type ? e->type : "invalid_request_error");
-    if (e->param[0])
-        cJSON_AddStringToObject(err, "param", e->param);
-    else
-        cJSON_AddNullToObject(err, "param");
-    if (e->code)
-        cJSON_AddStringToObject(err, "code", e->code);
-    else
-        cJSON_AddNullToObject(err, "code");
-    char *s = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    return s;
-}
-
 char *srv_token_text(const srv_server *srv, int32_t id, size_t *out_len) {
     char *raw = NULL, *out = NULL;
     size_t len = 0, olen = 0, cap = 0;
@@ -112,7 +78,7 @@ static uint64_t random_seed(void) {
     return x;
 }
 
-int srv_gen_start(srv_server *srv, srv_api api, srv_prompt *prompts, int n_prompts,
+int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int n_prompts,
                   srv_gen_opts *opts, srv_gen **out, srv_error *e) {
     srv_gen *g = calloc(1, sizeof *g);
     int n_choices = n_prompts * opts->n;
@@ -138,8 +104,8 @@ int srv_gen_start(srv_server *srv, srv_api api, srv_prompt *prompts, int n_promp
     g->n_choices = n_choices;
     g->created = (long)time(NULL);
     g->t_arrival = srp_sched_now();
-    snprintf(g->id, sizeof g->id, "%s-%lx%08lx", api == SRV_API_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long)g->created, (unsigned long)atomic_fetch_add(&srv->next_id, 1));
+    snprintf(g->id, sizeof g->id, "%s-%lx%08lx", api->id_prefix, (unsigned long)g->created,
+             (unsigned long)atomic_fetch_add(&srv->next_id, 1));
     const uint64_t base_seed = g->opts.have_seed ? g->opts.seed : random_seed();
     int32_t stop_ids[8];
     int n_stop = 0;
@@ -302,10 +268,7 @@ static void on_event(srv_gen *g, srv_choice *c, const srp_token_event *ev) {
 }
 
 static void emit_chunks(srv_gen *g, int final) {
-    if (g->api == SRV_API_CHAT)
-        srv_chat_chunks(g, final);
-    else
-        srv_completion_chunks(g, final);
+    g->api->chunks(g, final);
 }
 
 int srv_gen_poll(srv_gen *g) {
@@ -333,27 +296,4 @@ int srv_gen_poll(srv_gen *g) {
     }
     if (changed && g->opts.stream) emit_chunks(g, srv_gen_done(g));
     return changed;
-}
-
-cJSON *srv_usage_json(const srv_gen *g) {
-    long prompt = 0, completion = 0;
-    for (int i = 0; i < g->n_prompts; i++) prompt += g->prompts[i].n;
-    for (int i = 0; i < g->n_choices; i++) completion += g->choices[i].n_generated;
-    cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", (double)prompt);
-    cJSON_AddNumberToObject(u, "completion_tokens", (double)completion);
-    cJSON_AddNumberToObject(u, "total_tokens", (double)(prompt + completion));
-    return u;
-}
-
-void srv_usage_chunk(srv_gen *g) {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "id", g->id);
-    cJSON_AddStringToObject(root, "object",
-                            g->api == SRV_API_CHAT ? "chat.completion.chunk" : "text_completion");
-    cJSON_AddNumberToObject(root, "created", (double)g->created);
-    cJSON_AddStringToObject(root, "model", g->srv->cfg.model_name);
-    cJSON_AddArrayToObject(root, "choices");
-    cJSON_AddItemToObject(root, "usage", srv_usage_json(g));
-    srv_sse_json(g, root);
 }

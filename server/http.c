@@ -148,7 +148,7 @@ static enum MHD_Result finish_plain(conn_ctx *c) {
     } else if (g->cancelled) {
         srv_fail(&e, 503, NULL, "the server is shutting down; the request was cancelled");
     } else {
-        body = g->api == SRV_API_CHAT ? srv_chat_response(g) : srv_completion_response(g);
+        body = g->api->response(g);
     }
     srv_gen_free(g);
     c->gen = NULL;

@@ -165,7 +165,7 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
         srv_gen_opts_free(&o);
         return -1;
     }
-    return srv_gen_start(srv, SRV_API_CHAT, p, 1, &o, gen, e);
+    return srv_gen_start(srv, &srv_api_chat, p, 1, &o, gen, e);
 }
 
 /* --- responses --------------------------------------------------------------------------- */
@@ -201,7 +201,7 @@ static cJSON *chat_logprobs(const srv_gen *g, const srv_choice *c, int from) {
     return lp;
 }
 
-char *srv_chat_response(srv_gen *g) {
+static char *chat_response(srv_gen *g) {
     cJSON *root = srv_response_base(g, "chat.completion");
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
     for (int i = 0; i < g->n_choices; i++) {
@@ -229,7 +229,7 @@ char *srv_chat_response(srv_gen *g) {
     return s;
 }
 
-void srv_chat_chunks(srv_gen *g, int final) {
+static void chat_chunks(srv_gen *g, int final) {
     for (int i = 0; i < g->n_choices; i++) {
         srv_choice *c = &g->choices[i];
         int first = !c->role_sent, new_text = c->released > c->streamed;
@@ -259,3 +259,5 @@ void srv_chat_chunks(srv_gen *g, int final) {
     }
     if (final && g->opts.include_usage) srv_usage_chunk(g);
 }
+
+const srv_api srv_api_chat = { "chatcmpl", "chat.completion.chunk", chat_response, chat_chunks };

@@ -119,28 +119,6 @@ static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **
     return 0;
 }
 
-int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_opts *o,
-                     int default_max, srv_error *e) {
-    const int L = srv->cfg.max_model_len;
-    int room = L;
-    for (int i = 0; i < n; i++) {
-        if (p[i].n >= L)
-            return srv_fail(e, 400, "prompt",
-                            "This model's maximum context length is %d tokens, but the prompt "
-                            "has %d tokens",
-                            L, p[i].n);
-        if (o->max_tokens >= 0 && (long long)p[i].n + o->max_tokens > L)
-            return srv_fail(e, 400, "max_tokens",
-                            "This model's maximum context length is %d tokens. However, you "
-                            "requested %lld tokens (%d in the prompt, %d for the completion)",
-                            L, (long long)p[i].n + o->max_tokens, p[i].n, o->max_tokens);
-        if (L - p[i].n < room) room = L - p[i].n;
-    }
-    if (o->max_tokens < 0)
-        o->max_tokens = default_max >= 0 && default_max < room ? default_max : room;
-    return 0;
-}
-
 int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e) {
     if (srv_check_model(srv, root, e)) return -1;
     srv_gen_opts o;
@@ -165,44 +143,10 @@ int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, sr
         srv_gen_opts_free(&o);
         return -1;
     }
-    return srv_gen_start(srv, SRV_API_COMPLETIONS, p, n, &o, gen, e);
+    return srv_gen_start(srv, &srv_api_completions, p, n, &o, gen, e);
 }
 
 /* --- responses --------------------------------------------------------------------------- */
-
-cJSON *srv_response_base(const srv_gen *g, const char *object) {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "id", g->id);
-    cJSON_AddStringToObject(root, "object", object);
-    cJSON_AddNumberToObject(root, "created", (double)g->created);
-    cJSON_AddStringToObject(root, "model", g->srv->cfg.model_name);
-    return root;
-}
-
-cJSON *srv_ids_json(const int32_t *ids, int n) {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
-    return a;
-}
-
-void srv_stream_choice_end(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, int finish_now) {
-    if (g->opts.return_token_ids)
-        cJSON_AddItemToObject(ch, "token_ids",
-                              srv_ids_json(c->ids + c->streamed_ids, c->n_ids - c->streamed_ids));
-    c->streamed_ids = c->n_ids;
-    c->role_sent = 1;
-    c->streamed = c->released;
-    c->streamed_lps = c->n_lps;
-    if (finish_now) {
-        cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
-        c->chunk_finish_sent = 1;
-    } else {
-        cJSON_AddNullToObject(ch, "finish_reason");
-    }
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
-    if (g->opts.include_usage) cJSON_AddNullToObject(root, "usage");
-    srv_sse_json(g, root);
-}
 
 typedef struct lp_arrays {
     cJSON *obj, *tokens, *token_lps, *tops, *offsets;
@@ -290,7 +234,7 @@ static size_t lp_add_prompt(const srv_gen *g, lp_arrays *a, const srv_prompt *p)
     return off;
 }
 
-char *srv_completion_response(srv_gen *g) {
+static char *completion_response(srv_gen *g) {
     cJSON *root = srv_response_base(g, "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
     for (int i = 0; i < g->n_choices; i++) {
@@ -330,7 +274,7 @@ char *srv_completion_response(srv_gen *g) {
     return s;
 }
 
-void srv_completion_chunks(srv_gen *g, int final) {
+static void completion_chunks(srv_gen *g, int final) {
     for (int i = 0; i < g->n_choices; i++) {
         srv_choice *c = &g->choices[i];
         const srv_prompt *p = &g->prompts[c->prompt_index];
@@ -366,3 +310,6 @@ void srv_completion_chunks(srv_gen *g, int final) {
     }
     if (final && g->opts.include_usage) srv_usage_chunk(g);
 }
+
+const srv_api srv_api_completions = { "cmpl", "text_completion", completion_response,
+                                      completion_chunks };

@@ -1,6 +1,7 @@
 /* The HTTP server's shared state and the pieces its files share (private to server/).
  *
- * http.c runs libmicrohttpd and routes; openai_*.c parse requests and write responses; gen.c
+ * http.c runs libmicrohttpd and routes; openai_*.c parse requests and write responses
+ * (openai_common.c holds what the endpoints share); gen.c
  * turns a request's token events into text (detokenization, stop strings, logprobs); sse.c
  * frames stream chunks; metrics.c keeps counters and histograms. */
 #ifndef SRV_SERVER_H
@@ -16,6 +17,7 @@
 #include "engine.h"
 #include "metrics.h"
 #include "scheduler.h"
+#include "text.h"
 #include "tokenizer.h"
 
 typedef enum { SRV_LOADING = 0, SRV_READY, SRV_DRAINING } srv_state;
@@ -106,7 +108,16 @@ int srv_check_model(const srv_server *srv, const cJSON *root, srv_error *e);
 
 /* --- a generation: one HTTP request's choices (gen.c) -------------------------------------- */
 
-typedef enum { SRV_API_COMPLETIONS, SRV_API_CHAT } srv_api;
+struct srv_gen;
+/* How one OpenAI API writes a generation: each endpoint defines one and hands it to
+ * srv_gen_start, so the generation never calls back into the endpoints. */
+typedef struct srv_api {
+    const char *id_prefix;                        /* "cmpl", "chatcmpl" */
+    const char *chunk_object;                     /* "object" of stream chunks */
+    char *(*response)(struct srv_gen *g);         /* the whole non-stream body */
+    void (*chunks)(struct srv_gen *g, int final); /* stream chunks into g->out */
+} srv_api;
+extern const srv_api srv_api_completions, srv_api_chat;
 
 typedef struct srv_prompt {
     int32_t *ids;
@@ -142,7 +153,7 @@ typedef struct srv_choice {
 
 typedef struct srv_gen {
     srv_server *srv;
-    srv_api api;
+    const srv_api *api;
     srv_gen_opts opts;
     srv_prompt *prompts;
     int n_prompts;
@@ -167,7 +178,7 @@ typedef struct srv_gen {
 
 /* Takes ownership of prompts and opts; submits n requests per prompt. On failure (e filled,
  * e.g. 429 when the queue is full) everything is freed. */
-int srv_gen_start(srv_server *srv, srv_api api, srv_prompt *prompts, int n_prompts,
+int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int n_prompts,
                   srv_gen_opts *opts, srv_gen **out, srv_error *e);
 /* Releases the requests (cancelling unfinished ones) and frees everything. */
 void srv_gen_free(srv_gen *g);
@@ -182,19 +193,15 @@ static inline int srv_gen_done(const srv_gen *g) {
  * goes to *len). */
 char *srv_token_text(const srv_server *srv, int32_t id, size_t *len);
 
+/* --- what the endpoints share (openai_common.c) --------------------------------------------- */
+
 /* Checks every prompt + max_tokens against --max-model-len (400 naming the field); a missing
  * max_tokens becomes default_max (-1: all the room left), shrunk to fit. */
 int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_opts *o,
                      int default_max, srv_error *e);
 
-/* --- response writers (openai_completions.c, openai_chat.c) -------------------------------- */
-
 /* {"id","object","created","model"} */
 cJSON *srv_response_base(const srv_gen *g, const char *object);
-char *srv_completion_response(srv_gen *g);         /* the whole non-stream body */
-void srv_completion_chunks(srv_gen *g, int final); /* stream chunks into g->out */
-char *srv_chat_response(srv_gen *g);
-void srv_chat_chunks(srv_gen *g, int final);
 void srv_usage_chunk(srv_gen *g);
 cJSON *srv_usage_json(const srv_gen *g);
 /* A JSON array of token ids. */
@@ -218,22 +225,6 @@ char *srv_models_body(const srv_server *srv);
 void srv_sse_json(srv_gen *g, cJSON *chunk);
 void srv_sse_done(srv_gen *g);
 void srv_out_append(srv_gen *g, const char *s, size_t n);
-
-/* --- text helpers (text.c) ----------------------------------------------------------------- */
-
-/* Whether s[0..n) is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
-int srv_utf8_valid(const char *s, size_t n);
-/* Appends s[0..n) to *buf, replacing invalid UTF-8 with U+FFFD. Returns 0 or -1 (no memory). */
-int srv_buf_append_utf8(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
-/* Appends s[0..n) as a quoted JSON string (NUL and control bytes escaped; cJSON strings stop
- * at NUL, generated text need not). */
-int srv_json_quote(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
-/* A cJSON node printing s[0..n) as a JSON string. */
-cJSON *srv_json_text(const char *s, size_t n);
-/* Longest suffix of s[0..n) that is a proper prefix of one of the stops. */
-size_t srv_stop_holdback(const char *s, size_t n, char *const *stops, int n_stops);
-/* Position of the earliest stop string in s[from..n), or -1. */
-long srv_stop_find(const char *s, size_t n, size_t from, char *const *stops, int n_stops);
 
 /* --- the daemon (http.c) ------------------------------------------------------------------- */
 

@@ -1,5 +1,5 @@
 /* The server's text helpers: UTF-8 checks, stop-string matching and hold-back, JSON quoting. */
-#include "server.h"
+#include "text.h"
 #include "test.h"
 
 TEST(server_utf8_valid) {

@@ -174,6 +174,22 @@ int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e) {
     return 0;
 }
 
+int srp_tokenizer_load_json_text(const char *text, size_t len, const char *name,
+                                 srp_tokenizer **out, srp_err *e) {
+    srp_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    t->add_bos = t->add_eos = -1;
+    t->bos = t->eos = -1;
+    int rc = srp_hf_load_text(text, len, name, &t->hf, e);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    t->vocab = t->hf->n_ids;
+    *out = t;
+    return 0;
+}
+
 void srp_tokenizer_free(srp_tokenizer *t) {
     if (!t) return;
     srp_spm_free(t->spm);

@@ -20,6 +20,10 @@ typedef struct srp_tokenizer srp_tokenizer;
 /* SRP_EIO with a message saying so when the folder holds no tokenizer. */
 int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e);
 void srp_tokenizer_free(srp_tokenizer *t);
+/* A tokenizer from tokenizer.json text alone (no tokenizer_config.json); `name` is used in
+ * messages. */
+int srp_tokenizer_load_json_text(const char *text, size_t len, const char *name,
+                                 srp_tokenizer **out, srp_err *e);
 
 /* Encodes len bytes of text. Special tokens written in the text are matched (as Hugging Face
  * does); invalid UTF-8 is read as U+FFFD, as a lossy decoder gives it to the reference. With

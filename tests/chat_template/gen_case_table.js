@@ -1,7 +1,7 @@
-// Writes server/jinja_case_table.h: the case mappings of String.prototype.toUpperCase and
+// Writes tokenizer/jinja/jinja_case_table.h: the case mappings of String.prototype.toUpperCase and
 // toLowerCase (Node's Unicode data), so the C renderer changes case exactly as the reference.
 //
-//   node tests/chat_template/gen_case_table.js > server/jinja_case_table.h
+//   node tests/chat_template/gen_case_table.js > tokenizer/jinja/jinja_case_table.h
 "use strict";
 
 function table(fn) {

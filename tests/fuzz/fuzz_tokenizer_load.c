@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hf.h"
+#include "tokenizer.h"
 
 static const char *const texts[] = {
     "Hello world! 123 4567",
@@ -17,24 +17,29 @@ static const char *const texts[] = {
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    srp_hf *h = NULL;
+    srp_tokenizer *t = NULL;
     srp_err e = { 0 };
-    if (srp_hf_load_text((const char *)data, size, "tokenizer.json", &h, &e)) {
+    if (srp_tokenizer_load_json_text((const char *)data, size, "tokenizer.json", &t, &e)) {
         if (!strstr(e.msg, "tokenizer.json") && e.code != SRP_ENOMEM) abort();
         return 0;
     }
-    srp_tids ids = { 0 };
-    srp_tbuf out = { 0 };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        if (!srp_hf_encode(h, texts[i], strlen(texts[i]), (int)(i & 1), &ids, &e))
-            srp_hf_decode(h, ids.p, (int)ids.n, (int)(i & 2), &out, &e);
+        int32_t *ids = NULL;
+        int n = 0;
+        if (!srp_tokenizer_encode(t, texts[i], strlen(texts[i]), (int)(i & 1), &ids, &n, &e)) {
+            char *out = NULL;
+            size_t len = 0;
+            if (!srp_tokenizer_decode(t, ids, n, (int)(i & 2), &out, &len, &e)) free(out);
+        }
+        free(ids);
     }
+    const int vocab = srp_tokenizer_vocab_size(t);
     int32_t some[64];
     int n = 0;
-    for (int32_t id = 0; id < h->n_ids && n < 64; id += 1 + h->n_ids / 64) some[n++] = id;
-    srp_hf_decode(h, some, n, 0, &out, &e);
-    srp_tids_free(&ids);
-    srp_tbuf_free(&out);
-    srp_hf_free(h);
+    for (int32_t id = 0; id < vocab && n < 64; id += 1 + vocab / 64) some[n++] = id;
+    char *out = NULL;
+    size_t len = 0;
+    if (!srp_tokenizer_decode(t, some, n, 0, &out, &len, &e)) free(out);
+    srp_tokenizer_free(t);
     return 0;
 }

@@ -1,4 +1,4 @@
-/* The CUDA attention (kernels/attention.cu) against the CPU backend's, on fresh random inputs.
+/* The CUDA attention (kernels/cuda/attention.cu) against the CPU backend's, on fresh random inputs.
  *
  * Each case builds a batch (prefill, chunked prefill with a prefix already in the pages, decode,
  * mixed), a scrambled block table whose unused entries name a NaN-filled block, KV caches that
@@ -22,7 +22,7 @@
 extern "C" {
 #include "backend.h"
 }
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 #include "gpu_batch.h"
 
 #define MAX_SEQS 64

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 static inline int gpu_backend_init(cuda_backend *cb, srp_err *e) {
     memset(cb, 0, sizeof *cb);

@@ -12,7 +12,7 @@
 #include <cub/cub.cuh>
 #include <stdlib.h>
 
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 #define SAMPLE_THREADS 1024
 #define SAMPLE_GROUP   32 /* rows sorted at once: bounds the scratch memory */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 int srp_cuda_check(cudaError_t err, const char *what, srp_err *e) {
     if (err == cudaSuccess) return 0;

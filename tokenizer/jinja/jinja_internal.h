@@ -1,4 +1,4 @@
-/* Shared internals of the chat-template renderer (server/jinja_*.c). Not a public header.
+/* Shared internals of the chat-template renderer (tokenizer/jinja/jinja_*.c). Not a public header.
  *
  * The reference renderer is JavaScript, so its strings are UTF-16 and its numbers are doubles.
  * Here strings are UTF-8 byte ranges and numbers are doubles with an "integer" flag; where

@@ -1,6 +1,6 @@
 /* Causal depthwise conv1d over packed variable-length sequences, continuing from each sequence's
  * conv state (the last kernel-1 raw inputs, bf16, oldest first) and writing it back; then silu. */
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 #define MAX_KERNEL 64
 

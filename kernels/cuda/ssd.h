@@ -1,8 +1,8 @@
-/* The SSD kernels' shared argument block (private to kernels/). */
+/* The SSD kernels' shared argument block (private to kernels/cuda/). */
 #ifndef SRP_SSD_H
 #define SRP_SSD_H
 
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 typedef struct ssd_args {
     const __nv_bfloat16 *x, *B, *C, *dt;

@@ -21,7 +21,7 @@
 extern "C" {
 #include "backend.h"
 }
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 typedef __nv_bfloat16 bf16;
 

@@ -1,7 +1,7 @@
 /* Row-wise operations: embedding lookup, RMSNorm, the grouped gated RMSNorm of Mamba-2, MLP
  * activations, bias adds and the gather of the rows whose logits are wanted. Arithmetic is fp32
  * whatever the storage type. */
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 /* Element access for the two storage types of activations. */
 __device__ __forceinline__ float load_el(const void *p, int bf16, int64_t i) {

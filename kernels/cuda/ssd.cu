@@ -7,7 +7,7 @@
  * recurrent update, a pass over their slot's state at memory speed. The tensor-core version of
  * the chunked kernel is in ssd_mma.cu; this file also holds the generic one, for any head_dim and
  * state size. */
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 #include "ssd.h"
 
 __device__ __forceinline__ float softplus_f(float v) {

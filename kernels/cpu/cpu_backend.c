@@ -248,6 +248,10 @@ static int cpu_sync(srp_backend *be, srp_err *e) {
     return 0;
 }
 
+const char *srp_backend_cpu_blas_core(void) {
+    return srp_cpu_blas_core();
+}
+
 int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     cpu_backend *c = calloc(1, sizeof *c);
     if (!c) return srp_err_set(e, SRP_ENOMEM, "out of memory");

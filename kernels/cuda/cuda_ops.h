@@ -1,4 +1,6 @@
-/* Shared by the CUDA backend's files; not part of any public interface.
+/* The CUDA backend (kernels/cuda/): its state, its kernel launchers and the layouts they share.
+ * The backend's own files use it, and so do the op tests and micro-benchmarks (tests/gpu/, bench/),
+ * which call the production launchers directly; the rest of serpent sees only engine/backend.h.
  *
  * Layouts (all row-major, bf16 unless said otherwise):
  *   activations   srp_mat views of bf16 buffers (ld may exceed cols: column slices of a wider
@@ -12,8 +14,8 @@
  *
  * Every step's batch metadata is copied once (begin_step) into device arrays at fixed addresses,
  * so a captured CUDA graph of a decode step stays valid from one step to the next. */
-#ifndef SRP_CUDA_INTERNAL_H
-#define SRP_CUDA_INTERNAL_H
+#ifndef SRP_CUDA_OPS_H
+#define SRP_CUDA_OPS_H
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -83,11 +85,11 @@ typedef struct cuda_backend {
     int32_t *sample_dev;     /* [max_logits]: sampled tokens */
     void *sample_params_dev; /* [max_logits] srp_sample_params */
     int *sample_rows_host;   /* row lists and segment offsets */
-    void *sample_scratch; /* probabilities, ids, sorted copies, CUB storage (kernels/sample.cu) */
+    void *sample_scratch; /* probabilities, ids, sorted copies, CUB storage (kernels/cuda/sample.cu) */
     size_t sample_cub_bytes;
     int32_t *sample_host; /* pinned: the same, coming back */
 
-    /* ---- attention (kernels/attention.cu) ---- */
+    /* ---- attention (kernels/cuda/attention.cu) ---- */
     /* Split-K partials of decode attention: SRP_ATTN_WS_BYTES, allocated by the first attention
      * call that wants more than one split outside graph capture (zero until then; a call during
      * capture without it runs unsplit), never resized, so captured graphs stay valid. Freed by
@@ -110,7 +112,7 @@ int srp_cuda_check(cudaError_t err, const char *what, srp_err *e);
 /* After a kernel launch: reports a launch failure (bad configuration, no kernel image). */
 #define CUDA_LAUNCHED(e) CUDA_TRY(cudaGetLastError(), e)
 
-/* Launchers, one file each (kernels/<name>.cu). All run on cb->stream over cb->batch. */
+/* Launchers, one file each (kernels/cuda/<name>.cu). All run on cb->stream over cb->batch. */
 int srp_cuda_embed(cuda_backend *cb, const srp_weight *table, srp_mat out, srp_err *e);
 int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps, srp_mat out,
                      srp_err *e);
@@ -127,7 +129,7 @@ int srp_cuda_ssd(cuda_backend *cb, const srp_mamba_params *p, srp_mat x, srp_mat
                  srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e);
 int srp_cuda_attention(cuda_backend *cb, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
                        const srp_kv_layer *kv, srp_mat out, srp_err *e);
-/* ---- attention (kernels/attention.cu) ---- */
+/* ---- attention (kernels/cuda/attention.cu) ---- */
 #define SRP_ATTN_WS_BYTES ((size_t)32 << 20)
 /* Releases cb->attn_ws (call from the backend's destroy). */
 void srp_cuda_attention_free(cuda_backend *cb);

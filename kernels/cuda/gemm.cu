@@ -1,7 +1,7 @@
 /* Matrix products through cuBLAS: bf16 operands, fp32 accumulation, and an output in bf16 (the
  * next layer's activations) or fp32 (the residual stream, accumulated in place with beta = 1,
  * which fuses the residual add into the GEMM). */
-#include "cuda_internal.h"
+#include "cuda_ops.h"
 
 static cudaDataType_t cuda_type(srp_dtype t) {
     return t == SRP_BF16 ? CUDA_R_16BF : t == SRP_F16 ? CUDA_R_16F : CUDA_R_32F;

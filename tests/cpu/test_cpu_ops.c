@@ -423,8 +423,6 @@ TEST(sampler_is_deterministic_per_seed_and_step) {
     CHECK(hits >= 190);
 }
 
-#include "cpu_blas.h"
-
 /* OpenBLAS must not fall back to its generic kernels on a CPU that has AVX2 (it did on these
  * machines when left to detect the CPU itself). */
 TEST(cpu_blas_uses_the_cpus_vector_units) {
@@ -432,7 +430,7 @@ TEST(cpu_blas_uses_the_cpus_vector_units) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && !getenv("OPENBLAS_CORETYPE")) {
-        const char *core = srp_cpu_blas_core();
+        const char *core = srp_backend_cpu_blas_core();
         CHECKF(strcmp(core, "Prescott") && strcmp(core, "Core2") && strcmp(core, "Nehalem"),
                "OpenBLAS chose %s", core);
     }

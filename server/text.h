@@ -1,0 +1,25 @@
+/* Text helpers of the server (text.c): UTF-8 checks, JSON string output for text that may hold
+ * NUL bytes, and stop-string matching. Plain functions over byte strings, tested on their own
+ * (tests/test_server_text.c). */
+#ifndef SRV_TEXT_H
+#define SRV_TEXT_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+/* Whether s[0..n) is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
+int srv_utf8_valid(const char *s, size_t n);
+/* Appends s[0..n) to *buf, replacing invalid UTF-8 with U+FFFD. Returns 0 or -1 (no memory). */
+int srv_buf_append_utf8(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+/* Appends s[0..n) as a quoted JSON string (NUL and control bytes escaped; cJSON strings stop
+ * at NUL, generated text need not). */
+int srv_json_quote(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+/* A cJSON node printing s[0..n) as a JSON string. */
+cJSON *srv_json_text(const char *s, size_t n);
+/* Longest suffix of s[0..n) that is a proper prefix of one of the stops. */
+size_t srv_stop_holdback(const char *s, size_t n, char *const *stops, int n_stops);
+/* Position of the earliest stop string in s[from..n), or -1. */
+long srv_stop_find(const char *s, size_t n, size_t from, char *const *stops, int n_stops);
+
+#endif
