@@ -146,11 +146,11 @@ static void measure_ceilings(void) {
     void *o = rand_buf((int64_t)M * M, SRP_BF16);
     srp_weight W = { { w, SRP_BF16, M, M, M }, 0 };
     srp_mat X = { x, SRP_BF16, M, M, M }, O = { o, SRP_BF16, M, M, M };
-    be->gemm(be, X, &W, NULL, O, 0, &err);
+    be->gemm(be, X, &W, NULL, O, 1.0f, 0, &err);
     sync();
     double t0 = now();
     for (int r = 0; r < 10; r++)
-        if (be->gemm(be, X, &W, NULL, O, 0, &err)) die("gemm");
+        if (be->gemm(be, X, &W, NULL, O, 1.0f, 0, &err)) die("gemm");
     sync();
     mma_flops_per_s = 2.0 * M * M * (double)M / ((now() - t0) / 10);
     be->free(be, x);

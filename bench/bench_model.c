@@ -49,35 +49,8 @@ static void report(const char *name, double seconds, double tokens, double floor
     fflush(stdout);
 }
 
-/* Bytes of every matrix a decode step reads once (all but the embedding table, whose B rows
- * are negligible). */
-static double weight_bytes(const srp_config *c) {
-    double params = (double)c->vocab_size * c->d_model; /* lm_head */
-    for (int l = 0; l < c->n_layers; l++) {
-        switch (c->layer_kind[l]) {
-        case SRP_LAYER_MAMBA2:
-            params += (double)c->d_in_proj * c->d_model + (double)c->d_model * c->d_inner;
-            break;
-        case SRP_LAYER_ATTENTION:
-            params += 2.0 * c->d_model * c->attn_heads * c->attn_head_dim +
-                      2.0 * c->d_model * c->attn_kv_heads * c->attn_head_dim;
-            break;
-        case SRP_LAYER_MLP:
-            params += 2.0 * c->d_model * c->mlp_hidden;
-            break;
-        }
-    }
-    return 2.0 * params;
-}
-
-static double state_bytes(const srp_config *c) {
-    int n = srp_config_count(c, SRP_LAYER_MAMBA2);
-    return n * ((double)c->ssm_heads * c->ssm_head_dim * c->ssm_state * 4 +
-                (double)c->conv_dim * (c->conv_kernel - 1) * 2);
-}
-
-static double kv_bytes_per_token(const srp_config *c) {
-    return srp_config_count(c, SRP_LAYER_ATTENTION) * 2.0 * c->attn_kv_heads * c->attn_head_dim * 2;
+static double kv_bytes_per_token(srp_engine *eng) {
+    return (double)srp_engine_kv_block_bytes(eng) / srp_engine_block_size(eng);
 }
 
 /* Prefills n sequences with `context` tokens each, in steps of at most max_batch_tokens. */
@@ -156,11 +129,13 @@ int main(int argc, char **argv) {
     double t0 = now();
     if (srp_engine_open(config, &o, &eng, &err)) die("open");
     const srp_config *c = srp_engine_config(eng);
+    const double weight_bytes = (double)srp_engine_matrix_bytes(eng);
+    const double state_bytes = (double)srp_engine_slot_bytes(eng);
     printf("model: %s, %d layers (%d Mamba-2, %d attention, %d MLP), %.2f GB of matrices; "
            "%d slots, %d KV blocks; loaded in %.1f s\n",
-           config, c->n_layers, srp_config_count(c, SRP_LAYER_MAMBA2),
-           srp_config_count(c, SRP_LAYER_ATTENTION), srp_config_count(c, SRP_LAYER_MLP),
-           weight_bytes(c) / 1e9, srp_engine_total_slots(eng), srp_engine_total_blocks(eng),
+           config, c->n_layers, srp_config_count(c, SRP_MIXER_MAMBA2),
+           srp_config_count(c, SRP_MIXER_ATTENTION), srp_config_count(c, SRP_MIXER_MLP),
+           weight_bytes / 1e9, srp_engine_total_slots(eng), srp_engine_total_blocks(eng),
            now() - t0);
     printf("ceilings: %.2f TB/s copy, %.0f TFLOP/s bf16\n\n", bw / 1e12, peak / 1e12);
 
@@ -184,11 +159,11 @@ int main(int argc, char **argv) {
             srp_seq_close(eng, &s);
         }
         const double T = 8192;
-        double flops = (weight_bytes(c) / 2) * 2 * T; /* matrices (incl. lm_head on one row: the
-                                                         full-width count slightly overstates) */
+        /* every matrix on every token, but the head on one row only */
+        double flops = (double)srp_engine_matrix_params(eng) * 2 * T;
         flops -= 2.0 * c->vocab_size * c->d_model * (T - 1);
-        int n_attn = srp_config_count(c, SRP_LAYER_ATTENTION);
-        flops += n_attn * 2.0 * 2.0 * (T * T / 2) * c->attn_heads * c->attn_head_dim;
+        int n_attn = srp_config_count(c, SRP_MIXER_ATTENTION);
+        flops += n_attn * 2.0 * 2.0 * (T * T / 2) * c->attn.heads * c->attn.head_dim;
         report("prefill 8K", best, T, flops / peak);
     }
 
@@ -202,8 +177,8 @@ int main(int argc, char **argv) {
             if (srp_seq_open(eng, &seqs[i], &err)) die("seq");
         prefill(eng, seqs, B, context, ids);
         double t = decode_steps(eng, seqs, B, B >= 128 ? 10 : 30);
-        double bytes = weight_bytes(c) + B * 2 * state_bytes(c) +
-                       B * (context + 16.0) * kv_bytes_per_token(c) +
+        double bytes = weight_bytes + B * 2 * state_bytes +
+                       B * (context + 16.0) * kv_bytes_per_token(eng) +
                        B * 4.0 * c->vocab_size; /* logits */
         char name[64];
         snprintf(name, sizeof name, "decode batch %d", B);

@@ -88,6 +88,19 @@ typedef struct srp_attn_params {
     float scale;
 } srp_attn_params;
 
+/* Rotary position embedding (transformers' rotate_half form): in each head, channel i < dim/2
+ * and channel i + dim/2 rotate by angle pos * inv_freq[i]; channels from dim on are untouched.
+ * With `dynamic` (NTK-aware scaling), a sequence whose step reaches past max_positions uses the
+ * base theta * (factor * L / max_positions - (factor - 1))^(dim / (dim - 2)), L being its
+ * n_past + length, as transformers recomputes it from the largest position it sees. */
+typedef struct srp_rope_params {
+    int heads, kv_heads, head_dim, dim;
+    const srp_weight *inv_freq; /* [dim / 2] fp32 */
+    int dynamic;
+    float theta, factor;
+    int max_positions;
+} srp_rope_params;
+
 /* Sampling settings of one logits row. Draws come from a counter-based generator keyed by
  * (seed, step), so a request's samples do not depend on what else is in the batch. */
 typedef struct srp_sample_params {
@@ -166,16 +179,18 @@ struct srp_backend {
     /* Declares the batch the following operations run on (valid until the next call). */
     int (*begin_step)(srp_backend *be, const srp_batch *b, srp_err *e);
 
-    /* out[t] = table[tokens[t]] for every token of the batch; out is fp32 [n_tokens, d]. */
-    int (*embed)(srp_backend *be, const srp_weight *table, srp_mat out, srp_err *e);
+    /* out[t] = scale * table[tokens[t]] for every token of the batch; out is fp32
+     * [n_tokens, d]. */
+    int (*embed)(srp_backend *be, const srp_weight *table, float scale, srp_mat out, srp_err *e);
 
     /* out = x / sqrt(mean(x^2) + eps) * w, row by row; x fp32, out in act_dtype. */
     int (*rmsnorm)(srp_backend *be, srp_mat x, const srp_weight *w, float eps, srp_mat out,
                    srp_err *e);
 
-    /* out = x * w^T (+ bias) (+ out when accumulate: the fused residual add). */
+    /* out = alpha * x * w^T (+ bias) (+ out when accumulate: the fused residual add). alpha
+     * carries the models' constant multipliers; the bias is not scaled. */
     int (*gemm)(srp_backend *be, srp_mat x, const srp_weight *w, const srp_weight *bias,
-                srp_mat out, int accumulate, srp_err *e);
+                srp_mat out, float alpha, int accumulate, srp_err *e);
 
     /* Causal depthwise conv over each sequence's xbc columns, continuing from the conv state of
      * its slot (zeros when n_past = 0), then silu; writes the last kernel-1 raw inputs back. */
@@ -200,6 +215,14 @@ struct srp_backend {
 
     /* x = act(x) in place. */
     int (*activate)(srp_backend *be, srp_act act, srp_mat x, srp_err *e);
+
+    /* out = act(gate) * up, element by element (out may be gate). */
+    int (*activate_gated)(srp_backend *be, srp_act act, srp_mat gate, srp_mat up, srp_mat out,
+                          srp_err *e);
+
+    /* Rotates q [T, heads * head_dim] and k [T, kv_heads * head_dim] in place, token t at
+     * position n_past + its offset in its sequence. */
+    int (*rope)(srp_backend *be, const srp_rope_params *p, srp_mat q, srp_mat k, srp_err *e);
 
     /* out[i] = x[logit_rows[i]] (fp32 rows). */
     int (*gather_rows)(srp_backend *be, srp_mat x, srp_mat out, srp_err *e);

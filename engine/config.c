@@ -1,20 +1,16 @@
+/* config.json: the field readers the architecture parsers share, the parts every architecture
+ * has (special token ids), and the dispatch to engine/arch_*.c. */
 #include "config.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "arch.h"
 #include "json_file.h"
 
-/* A field lookup that remembers the file name for messages. Keys may come in two spellings
- * (transformers' attribute names and the constructor names of published checkpoints). */
-typedef struct {
-    const cJSON *root;
-    const char *file;
-    srp_err *e;
-} reader;
-
-static const cJSON *find(const reader *r, const char *key, const char *alt, const char **used) {
+const cJSON *srp_cfg_find(const srp_cfg_reader *r, const char *key, const char *alt,
+                          const char **used) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(r->root, key);
     *used = key;
     if ((!it || cJSON_IsNull(it)) && alt) {
@@ -24,9 +20,10 @@ static const cJSON *find(const reader *r, const char *key, const char *alt, cons
     return cJSON_IsNull(it) ? NULL : it;
 }
 
-static int get_int(const reader *r, const char *key, const char *alt, int def, int min, int *out) {
+int srp_cfg_int(const srp_cfg_reader *r, const char *key, const char *alt, int def, int min,
+                int *out) {
     const char *used;
-    const cJSON *it = find(r, key, alt, &used);
+    const cJSON *it = srp_cfg_find(r, key, alt, &used);
     if (!it) {
         if (def < min)
             return srp_err_set(r->e, SRP_EFORMAT, "%s: missing field \"%s\"", r->file, key);
@@ -41,9 +38,10 @@ static int get_int(const reader *r, const char *key, const char *alt, int def, i
     return 0;
 }
 
-static int get_float(const reader *r, const char *key, const char *alt, double def, double *out) {
+int srp_cfg_float(const srp_cfg_reader *r, const char *key, const char *alt, double def,
+                  double *out) {
     const char *used;
-    const cJSON *it = find(r, key, alt, &used);
+    const cJSON *it = srp_cfg_find(r, key, alt, &used);
     if (!it) {
         *out = def;
         return 0;
@@ -53,9 +51,17 @@ static int get_float(const reader *r, const char *key, const char *alt, double d
     return 0;
 }
 
-static int get_bool(const reader *r, const char *key, const char *alt, int def, int *out) {
+int srp_cfg_floatf(const srp_cfg_reader *r, const char *key, const char *alt, double def,
+                   float *out) {
+    double v;
+    int rc = srp_cfg_float(r, key, alt, def, &v);
+    if (!rc) *out = (float)v;
+    return rc;
+}
+
+int srp_cfg_bool(const srp_cfg_reader *r, const char *key, const char *alt, int def, int *out) {
     const char *used;
-    const cJSON *it = find(r, key, alt, &used);
+    const cJSON *it = srp_cfg_find(r, key, alt, &used);
     if (!it) {
         *out = def;
         return 0;
@@ -67,10 +73,10 @@ static int get_bool(const reader *r, const char *key, const char *alt, int def, 
     return 0;
 }
 
-static const char *get_string(const reader *r, const char *key, const char *alt, const char *def,
-                              int *err) {
+const char *srp_cfg_string(const srp_cfg_reader *r, const char *key, const char *alt,
+                           const char *def, int *err) {
     const char *used;
-    const cJSON *it = find(r, key, alt, &used);
+    const cJSON *it = srp_cfg_find(r, key, alt, &used);
     *err = 0;
     if (!it) return def;
     if (!cJSON_IsString(it)) {
@@ -80,10 +86,10 @@ static const char *get_string(const reader *r, const char *key, const char *alt,
     return it->valuestring;
 }
 
-/* [lo, hi] pair such as time_step_limit; either end may be Infinity. */
-static int get_range(const reader *r, const char *key, const char *alt, double *lo, double *hi) {
+int srp_cfg_range(const srp_cfg_reader *r, const char *key, const char *alt, double *lo,
+                  double *hi) {
     const char *used;
-    const cJSON *it = find(r, key, alt, &used);
+    const cJSON *it = srp_cfg_find(r, key, alt, &used);
     if (!it) return 0;
     if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 ||
         srp_json_number(cJSON_GetArrayItem(it, 0), lo) ||
@@ -93,7 +99,24 @@ static int get_range(const reader *r, const char *key, const char *alt, double *
     return 0;
 }
 
-static int parse_act(const reader *r, const char *key, const char *name, srp_act *out) {
+int srp_cfg_floats(const srp_cfg_reader *r, const char *key, int n, float *out) {
+    const char *used;
+    const cJSON *it = srp_cfg_find(r, key, NULL, &used);
+    if (!it) return 0;
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != n)
+        return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\" must be a list of %d numbers",
+                           r->file, key, n);
+    for (int i = 0; i < n; i++) {
+        double v;
+        if (srp_json_number(cJSON_GetArrayItem(it, i), &v))
+            return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\"[%d] must be a number", r->file,
+                               key, i);
+        out[i] = (float)v;
+    }
+    return 1;
+}
+
+int srp_cfg_act(const srp_cfg_reader *r, const char *key, const char *def, srp_act *out) {
     static const struct {
         const char *name;
         srp_act act;
@@ -107,6 +130,9 @@ static int parse_act(const reader *r, const char *key, const char *name, srp_act
         { "silu", SRP_ACT_SILU },
         { "swish", SRP_ACT_SILU },
     };
+    int err;
+    const char *name = srp_cfg_string(r, key, NULL, def, &err);
+    if (err) return err;
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         if (!strcmp(name, table[i].name)) {
             *out = table[i].act;
@@ -119,93 +145,100 @@ static int parse_act(const reader *r, const char *key, const char *name, srp_act
                        r->file, key, name);
 }
 
-static int add_layer(srp_config *c, const reader *r, char kind, int index) {
-    if (c->n_layers >= SRP_MAX_LAYERS)
+int srp_cfg_add_block(srp_config *c, const srp_cfg_reader *r, int layer, int n_mixers,
+                      srp_mixer_kind a, srp_mixer_kind b) {
+    if (c->n_blocks >= SRP_MAX_BLOCKS)
         return srp_err_set(r->e, SRP_EUNSUPPORTED, "%s: more than %d layers", r->file,
                            SRP_MAX_LAYERS);
-    switch (kind) {
-    case 'M':
-        c->layer_kind[c->n_layers++] = SRP_LAYER_MAMBA2;
-        return 0;
-    case '*':
-        c->layer_kind[c->n_layers++] = SRP_LAYER_ATTENTION;
-        return 0;
-    case '-':
-        c->layer_kind[c->n_layers++] = SRP_LAYER_MLP;
-        return 0;
-    case 'E':
-        return srp_err_set(r->e, SRP_EUNSUPPORTED,
-                           "%s: layer %d is a mixture-of-experts layer, which serpent does not "
-                           "support yet",
-                           r->file, index);
-    default:
-        return srp_err_set(r->e, SRP_EFORMAT, "%s: layer %d has unknown type '%c'", r->file, index,
-                           kind);
-    }
-}
-
-/* The layer pattern: the "M-*" string of published checkpoints, or the list that current
- * transformers writes. Megatron's '|' (pipeline boundary) and '/' (MTP) are not layers. */
-static int parse_pattern(srp_config *c, const reader *r) {
-    const cJSON *pat = cJSON_GetObjectItemCaseSensitive(r->root, "hybrid_override_pattern");
-    const char *list_key = "layers_block_type";
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r->root, list_key);
-    if (!list || cJSON_IsNull(list)) {
-        list_key = "layer_types";
-        list = cJSON_GetObjectItemCaseSensitive(r->root, list_key);
-    }
-    c->n_layers = 0;
-    if (list && !cJSON_IsNull(list)) {
-        if (!cJSON_IsArray(list))
-            return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\" must be a list of strings",
-                               r->file, list_key);
-        int i = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, list) {
-            if (!cJSON_IsString(it))
-                return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\"[%d] must be a string",
-                                   r->file, list_key, i);
-            const char *s = it->valuestring;
-            char kind = '?';
-            if (!strcmp(s, "mamba") || !strcmp(s, "linear_attention") || !strcmp(s, "mamba2"))
-                kind = 'M';
-            else if (!strcmp(s, "attention") || !strcmp(s, "full_attention"))
-                kind = '*';
-            else if (!strcmp(s, "mlp"))
-                kind = '-';
-            else if (!strcmp(s, "moe"))
-                kind = 'E';
-            else
-                return srp_err_set(r->e, SRP_EFORMAT,
-                                   "%s: field \"%s\"[%d]: unknown layer type \"%s\"", r->file,
-                                   list_key, i, s);
-            int rc = add_layer(c, r, kind, i);
-            if (rc) return rc;
-            i++;
-        }
-    } else if (pat && !cJSON_IsNull(pat)) {
-        if (!cJSON_IsString(pat))
-            return srp_err_set(r->e, SRP_EFORMAT,
-                               "%s: field \"hybrid_override_pattern\" must be a string", r->file);
-        int i = 0;
-        for (const char *p = pat->valuestring; *p; p++) {
-            if (*p == '|' || *p == '/') continue;
-            int rc = add_layer(c, r, *p, i++);
-            if (rc) return srp_err_prefix(r->e, "field \"hybrid_override_pattern\"");
-        }
-    } else {
-        return srp_err_set(
-            r->e, SRP_EFORMAT,
-            "%s: missing field \"hybrid_override_pattern\" (or \"layers_block_type\")", r->file);
-    }
-    if (c->n_layers == 0)
-        return srp_err_set(r->e, SRP_EFORMAT, "%s: the layer pattern is empty", r->file);
+    srp_block_desc *bd = &c->blocks[c->n_blocks++];
+    bd->layer = layer;
+    bd->n_mixers = n_mixers;
+    bd->mixer[0] = a;
+    bd->mixer[1] = b;
     return 0;
 }
 
-static int parse_ids(srp_config *c, const reader *r) {
-    int rc = get_int(r, "bos_token_id", NULL, -1, -1, &c->bos_id);
-    if (!rc) rc = get_int(r, "pad_token_id", NULL, -1, -1, &c->pad_id);
+int srp_cfg_mamba2_derive(srp_mamba2_config *m, const srp_cfg_reader *r) {
+    if (m->heads % m->groups)
+        return srp_err_set(r->e, SRP_EFORMAT,
+                           "%s: the Mamba heads (%d) are not a multiple of n_groups (%d)", r->file,
+                           m->heads, m->groups);
+    const int gn = m->groups * m->state;
+    m->d_inner = m->heads * m->head_dim;
+    m->conv_dim = m->d_inner + 2 * gn;
+    m->d_in_proj = 2 * m->d_inner + 2 * gn + m->heads;
+    if (!(m->dt_min <= m->dt_max))
+        return srp_err_set(r->e, SRP_EFORMAT, "%s: the time-step limit is empty", r->file);
+    return 0;
+}
+
+/* transformers 4.x writes "rope_scaling": {"rope_type" | "type": ..., "factor": ...} beside
+ * "rope_theta"; transformers 5 folds both into "rope_parameters". */
+int srp_cfg_rope(const srp_cfg_reader *r, int head_dim, srp_rope_config *rope) {
+    const char *used;
+    const cJSON *params = srp_cfg_find(r, "rope_parameters", NULL, &used);
+    const cJSON *scaling = params ? params : srp_cfg_find(r, "rope_scaling", NULL, &used);
+    double theta = 10000.0, partial = 1.0;
+    int rc = srp_cfg_float(r, "rope_theta", NULL, 10000.0, &theta);
+    if (!rc) rc = srp_cfg_float(r, "partial_rotary_factor", NULL, 1.0, &partial);
+    if (rc) return rc;
+    rope->kind = SRP_ROPE_DEFAULT;
+    rope->factor = 1.0f;
+    if (scaling && !cJSON_IsObject(scaling))
+        return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\" must be an object", r->file, used);
+    if (scaling) {
+        srp_cfg_reader sub = { scaling, r->file, r->e };
+        int err;
+        const char *type = srp_cfg_string(&sub, "rope_type", "type", "default", &err);
+        if (err) return err;
+        rc = srp_cfg_float(&sub, "rope_theta", NULL, theta, &theta);
+        if (!rc) rc = srp_cfg_float(&sub, "partial_rotary_factor", NULL, partial, &partial);
+        if (!rc) rc = srp_cfg_floatf(&sub, "factor", NULL, 1.0, &rope->factor);
+        if (!rc)
+            rc = srp_cfg_int(&sub, "original_max_position_embeddings", NULL, 8192, 1,
+                             &rope->original_max_positions);
+        if (!rc) rc = srp_cfg_floatf(&sub, "low_freq_factor", NULL, 1.0, &rope->low_freq_factor);
+        if (!rc) rc = srp_cfg_floatf(&sub, "high_freq_factor", NULL, 4.0, &rope->high_freq_factor);
+        if (rc) return rc;
+        if (!strcmp(type, "default"))
+            rope->kind = SRP_ROPE_DEFAULT;
+        else if (!strcmp(type, "linear"))
+            rope->kind = SRP_ROPE_LINEAR;
+        else if (!strcmp(type, "dynamic"))
+            rope->kind = SRP_ROPE_DYNAMIC;
+        else if (!strcmp(type, "llama3"))
+            rope->kind = SRP_ROPE_LLAMA3;
+        else
+            return srp_err_set(r->e, SRP_EUNSUPPORTED,
+                               "%s: field \"%s\": rope type \"%s\" is not supported (default, "
+                               "linear, dynamic, llama3)",
+                               r->file, used, type);
+        if (rope->kind != SRP_ROPE_DEFAULT && !(rope->factor > 0))
+            return srp_err_set(r->e, SRP_EFORMAT, "%s: field \"%s\": factor must be positive",
+                               r->file, used);
+        if (rope->kind == SRP_ROPE_LLAMA3 && !(rope->high_freq_factor > rope->low_freq_factor))
+            return srp_err_set(r->e, SRP_EFORMAT,
+                               "%s: field \"%s\": high_freq_factor must exceed low_freq_factor",
+                               r->file, used);
+    }
+    rc = srp_cfg_int(r, "max_position_embeddings", NULL, 2048, 1, &rope->max_positions);
+    if (rc) return rc;
+    if (!(theta > 0) || !(partial > 0 && partial <= 1))
+        return srp_err_set(r->e, SRP_EFORMAT,
+                           "%s: rope_theta must be positive and partial_rotary_factor in (0, 1]",
+                           r->file);
+    rope->theta = (float)theta;
+    rope->dim = (int)(head_dim * partial);
+    rope->dim -= rope->dim % 2;
+    if (rope->dim <= 0)
+        return srp_err_set(r->e, SRP_EFORMAT, "%s: no channel of the %d-channel heads is rotated",
+                           r->file, head_dim);
+    return 0;
+}
+
+static int parse_ids(srp_config *c, const srp_cfg_reader *r) {
+    int rc = srp_cfg_int(r, "bos_token_id", NULL, -1, -1, &c->bos_id);
+    if (!rc) rc = srp_cfg_int(r, "pad_token_id", NULL, -1, -1, &c->pad_id);
     if (rc) return rc;
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(r->root, "eos_token_id");
     c->n_eos = 0;
@@ -219,124 +252,40 @@ static int parse_ids(srp_config *c, const reader *r) {
         }
     } else if (eos && !cJSON_IsNull(eos)) {
         int id;
-        rc = get_int(r, "eos_token_id", NULL, 0, 0, &id);
+        rc = srp_cfg_int(r, "eos_token_id", NULL, 0, 0, &id);
         if (rc) return rc;
         c->eos_ids[c->n_eos++] = id;
     }
     return 0;
 }
 
-static int parse_nemotron_h(srp_config *c, const reader *r) {
-    int rc = 0, err = 0;
-    double eps, dt_min;
-    const char *s;
-    /* Defaults are NemotronHConfig's, as transformers applies them to missing keys. */
-    if (!rc) rc = get_int(r, "vocab_size", NULL, 131072, 1, &c->vocab_size);
-    if (!rc) rc = get_int(r, "hidden_size", NULL, 4096, 1, &c->d_model);
-    if (!rc) rc = parse_pattern(c, r);
-    if (!rc) rc = get_float(r, "layer_norm_epsilon", NULL, 1e-5, &eps);
-    if (!rc) rc = get_bool(r, "tie_word_embeddings", NULL, 0, &c->tie_embeddings);
-    if (!rc) rc = get_int(r, "mamba_num_heads", NULL, 128, 1, &c->ssm_heads);
-    if (!rc) rc = get_int(r, "mamba_head_dim", NULL, 64, 1, &c->ssm_head_dim);
-    if (!rc) rc = get_int(r, "ssm_state_size", NULL, 128, 1, &c->ssm_state);
-    if (!rc) rc = get_int(r, "n_groups", "mamba_n_groups", 8, 1, &c->ssm_groups);
-    if (!rc) rc = get_int(r, "conv_kernel", "mamba_d_conv", 4, 1, &c->conv_kernel);
-    if (!rc) rc = get_int(r, "chunk_size", "mamba_chunk_size", 128, 1, &c->chunk_size);
-    if (!rc) rc = get_bool(r, "use_conv_bias", "mamba_conv_bias", 1, &c->conv_bias);
-    if (!rc) rc = get_bool(r, "use_bias", NULL, 0, &c->mamba_proj_bias);
-    /* transformers' NemotronH mixer clamps softplus(dt + dt_bias) to [time_step_min, inf) and
-     * ignores time_step_limit; serpent follows its reference in prefill and decode alike. */
-    if (!rc) rc = get_float(r, "time_step_min", "mamba_dt_min", 0.001, &dt_min);
-    if (!rc) rc = get_int(r, "num_attention_heads", NULL, 32, 1, &c->attn_heads);
-    if (!rc) rc = get_int(r, "num_key_value_heads", NULL, c->attn_heads, 1, &c->attn_kv_heads);
-    if (!rc) {
-        int def_hd = c->d_model / c->attn_heads;
-        rc = get_int(r, "head_dim", "attention_head_dim", def_hd > 0 ? def_hd : 1, 1,
-                     &c->attn_head_dim);
-    }
-    if (!rc) rc = get_int(r, "intermediate_size", NULL, 21504, 1, &c->mlp_hidden);
-    if (!rc) rc = get_bool(r, "mlp_bias", NULL, 0, &c->mlp_bias);
-    if (rc) return rc;
-    s = get_string(r, "mlp_hidden_act", NULL, "relu2", &err);
-    if (err) return err;
-    rc = parse_act(r, "mlp_hidden_act", s, &c->mlp_act);
-    if (rc) return rc;
-    s = get_string(r, "mamba_hidden_act", NULL, "silu", &err);
-    if (err) return err;
-    if (strcmp(s, "silu") && strcmp(s, "swish"))
-        return srp_err_set(r->e, SRP_EUNSUPPORTED,
-                           "%s: field \"mamba_hidden_act\": only silu is supported, not \"%s\"",
-                           r->file, s);
-    c->norm_eps = (float)eps;
-    c->dt_min = (float)dt_min;
-    c->dt_max = INFINITY;
-    c->d_inner = c->ssm_heads * c->ssm_head_dim;
-    if (c->ssm_heads % c->ssm_groups)
-        return srp_err_set(r->e, SRP_EFORMAT,
-                           "%s: mamba_num_heads (%d) is not a multiple of n_groups (%d)", r->file,
-                           c->ssm_heads, c->ssm_groups);
-    /* Zamba2RMSNormGated with group_size = d_inner / n_groups */
-    c->gated_norm_group = c->d_inner / c->ssm_groups;
+/* Checks that hold whatever the architecture. */
+static int check(const srp_config *c, const char *name, srp_err *e) {
+    if (srp_config_count(c, SRP_MIXER_ATTENTION) && c->attn.heads % c->attn.kv_heads)
+        return srp_err_set(e, SRP_EFORMAT,
+                           "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads "
+                           "(%d)",
+                           name, c->attn.heads, c->attn.kv_heads);
+    if (!(c->norm_eps >= 0))
+        return srp_err_set(e, SRP_EFORMAT, "%s: the norm epsilon must be >= 0", name);
+    if (c->n_blocks == 0) return srp_err_set(e, SRP_EFORMAT, "%s: the model has no layers", name);
     return 0;
 }
 
-static int parse_mamba2(srp_config *c, const reader *r) {
-    int rc = 0, err = 0;
-    double eps, expand, lo = 0.0, hi = INFINITY;
-    /* Defaults are Mamba2Config's. */
-    if (!rc) rc = get_int(r, "vocab_size", NULL, 32768, 1, &c->vocab_size);
-    if (!rc) rc = get_int(r, "hidden_size", "d_model", 4096, 1, &c->d_model);
-    if (!rc) rc = get_int(r, "num_hidden_layers", "n_layer", 64, 1, &c->n_layers);
-    if (!rc) rc = get_float(r, "layer_norm_epsilon", NULL, 1e-5, &eps);
-    if (!rc) rc = get_bool(r, "tie_word_embeddings", NULL, 0, &c->tie_embeddings);
-    if (!rc) rc = get_int(r, "num_heads", NULL, 128, 1, &c->ssm_heads);
-    if (!rc) rc = get_int(r, "head_dim", NULL, 64, 1, &c->ssm_head_dim);
-    if (!rc) rc = get_int(r, "state_size", NULL, 128, 1, &c->ssm_state);
-    if (!rc) rc = get_float(r, "expand", NULL, 2, &expand);
-    if (!rc) rc = get_int(r, "n_groups", NULL, 8, 1, &c->ssm_groups);
-    if (!rc) rc = get_int(r, "conv_kernel", NULL, 4, 1, &c->conv_kernel);
-    if (!rc) rc = get_int(r, "chunk_size", NULL, 256, 1, &c->chunk_size);
-    if (!rc) rc = get_bool(r, "use_conv_bias", NULL, 1, &c->conv_bias);
-    if (!rc) rc = get_bool(r, "use_bias", NULL, 0, &c->mamba_proj_bias);
-    if (!rc) rc = get_range(r, "time_step_limit", NULL, &lo, &hi);
-    if (rc) return rc;
-    if (c->n_layers > SRP_MAX_LAYERS)
-        return srp_err_set(r->e, SRP_EUNSUPPORTED, "%s: more than %d layers", r->file,
-                           SRP_MAX_LAYERS);
-    for (int i = 0; i < c->n_layers; i++) c->layer_kind[i] = SRP_LAYER_MAMBA2;
-    const char *s = get_string(r, "hidden_act", NULL, "silu", &err);
-    if (err) return err;
-    if (strcmp(s, "silu") && strcmp(s, "swish"))
-        return srp_err_set(r->e, SRP_EUNSUPPORTED,
-                           "%s: field \"hidden_act\": only silu is supported, not \"%s\"", r->file,
-                           s);
-    c->norm_eps = (float)eps;
-    c->dt_min = (float)lo;
-    c->dt_max = (float)hi;
-    c->d_inner = c->ssm_heads * c->ssm_head_dim;
-    int d_inner_expand = (int)(expand * c->d_model);
-    if (d_inner_expand != c->d_inner)
-        return srp_err_set(
-            r->e, SRP_EFORMAT,
-            "%s: num_heads * head_dim (%d * %d) must equal expand * hidden_size (%d)", r->file,
-            c->ssm_heads, c->ssm_head_dim, d_inner_expand);
-    if (c->ssm_heads % c->ssm_groups)
-        return srp_err_set(r->e, SRP_EFORMAT,
-                           "%s: num_heads (%d) is not a multiple of n_groups (%d)", r->file,
-                           c->ssm_heads, c->ssm_groups);
-    /* transformers' Mamba2 mixer normalises the gated output over all of d_inner at once
-     * (MambaRMSNormGated has no groups), whatever n_groups is. */
-    c->gated_norm_group = c->d_inner;
-    return 0;
+static void defaults(srp_config *c) {
+    memset(c, 0, sizeof *c);
+    c->embed_mult = c->resid_mult = c->logits_mult = 1.0f;
+    c->mamba2.in_mult = c->mamba2.out_mult = 1.0f;
+    for (int i = 0; i < 5; i++) c->mamba2.part_mult[i] = 1.0f;
+    c->attn.in_mult = c->attn.key_mult = c->attn.out_mult = 1.0f;
+    c->mlp.gate_mult = c->mlp.out_mult = 1.0f;
 }
 
 static int config_from_json(srp_config *cfg, const cJSON *root, const char *name, srp_err *e) {
-    memset(cfg, 0, sizeof *cfg);
-    reader r = { root, name, e };
-    int rc = 0;
-    if (!cJSON_IsObject(root)) {
+    defaults(cfg);
+    srp_cfg_reader r = { root, name, e };
+    if (!cJSON_IsObject(root))
         return srp_err_set(e, SRP_EFORMAT, "%s: expected a JSON object", name);
-    }
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     const char *arch = NULL;
@@ -344,38 +293,19 @@ static int config_from_json(srp_config *cfg, const cJSON *root, const char *name
         arch = cJSON_GetArrayItem(archs, 0)->valuestring;
     else if (cJSON_IsString(mt))
         arch = mt->valuestring;
-    if (!arch) {
+    if (!arch)
         return srp_err_set(e, SRP_EFORMAT,
                            "%s: missing field \"architectures\" (or \"model_type\")", name);
-    }
     snprintf(cfg->arch_name, sizeof cfg->arch_name, "%s", arch);
-    if (!strcmp(arch, "NemotronHForCausalLM") || !strcmp(arch, "nemotron_h")) {
-        cfg->arch = SRP_ARCH_NEMOTRON_H;
-        rc = parse_nemotron_h(cfg, &r);
-    } else if (!strcmp(arch, "Mamba2ForCausalLM") || !strcmp(arch, "mamba2")) {
-        cfg->arch = SRP_ARCH_MAMBA2;
-        rc = parse_mamba2(cfg, &r);
-    } else {
-        rc = srp_err_set(e, SRP_EUNSUPPORTED,
-                         "%s: field \"architectures\": \"%s\" is not supported (supported: "
-                         "NemotronHForCausalLM, Mamba2ForCausalLM)",
-                         name, arch);
-    }
+    const srp_arch_desc *a = srp_arch_find(arch);
+    if (!a)
+        return srp_err_set(e, SRP_EUNSUPPORTED,
+                           "%s: field \"architectures\": \"%s\" is not supported (supported: %s)",
+                           name, arch, srp_arch_supported_list());
+    cfg->arch = a->arch;
+    int rc = a->parse(cfg, &r);
     if (!rc) rc = parse_ids(cfg, &r);
-    if (!rc) {
-        int gn = cfg->ssm_groups * cfg->ssm_state;
-        cfg->conv_dim = cfg->d_inner + 2 * gn;
-        cfg->d_in_proj = 2 * cfg->d_inner + 2 * gn + cfg->ssm_heads;
-        if (srp_config_count(cfg, SRP_LAYER_ATTENTION) && cfg->attn_heads % cfg->attn_kv_heads)
-            rc = srp_err_set(e, SRP_EFORMAT,
-                             "%s: num_attention_heads (%d) is not a multiple of "
-                             "num_key_value_heads (%d)",
-                             name, cfg->attn_heads, cfg->attn_kv_heads);
-        if (!(cfg->norm_eps >= 0))
-            rc = srp_err_set(e, SRP_EFORMAT, "%s: field \"layer_norm_epsilon\" must be >= 0", name);
-        if (!(cfg->dt_min <= cfg->dt_max))
-            rc = srp_err_set(e, SRP_EFORMAT, "%s: the time-step limit is empty", name);
-    }
+    if (!rc) rc = check(cfg, name, e);
     return rc;
 }
 
@@ -398,20 +328,23 @@ int srp_config_load(srp_config *cfg, const char *dir, srp_err *e) {
     return rc;
 }
 
-int srp_config_count(const srp_config *cfg, srp_layer_kind kind) {
+int srp_config_count(const srp_config *cfg, srp_mixer_kind kind) {
     int n = 0;
-    for (int i = 0; i < cfg->n_layers; i++) n += cfg->layer_kind[i] == kind;
+    for (int i = 0; i < cfg->n_blocks; i++)
+        for (int k = 0; k < cfg->blocks[i].n_mixers; k++) n += cfg->blocks[i].mixer[k] == kind;
     return n;
 }
 
-const char *srp_layer_kind_name(srp_layer_kind kind) {
+const char *srp_mixer_kind_name(srp_mixer_kind kind) {
     switch (kind) {
-    case SRP_LAYER_MAMBA2:
+    case SRP_MIXER_MAMBA2:
         return "mamba2";
-    case SRP_LAYER_ATTENTION:
+    case SRP_MIXER_ATTENTION:
         return "attention";
-    case SRP_LAYER_MLP:
+    case SRP_MIXER_MLP:
         return "mlp";
+    case SRP_MIXER_COUNT:
+        break;
     }
     return "?";
 }

@@ -1,47 +1,109 @@
 /* Model hyper-parameters read from a checkpoint folder's config.json.
  *
- * Both architectures are normalised into one description of a layer stack: every layer is a
- * pre-norm residual block holding one mixer (Mamba-2, attention or MLP). */
+ * Every architecture is normalised into one description of a layer stack: a list of pre-norm
+ * residual blocks, each holding one or more mixers that read the same normalised input and add
+ * their outputs into the residual stream (a Nemotron-H layer is one block; a Llama or Jamba layer
+ * is two: attention, then the feed-forward; a Falcon-H1 block holds attention and Mamba-2 side by
+ * side). The parameters of each mixer kind are shared by every block that holds one. Which
+ * architectures exist and how their config keys map onto this lives in engine/arch_*.c. */
 #ifndef SRP_CONFIG_H
 #define SRP_CONFIG_H
 
 #include "status.h"
 
 #define SRP_MAX_LAYERS 1024
+#define SRP_MAX_BLOCKS (2 * SRP_MAX_LAYERS)
+#define SRP_MAX_MIXERS 2
 #define SRP_MAX_EOS    8
 
 typedef enum { SRP_ARCH_NEMOTRON_H, SRP_ARCH_MAMBA2 } srp_arch;
 
-typedef enum { SRP_LAYER_MAMBA2, SRP_LAYER_ATTENTION, SRP_LAYER_MLP } srp_layer_kind;
+typedef enum {
+    SRP_MIXER_MAMBA2,
+    SRP_MIXER_ATTENTION,
+    SRP_MIXER_MLP,
+    SRP_MIXER_COUNT /* not a mixer */
+} srp_mixer_kind;
 
 typedef enum { SRP_ACT_RELU2, SRP_ACT_RELU, SRP_ACT_GELU, SRP_ACT_GELU_TANH, SRP_ACT_SILU } srp_act;
+
+/* The Mamba-2 mixer (research/model-spec.md section 1). */
+typedef struct srp_mamba2_config {
+    int heads, head_dim, groups, state, conv_kernel, chunk_size;
+    int d_inner;   /* heads * head_dim */
+    int conv_dim;  /* d_inner + 2 * groups * state */
+    int d_in_proj; /* 2 * d_inner + 2 * groups * state + heads: [z | x B C | dt] */
+    int proj_bias, conv_bias;
+    float dt_min, dt_max; /* clamp of softplus(dt + dt_bias) */
+    int norm_group;       /* elements per group of the gated RMSNorm */
+    /* µP multipliers (1 when absent): in_mult scales the mixer's input, out_mult its output;
+     * part_mult scales the in_proj outputs z, x, B, C and dt (folded into in_proj at load). */
+    float in_mult, out_mult;
+    float part_mult[5];
+} srp_mamba2_config;
+
+typedef enum {
+    SRP_ROPE_NONE,    /* no position embedding */
+    SRP_ROPE_DEFAULT, /* theta^(-2i/d) */
+    SRP_ROPE_LINEAR,  /* positions / factor */
+    SRP_ROPE_DYNAMIC, /* NTK-aware base growing with the sequence past max_positions */
+    SRP_ROPE_LLAMA3,  /* Llama 3.1's frequency-band interpolation */
+} srp_rope_kind;
+
+/* Rotary position embedding of one attention mixer (transformers' rotate_half form: channel i
+ * pairs with i + dim/2 within the rotated part of each head). */
+typedef struct srp_rope_config {
+    srp_rope_kind kind;
+    int dim; /* rotated channels at the start of each head (head_dim * partial_rotary_factor) */
+    float theta;
+    float factor;                            /* linear, dynamic, llama3 */
+    int max_positions;                       /* dynamic: max_position_embeddings */
+    int original_max_positions;              /* llama3 */
+    float low_freq_factor, high_freq_factor; /* llama3 */
+} srp_rope_config;
+
+typedef struct srp_attn_config {
+    int heads, kv_heads, head_dim;
+    float scale; /* softmax scale: head_dim^-0.5 unless the config sets it */
+    int qkv_bias, o_bias;
+    /* multipliers (1 when absent): on the mixer's input (q, k and v alike), on k alone, and on
+     * the output */
+    float in_mult, key_mult, out_mult;
+    srp_rope_config rope;
+} srp_attn_config;
+
+/* A feed-forward layer: down(act(up(x))), or down(act(gate(x)) * up(x)) when gated. */
+typedef struct srp_mlp_config {
+    int hidden;
+    srp_act act;
+    int gated;
+    int bias;
+    float gate_mult, out_mult; /* multipliers on the gate projection and on the output */
+} srp_mlp_config;
+
+/* One residual block: x += sum over its mixers of mixer(norm(x)), times resid_mult. */
+typedef struct srp_block_desc {
+    int layer; /* the config.json layer it belongs to */
+    int n_mixers;
+    srp_mixer_kind mixer[SRP_MAX_MIXERS];
+} srp_block_desc;
 
 typedef struct srp_config {
     srp_arch arch;
     char arch_name[64]; /* as written in config.json */
     int vocab_size;
     int d_model;
-    int n_layers;
-    srp_layer_kind layer_kind[SRP_MAX_LAYERS];
+    int n_layers; /* layers as config.json counts them */
+    int n_blocks;
+    srp_block_desc blocks[SRP_MAX_BLOCKS];
     float norm_eps;
     int tie_embeddings;
+    /* µP multipliers (1 when absent): embeddings, each block's output, and the logits */
+    float embed_mult, resid_mult, logits_mult;
 
-    /* Mamba-2 mixer */
-    int ssm_heads, ssm_head_dim, ssm_groups, ssm_state, conv_kernel, chunk_size;
-    int d_inner;   /* ssm_heads * ssm_head_dim */
-    int conv_dim;  /* d_inner + 2 * ssm_groups * ssm_state */
-    int d_in_proj; /* 2 * d_inner + 2 * ssm_groups * ssm_state + ssm_heads */
-    int mamba_proj_bias, conv_bias;
-    float dt_min, dt_max; /* clamp of softplus(dt + dt_bias) */
-    int gated_norm_group; /* elements per group of the gated RMSNorm */
-
-    /* attention mixer */
-    int attn_heads, attn_kv_heads, attn_head_dim;
-
-    /* MLP mixer */
-    int mlp_hidden;
-    srp_act mlp_act;
-    int mlp_bias;
+    srp_mamba2_config mamba2;
+    srp_attn_config attn;
+    srp_mlp_config mlp;
 
     int bos_id, pad_id; /* -1 when absent */
     int n_eos;
@@ -55,8 +117,9 @@ int srp_config_load(srp_config *cfg, const char *dir, srp_err *e);
 int srp_config_parse(srp_config *cfg, const char *text, unsigned long len, const char *name,
                      srp_err *e);
 
-int srp_config_count(const srp_config *cfg, srp_layer_kind kind);
-const char *srp_layer_kind_name(srp_layer_kind kind);
+/* How many blocks hold a mixer of this kind. */
+int srp_config_count(const srp_config *cfg, srp_mixer_kind kind);
+const char *srp_mixer_kind_name(srp_mixer_kind kind);
 const char *srp_act_name(srp_act act);
 
 #endif

@@ -1,7 +1,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine_internal.h"
+#include "mixer.h"
 #include "sampler.h"
 
 void srp_engine_opts_default(srp_engine_opts *o) {
@@ -30,21 +30,17 @@ static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e)
     return srp_err_set(e, SRP_EINVAL, "unknown backend \"%s\" (cpu, cuda or auto)", name);
 }
 
-/* Widths of the projection and mixer-output buffers: the widest any layer needs. */
-static void workspace_widths(const srp_config *c, int64_t *width, int64_t *mix) {
-    int64_t qkv = (int64_t)(c->attn_heads + 2 * c->attn_kv_heads) * c->attn_head_dim;
-    *width = 1;
-    *mix = 1;
-    if (srp_config_count(c, SRP_LAYER_MAMBA2)) {
-        *width = c->d_in_proj;
-        *mix = c->d_inner;
-    }
-    if (srp_config_count(c, SRP_LAYER_ATTENTION)) {
-        if (qkv > *width) *width = qkv;
-        if ((int64_t)c->attn_heads * c->attn_head_dim > *mix)
-            *mix = (int64_t)c->attn_heads * c->attn_head_dim;
-    }
-    if (srp_config_count(c, SRP_LAYER_MLP) && c->mlp_hidden > *width) *width = c->mlp_hidden;
+/* Widths of the projection, conv and mixer-output buffers: the widest any mixer needs. */
+static srp_ws_need workspace_widths(const srp_config *c) {
+    srp_ws_need n = { 1, 1, 1 };
+    int seen[SRP_MIXER_COUNT] = { 0 };
+    for (int i = 0; i < c->n_blocks; i++)
+        for (int k = 0; k < c->blocks[i].n_mixers; k++) {
+            const srp_mixer_kind kind = c->blocks[i].mixer[k];
+            if (!seen[kind]) srp_mixer_ops_of(kind)->ws_need(c, &n);
+            seen[kind] = 1;
+        }
+    return n;
 }
 
 /* The activation buffers with their shapes (data not yet allocated), listed once for sizing,
@@ -54,8 +50,7 @@ static int workspace_buffers(srp_engine *eng, srp_mat *bufs[8]) {
     srp_workspace *ws = &eng->ws;
     const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
     const srp_dtype act = eng->be->act_dtype;
-    int64_t width, mix;
-    workspace_widths(c, &width, &mix);
+    const srp_ws_need w = workspace_widths(c);
     const struct {
         srp_mat *m;
         srp_dtype t;
@@ -63,9 +58,9 @@ static int workspace_buffers(srp_engine *eng, srp_mat *bufs[8]) {
     } shapes[8] = {
         { &ws->resid, SRP_F32, T, c->d_model },
         { &ws->normed, act, T, c->d_model },
-        { &ws->proj, act, T, width },
-        { &ws->conv_out, act, T, c->conv_dim > 0 ? c->conv_dim : 1 },
-        { &ws->mix, act, T, mix },
+        { &ws->proj, act, T, w.proj },
+        { &ws->conv_out, act, T, w.conv },
+        { &ws->mix, act, T, w.mix },
         { &ws->head_in, SRP_F32, L, c->d_model },
         { &ws->head_norm, act, L, c->d_model },
         { &ws->logits, SRP_F32, L, c->vocab_size },
@@ -87,27 +82,28 @@ static int64_t workspace_bytes(srp_engine *eng) {
     return bytes;
 }
 
-/* Bytes of one Mamba layer's conv and SSM state for one slot, and of one attention layer's K
- * (or V) for one block. */
-static int64_t conv_slot_bytes(const srp_engine *eng) {
-    const srp_config *c = &eng->model.cfg;
-    const int km1 = c->conv_kernel - 1 > 0 ? c->conv_kernel - 1 : 1;
-    return (int64_t)c->conv_dim * km1 * (int64_t)srp_dtype_size(eng->be->conv_dtype);
+/* Bytes of one recurrent-state layer's conv window and SSM state for one slot, and of one
+ * attention layer's K (or V) for one block. */
+static int64_t conv_slot_bytes(const srp_engine *eng, int l) {
+    const srp_state_desc *d = &eng->model.state[l];
+    return (int64_t)d->conv_dim * d->conv_width * (int64_t)srp_dtype_size(eng->be->conv_dtype);
 }
 
-static int64_t ssm_slot_bytes(const srp_engine *eng) {
-    const srp_config *c = &eng->model.cfg;
-    return (int64_t)c->ssm_heads * c->ssm_head_dim * c->ssm_state * (int64_t)sizeof(float);
+static int64_t ssm_slot_bytes(const srp_engine *eng, int l) {
+    return eng->model.state[l].ssm_elems * (int64_t)sizeof(float);
 }
 
 static int64_t kv_block_bytes(const srp_engine *eng) {
-    const srp_config *c = &eng->model.cfg;
-    return (int64_t)eng->opts.kv_block_size * c->attn_kv_heads * c->attn_head_dim *
+    const srp_attn_config *a = &eng->model.cfg.attn;
+    return (int64_t)eng->opts.kv_block_size * a->kv_heads * a->head_dim *
            (int64_t)srp_dtype_size(eng->be->kv_dtype);
 }
 
 static int64_t slot_bytes(const srp_engine *eng) {
-    return (int64_t)eng->model.n_mamba * (conv_slot_bytes(eng) + ssm_slot_bytes(eng));
+    int64_t n = 0;
+    for (int l = 0; l < eng->model.n_mamba; l++)
+        n += conv_slot_bytes(eng, l) + ssm_slot_bytes(eng, l);
+    return n;
 }
 
 static int64_t block_bytes(const srp_engine *eng) {
@@ -200,8 +196,8 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
     for (int l = 0; l < n_mamba; l++) {
         srp_mamba_state *st = &eng->mamba[l];
         st->conv_dtype = be->conv_dtype;
-        int rc = be->alloc(be, (size_t)S * conv_slot_bytes(eng), &st->conv, e);
-        if (!rc) rc = be->alloc(be, (size_t)S * ssm_slot_bytes(eng), (void **)&st->ssm, e);
+        int rc = be->alloc(be, (size_t)S * conv_slot_bytes(eng, l), &st->conv, e);
+        if (!rc) rc = be->alloc(be, (size_t)S * ssm_slot_bytes(eng, l), (void **)&st->ssm, e);
         if (rc) return srp_err_prefix(e, "allocating %d state slots", S);
     }
     const int bs = eng->opts.kv_block_size;
@@ -349,6 +345,31 @@ int srp_engine_total_slots(const srp_engine *eng) {
 }
 int srp_engine_total_blocks(const srp_engine *eng) {
     return eng->opts.kv_blocks;
+}
+static int64_t matrix_sum(const srp_engine *eng, int bytes) {
+    const srp_model *m = &eng->model;
+    int64_t n = 0;
+    for (int i = 0; i < m->n_weights; i++) {
+        const srp_weight *w = m->weights[i];
+        if (w == &m->embed || w->m.rows <= 1) continue;
+        n += w->m.rows * w->m.cols * (bytes ? (int64_t)srp_dtype_size(w->m.dtype) : 1);
+    }
+    if (m->lm_head_is_embed)
+        n += m->embed.m.rows * m->embed.m.cols *
+             (bytes ? (int64_t)srp_dtype_size(m->embed.m.dtype) : 1);
+    return n;
+}
+int64_t srp_engine_matrix_params(const srp_engine *eng) {
+    return matrix_sum(eng, 0);
+}
+int64_t srp_engine_matrix_bytes(const srp_engine *eng) {
+    return matrix_sum(eng, 1);
+}
+int64_t srp_engine_slot_bytes(const srp_engine *eng) {
+    return slot_bytes(eng);
+}
+int64_t srp_engine_kv_block_bytes(const srp_engine *eng) {
+    return block_bytes(eng);
 }
 int srp_engine_block_size(const srp_engine *eng) {
     return eng->opts.kv_block_size;

@@ -72,6 +72,15 @@ int srp_engine_free_blocks(const srp_engine *eng);
 int srp_engine_total_slots(const srp_engine *eng);
 int srp_engine_total_blocks(const srp_engine *eng);
 int srp_engine_block_size(const srp_engine *eng);
+/* Bytes of one state slot (every recurrent layer's conv window and SSM state) and of one KV
+ * block (every attention layer's K and V). */
+int64_t srp_engine_slot_bytes(const srp_engine *eng);
+int64_t srp_engine_kv_block_bytes(const srp_engine *eng);
+/* Parameters of the matrices one decode step reads in full (every GEMM operand and the head;
+ * not the embedding table, of which a step reads only its tokens' rows), and their bytes in
+ * backend memory: the weight-read floor of a decode step. */
+int64_t srp_engine_matrix_params(const srp_engine *eng);
+int64_t srp_engine_matrix_bytes(const srp_engine *eng);
 
 typedef enum { SRP_LOGITS_NONE, SRP_LOGITS_LAST, SRP_LOGITS_ALL } srp_logits_mode;
 

@@ -1,5 +1,6 @@
-/* A loaded model: its config and its weights in backend memory (llama2.c's Config +
- * TransformerWeights). The checkpoint stays mapped while weights may point into it. */
+/* A loaded model: its config, and its weights in backend memory arranged as the blocks the layer
+ * stack runs (llama2.c's Config + TransformerWeights). The checkpoint stays mapped while weights
+ * may point into it. */
 #ifndef SRP_MODEL_H
 #define SRP_MODEL_H
 
@@ -7,37 +8,58 @@
 #include "config.h"
 #include "safetensors.h"
 
-typedef struct srp_mamba_weights {
+typedef struct srp_mamba2_weights {
     srp_weight in_proj, in_proj_bias, conv, conv_bias, dt_bias, A_log, D, norm, out_proj,
         out_proj_bias;
-    int state_index; /* which srp_mamba_state of the slot pool */
-} srp_mamba_weights;
+} srp_mamba2_weights;
 
+/* q, k and v are one matrix [q | k | v] (one GEMM); inv_freq holds RoPE's frequencies. */
 typedef struct srp_attn_weights {
-    srp_weight q, k, v, o;
-    int kv_index; /* which srp_kv_layer of the KV cache */
+    srp_weight qkv, qkv_bias, o, o_bias, inv_freq;
 } srp_attn_weights;
 
+/* Gated: up is [gate | up] (2 * hidden rows), else [hidden] rows. */
 typedef struct srp_mlp_weights {
     srp_weight up, up_bias, down, down_bias;
 } srp_mlp_weights;
 
-typedef struct srp_layer {
-    srp_layer_kind kind;
+/* One mixer of a block: its kind, its weights (of the kind's type; several blocks may share
+ * them), and the slot-pool state or KV-cache layer it owns. */
+typedef struct srp_mixer {
+    srp_mixer_kind kind;
+    const void *w;
+    int state_index; /* recurrent-state layer of a Mamba mixer, else -1 */
+    int kv_index;    /* KV-cache layer of an attention mixer, else -1 */
+} srp_mixer;
+
+typedef struct srp_block {
     srp_weight norm;
-    srp_mamba_weights mamba;
-    srp_attn_weights attn;
-    srp_mlp_weights mlp;
-} srp_layer;
+    int n_mixers;
+    srp_mixer mixer[SRP_MAX_MIXERS];
+} srp_block;
+
+/* The recurrent state one Mamba mixer keeps per slot: the conv window (conv_dim channels x
+ * conv_width columns) and ssm_elems fp32 values of SSM state. */
+typedef struct srp_state_desc {
+    int conv_dim, conv_width;
+    int64_t ssm_elems;
+} srp_state_desc;
 
 typedef struct srp_model {
     srp_config cfg;
     srp_backend *be; /* not owned */
-    srp_ckpt *ckpt;
+    srp_ckpt *ckpt;  /* NULL for random weights */
     srp_weight embed, norm_f, lm_head;
     int lm_head_is_embed;
-    srp_layer *layers;
+    srp_block *blocks; /* [cfg.n_blocks] */
     int n_mamba, n_attn;
+    srp_state_desc *state; /* [n_mamba] */
+
+    /* what the loader allocated, for srp_model_free */
+    srp_weight **weights;
+    int n_weights, cap_weights;
+    void **allocs;
+    int n_allocs, cap_allocs;
 } srp_model;
 
 /* Called while weights load: done and total in bytes. */
@@ -48,7 +70,8 @@ int srp_model_load(srp_model *m, const char *dir, srp_backend *be, srp_progress_
                    void *user, srp_err *e);
 void srp_model_free(srp_model *m);
 
-/* A model of DIR/config.json's shape with random weights (for benchmarks; no checkpoint read). */
+/* A model of DIR/config.json's shape with random weights (for benchmarks; no checkpoint read).
+ * Optional tensors (biases) are left out. */
 int srp_model_random(srp_model *m, const char *dir, srp_backend *be, uint64_t seed, srp_err *e);
 
 #endif

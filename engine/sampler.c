@@ -125,7 +125,7 @@ int32_t srp_sample_row(const float *logits, int n, const srp_sample_params *p, f
                        int32_t *order) {
     int32_t tok = p->force_token ? p->forced_token : draw(logits, n, p, prob, order);
     if (p->logprob_out)
-        srp_logprobs_row(logits, n, tok, p->top_n > 0 ? p->top_n : 0, p->logprob_out,
-                         p->top_ids, p->top_logprobs);
+        srp_logprobs_row(logits, n, tok, p->top_n > 0 ? p->top_n : 0, p->logprob_out, p->top_ids,
+                         p->top_logprobs);
     return tok;
 }

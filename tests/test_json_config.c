@@ -44,22 +44,23 @@ TEST(config_nemotron_published_spelling) {
     srp_err e = { 0 };
     REQUIRE(srp_config_load(&c, srp_test_path("fixtures/nemotron_h_pattern"), &e) == 0);
     CHECK(c.arch == SRP_ARCH_NEMOTRON_H);
-    CHECK(c.n_layers == 10);
+    CHECK(c.n_layers == 10 && c.n_blocks == 10);
     const char *pattern = "M-M*-MM-*M";
     for (int i = 0; i < 10; i++) {
-        srp_layer_kind want = pattern[i] == 'M'   ? SRP_LAYER_MAMBA2
-                              : pattern[i] == '*' ? SRP_LAYER_ATTENTION
-                                                  : SRP_LAYER_MLP;
-        CHECKF(c.layer_kind[i] == want, "layer %d", i);
+        srp_mixer_kind want = pattern[i] == 'M'   ? SRP_MIXER_MAMBA2
+                              : pattern[i] == '*' ? SRP_MIXER_ATTENTION
+                                                  : SRP_MIXER_MLP;
+        CHECKF(c.blocks[i].mixer[0] == want && c.blocks[i].n_mixers == 1, "layer %d", i);
     }
-    CHECK(c.ssm_groups == 2 && c.conv_kernel == 4 && c.chunk_size == 16); /* mamba_* keys */
-    CHECK(c.ssm_heads == 8 && c.ssm_head_dim == 16 && c.d_inner == 128);
-    CHECK(c.conv_dim == 128 + 2 * 2 * 16);
-    CHECK(c.d_in_proj == 2 * 128 + 2 * 2 * 16 + 8);
-    CHECK(c.attn_heads == 4 && c.attn_kv_heads == 2 && c.attn_head_dim == 16);
-    CHECK(c.mlp_act == SRP_ACT_RELU2 && c.mlp_hidden == 96);
-    CHECK(c.gated_norm_group == 64);
-    CHECK(fabsf(c.dt_min - 0.001f) < 1e-9f && isinf(c.dt_max));
+    CHECK(c.mamba2.groups == 2 && c.mamba2.conv_kernel == 4 &&
+          c.mamba2.chunk_size == 16); /* mamba_* keys */
+    CHECK(c.mamba2.heads == 8 && c.mamba2.head_dim == 16 && c.mamba2.d_inner == 128);
+    CHECK(c.mamba2.conv_dim == 128 + 2 * 2 * 16);
+    CHECK(c.mamba2.d_in_proj == 2 * 128 + 2 * 2 * 16 + 8);
+    CHECK(c.attn.heads == 4 && c.attn.kv_heads == 2 && c.attn.head_dim == 16);
+    CHECK(c.mlp.act == SRP_ACT_RELU2 && c.mlp.hidden == 96 && !c.mlp.gated);
+    CHECK(c.mamba2.norm_group == 64);
+    CHECK(fabsf(c.mamba2.dt_min - 0.001f) < 1e-9f && isinf(c.mamba2.dt_max));
     CHECK(c.n_eos == 1 && c.eos_ids[0] == 2 && c.bos_id == 1);
 }
 
@@ -70,18 +71,18 @@ TEST(config_nemotron_list_spelling) {
     const char *pattern = "*M-M-M*M";
     CHECK(c.n_layers == 8);
     for (int i = 0; i < 8; i++)
-        CHECK(c.layer_kind[i] == (pattern[i] == 'M'   ? SRP_LAYER_MAMBA2
-                                  : pattern[i] == '*' ? SRP_LAYER_ATTENTION
-                                                      : SRP_LAYER_MLP));
-    CHECK(c.mlp_act == SRP_ACT_GELU && c.attn_kv_heads == 1 && c.conv_kernel == 3);
+        CHECK(c.blocks[i].mixer[0] == (pattern[i] == 'M'   ? SRP_MIXER_MAMBA2
+                                       : pattern[i] == '*' ? SRP_MIXER_ATTENTION
+                                                           : SRP_MIXER_MLP));
+    CHECK(c.mlp.act == SRP_ACT_GELU && c.attn.kv_heads == 1 && c.mamba2.conv_kernel == 3);
     /* the newest transformers names */
     const char *json = "{\"architectures\":[\"NemotronHForCausalLM\"],\"hidden_size\":8,"
                        "\"vocab_size\":10,\"layers_block_type\":[\"linear_attention\","
                        "\"full_attention\",\"mlp\"],\"mamba_num_heads\":2,\"mamba_head_dim\":4,"
                        "\"n_groups\":1,\"num_attention_heads\":2,\"head_dim\":4}";
     REQUIRE(parse(&c, json, &e) == 0);
-    CHECK(c.n_layers == 3 && c.layer_kind[0] == SRP_LAYER_MAMBA2 &&
-          c.layer_kind[1] == SRP_LAYER_ATTENTION && c.layer_kind[2] == SRP_LAYER_MLP);
+    CHECK(c.n_layers == 3 && c.blocks[0].mixer[0] == SRP_MIXER_MAMBA2 &&
+          c.blocks[1].mixer[0] == SRP_MIXER_ATTENTION && c.blocks[2].mixer[0] == SRP_MIXER_MLP);
 }
 
 TEST(config_mamba2) {
@@ -89,15 +90,15 @@ TEST(config_mamba2) {
     srp_err e = { 0 };
     REQUIRE(srp_config_load(&c, srp_test_path("fixtures/mamba2_tied"), &e) == 0);
     CHECK(c.arch == SRP_ARCH_MAMBA2 && c.n_layers == 4 && c.tie_embeddings);
-    CHECK(c.ssm_heads == 8 && c.ssm_groups == 2 && c.ssm_state == 16);
-    CHECK(c.gated_norm_group == c.d_inner);     /* transformers' Mamba2 norm has no groups */
-    CHECK(c.dt_min == 0.0f && isinf(c.dt_max)); /* {"__float__": "Infinity"} */
+    CHECK(c.mamba2.heads == 8 && c.mamba2.groups == 2 && c.mamba2.state == 16);
+    CHECK(c.mamba2.norm_group == c.mamba2.d_inner); /* transformers' Mamba2 norm has no groups */
+    CHECK(c.mamba2.dt_min == 0.0f && isinf(c.mamba2.dt_max)); /* {"__float__": "Infinity"} */
     /* Megatron's pipeline marker is not a layer */
     const char *json = "{\"model_type\":\"nemotron_h\",\"hybrid_override_pattern\":\"M-|M*\","
                        "\"hidden_size\":8,\"mamba_num_heads\":2,\"mamba_head_dim\":4,"
                        "\"n_groups\":1,\"num_attention_heads\":2}";
     REQUIRE(parse(&c, json, &e) == 0);
-    CHECK(c.n_layers == 4 && c.attn_head_dim == 4);
+    CHECK(c.n_layers == 4 && c.attn.head_dim == 4);
 }
 
 TEST(config_errors_name_the_field) {

@@ -101,7 +101,8 @@ static int cpu_begin_step(srp_backend *be, const srp_batch *b, srp_err *e) {
     return 0;
 }
 
-static int cpu_embed(srp_backend *be, const srp_weight *table, srp_mat out, srp_err *e) {
+static int cpu_embed(srp_backend *be, const srp_weight *table, float scale, srp_mat out,
+                     srp_err *e) {
     const srp_batch *b = &cpu_of(be)->batch;
     int rc = srp_cpu_check_f32("embed", out, e);
     if (rc) return rc;
@@ -111,6 +112,8 @@ static int cpu_embed(srp_backend *be, const srp_weight *table, srp_mat out, srp_
             return srp_err_set(e, SRP_EINVAL, "embed: token id %d outside the vocabulary (%lld)",
                                id, (long long)table->m.rows);
         memcpy(cpu_row(out, t), cpu_row(table->m, id), (size_t)out.cols * 4);
+        if (scale != 1.0f)
+            for (int64_t c = 0; c < out.cols; c++) cpu_row(out, t)[c] *= scale;
     }
     return 0;
 }
@@ -133,7 +136,7 @@ static int cpu_rmsnorm(srp_backend *be, srp_mat x, const srp_weight *w, float ep
 }
 
 static int cpu_gemm(srp_backend *be, srp_mat x, const srp_weight *w, const srp_weight *bias,
-                    srp_mat out, int accumulate, srp_err *e) {
+                    srp_mat out, float alpha, int accumulate, srp_err *e) {
     if (x.cols != w->m.cols || out.cols != w->m.rows || out.rows != x.rows)
         return srp_err_set(e, SRP_EINVAL,
                            "gemm: [%lld x %lld] * [%lld x %lld]^T into [%lld x %lld]",
@@ -141,8 +144,8 @@ static int cpu_gemm(srp_backend *be, srp_mat x, const srp_weight *w, const srp_w
                            (long long)w->m.cols, (long long)out.rows, (long long)out.cols);
     if (x.rows == 0) return 0;
     cpu_of(be)->sgemm(SRP_CBLAS_ROW_MAJOR, SRP_CBLAS_NO_TRANS, SRP_CBLAS_TRANS, (int)x.rows,
-                      (int)w->m.rows, (int)x.cols, 1.0f, x.data, (int)x.ld, w->m.data, (int)w->m.ld,
-                      accumulate ? 1.0f : 0.0f, out.data, (int)out.ld);
+                      (int)w->m.rows, (int)x.cols, alpha, x.data, (int)x.ld, w->m.data,
+                      (int)w->m.ld, accumulate ? 1.0f : 0.0f, out.data, (int)out.ld);
     if (bias) {
         const float *bv = bias->m.data;
 #pragma omp parallel for schedule(static) if (out.rows * out.cols > CPU_PAR_MIN)
@@ -202,6 +205,21 @@ static int cpu_activate(srp_backend *be, srp_act act, srp_mat x, srp_err *e) {
     for (int64_t r = 0; r < x.rows; r++) {
         float *xr = cpu_row(x, r);
         for (int64_t c = 0; c < x.cols; c++) xr[c] = act_one(act, xr[c]);
+    }
+    return 0;
+}
+
+static int cpu_activate_gated(srp_backend *be, srp_act act, srp_mat gate, srp_mat up, srp_mat out,
+                              srp_err *e) {
+    (void)be;
+    if (gate.rows != up.rows || gate.cols != up.cols || out.rows != gate.rows ||
+        out.cols != gate.cols)
+        return srp_err_set(e, SRP_EINVAL, "activate_gated: shapes differ");
+#pragma omp parallel for schedule(static) if (gate.rows * gate.cols > CPU_PAR_MIN)
+    for (int64_t r = 0; r < gate.rows; r++) {
+        const float *g = cpu_row(gate, r), *u = cpu_row(up, r);
+        float *o = cpu_row(out, r);
+        for (int64_t c = 0; c < gate.cols; c++) o[c] = act_one(act, g[c]) * u[c];
     }
     return 0;
 }
@@ -288,6 +306,8 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->gated_rmsnorm = cpu_gated_rmsnorm;
     b->attention = srp_cpu_attention;
     b->activate = cpu_activate;
+    b->activate_gated = cpu_activate_gated;
+    b->rope = srp_cpu_rope;
     b->gather_rows = cpu_gather_rows;
     b->sample = cpu_sample;
     b->sample_extras = 1;

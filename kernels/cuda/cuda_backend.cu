@@ -348,16 +348,16 @@ static int cuda_sync(srp_backend *be, srp_err *e) {
 }
 
 /* Thin adapters from the table's signatures to the launchers. */
-static int op_embed(srp_backend *be, const srp_weight *t, srp_mat out, srp_err *e) {
-    return srp_cuda_embed(cuda_of(be), t, out, e);
+static int op_embed(srp_backend *be, const srp_weight *t, float scale, srp_mat out, srp_err *e) {
+    return srp_cuda_embed(cuda_of(be), t, scale, out, e);
 }
 static int op_rmsnorm(srp_backend *be, srp_mat x, const srp_weight *w, float eps, srp_mat out,
                       srp_err *e) {
     return srp_cuda_rmsnorm(cuda_of(be), x, w, eps, out, e);
 }
 static int op_gemm(srp_backend *be, srp_mat x, const srp_weight *w, const srp_weight *bias,
-                   srp_mat out, int acc, srp_err *e) {
-    return srp_cuda_gemm(cuda_of(be), x, w, bias, out, acc, e);
+                   srp_mat out, float alpha, int acc, srp_err *e) {
+    return srp_cuda_gemm(cuda_of(be), x, w, bias, out, alpha, acc, e);
 }
 static int op_conv1d(srp_backend *be, srp_mat xbc, const srp_weight *w, const srp_weight *bias,
                      int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e) {
@@ -377,6 +377,13 @@ static int op_attention(srp_backend *be, const srp_attn_params *p, srp_mat q, sr
 }
 static int op_activate(srp_backend *be, srp_act act, srp_mat x, srp_err *e) {
     return srp_cuda_activate(cuda_of(be), act, x, e);
+}
+static int op_activate_gated(srp_backend *be, srp_act act, srp_mat gate, srp_mat up, srp_mat out,
+                             srp_err *e) {
+    return srp_cuda_activate_gated(cuda_of(be), act, gate, up, out, e);
+}
+static int op_rope(srp_backend *be, const srp_rope_params *p, srp_mat q, srp_mat k, srp_err *e) {
+    return srp_cuda_rope(cuda_of(be), p, q, k, e);
 }
 static int op_gather(srp_backend *be, srp_mat x, srp_mat out, srp_err *e) {
     return srp_cuda_gather_rows(cuda_of(be), x, out, e);
@@ -448,6 +455,8 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     b->gated_rmsnorm = op_gated;
     b->attention = op_attention;
     b->activate = op_activate;
+    b->activate_gated = op_activate_gated;
+    b->rope = op_rope;
     b->gather_rows = op_gather;
     b->sample = op_sample;
     b->sync = cuda_sync;

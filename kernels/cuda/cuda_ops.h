@@ -85,7 +85,8 @@ typedef struct cuda_backend {
     int32_t *sample_dev;     /* [max_logits]: sampled tokens */
     void *sample_params_dev; /* [max_logits] srp_sample_params */
     int *sample_rows_host;   /* row lists and segment offsets */
-    void *sample_scratch; /* probabilities, ids, sorted copies, CUB storage (kernels/cuda/sample.cu) */
+    void *sample_scratch; /* probabilities, ids, sorted copies, CUB storage (kernels/cuda/sample.cu)
+                           */
     size_t sample_cub_bytes;
     int32_t *sample_host; /* pinned: the same, coming back */
 
@@ -113,16 +114,19 @@ int srp_cuda_check(cudaError_t err, const char *what, srp_err *e);
 #define CUDA_LAUNCHED(e) CUDA_TRY(cudaGetLastError(), e)
 
 /* Launchers, one file each (kernels/cuda/<name>.cu). All run on cb->stream over cb->batch. */
-int srp_cuda_embed(cuda_backend *cb, const srp_weight *table, srp_mat out, srp_err *e);
+int srp_cuda_embed(cuda_backend *cb, const srp_weight *table, float scale, srp_mat out, srp_err *e);
 int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps, srp_mat out,
                      srp_err *e);
 int srp_cuda_gated_rmsnorm(cuda_backend *cb, srp_mat y, srp_mat z, const srp_weight *w, int group,
                            float eps, srp_mat out, srp_err *e);
 int srp_cuda_activate(cuda_backend *cb, srp_act act, srp_mat x, srp_err *e);
+int srp_cuda_activate_gated(cuda_backend *cb, srp_act act, srp_mat gate, srp_mat up, srp_mat out,
+                            srp_err *e);
+int srp_cuda_rope(cuda_backend *cb, const srp_rope_params *p, srp_mat q, srp_mat k, srp_err *e);
 int srp_cuda_gather_rows(cuda_backend *cb, srp_mat x, srp_mat out, srp_err *e);
 int srp_cuda_add_bias(cuda_backend *cb, srp_mat out, const srp_weight *bias, srp_err *e);
 int srp_cuda_gemm(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_weight *bias,
-                  srp_mat out, int accumulate, srp_err *e);
+                  srp_mat out, float alpha, int accumulate, srp_err *e);
 int srp_cuda_conv1d(cuda_backend *cb, srp_mat xbc, const srp_weight *w, const srp_weight *bias,
                     int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e);
 int srp_cuda_ssd(cuda_backend *cb, const srp_mamba_params *p, srp_mat x, srp_mat B, srp_mat C,

@@ -8,7 +8,7 @@ static cudaDataType_t cuda_type(srp_dtype t) {
 }
 
 int srp_cuda_gemm(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_weight *bias,
-                  srp_mat out, int accumulate, srp_err *e) {
+                  srp_mat out, float alpha, int accumulate, srp_err *e) {
     if (x.cols != w->m.cols || out.cols != w->m.rows || out.rows != x.rows)
         return srp_err_set(e, SRP_EINVAL,
                            "gemm: [%lld x %lld] * [%lld x %lld]^T into [%lld x %lld]",
@@ -20,7 +20,7 @@ int srp_cuda_gemm(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_we
                            srp_dtype_name(w->m.dtype), srp_dtype_name(out.dtype));
     if (x.rows == 0) return 0;
     /* Row-major out[T, N] = x[T, K] w[N, K]^T is column-major out^T = w^T(op T) x^T(op N). */
-    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    const float beta = accumulate ? 1.0f : 0.0f;
     cublasStatus_t st = cublasGemmEx(
         cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->m.rows, (int)x.rows, (int)x.cols, &alpha,
         w->m.data, CUDA_R_16BF, (int)w->m.ld, x.data, CUDA_R_16BF, (int)x.ld, &beta, out.data,

@@ -34,21 +34,22 @@ static int check_act(const char *op, srp_mat m, srp_err *e) {
 }
 
 __global__ void embed_kernel(const __nv_bfloat16 *table, int64_t ld_table, const int32_t *tokens,
-                             float *out, int64_t ld_out, int d) {
+                             float scale, float *out, int64_t ld_out, int d) {
     const int t = blockIdx.x;
     const __nv_bfloat16 *row = table + (int64_t)tokens[t] * ld_table;
     for (int c = threadIdx.x; c < d; c += blockDim.x)
-        out[t * ld_out + c] = __bfloat162float(row[c]);
+        out[t * ld_out + c] = __bfloat162float(row[c]) * scale;
 }
 
-int srp_cuda_embed(cuda_backend *cb, const srp_weight *table, srp_mat out, srp_err *e) {
+int srp_cuda_embed(cuda_backend *cb, const srp_weight *table, float scale, srp_mat out,
+                   srp_err *e) {
     if (out.dtype != SRP_F32 || table->m.dtype != SRP_BF16)
         return srp_err_set(e, SRP_EINVAL, "embed: table %s into %s", srp_dtype_name(table->m.dtype),
                            srp_dtype_name(out.dtype));
     if (cb->batch.n_tokens == 0) return 0;
     embed_kernel<<<cb->batch.n_tokens, 256, 0, cb->stream>>>(
-        (const __nv_bfloat16 *)table->m.data, table->m.ld, cb->batch.tokens, (float *)out.data,
-        out.ld, (int)out.cols);
+        (const __nv_bfloat16 *)table->m.data, table->m.ld, cb->batch.tokens, scale,
+        (float *)out.data, out.ld, (int)out.cols);
     CUDA_LAUNCHED(e);
     return 0;
 }
@@ -156,6 +157,32 @@ int srp_cuda_activate(cuda_backend *cb, srp_act act, srp_mat x, srp_err *e) {
     if (x.rows == 0) return 0;
     activate_kernel<<<grid_for(x.rows * x.cols, 256), 256, 0, cb->stream>>>(
         x.data, x.dtype == SRP_BF16, x.ld, x.rows, x.cols, (int)act);
+    CUDA_LAUNCHED(e);
+    return 0;
+}
+
+__global__ void activate_gated_kernel(const void *gate, const void *up, void *out, int bf16,
+                                      int64_t ldg, int64_t ldu, int64_t ldo, int64_t rows,
+                                      int64_t cols, int act) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / cols, c = i % cols;
+        const float g = load_el(gate, bf16, r * ldg + c), u = load_el(up, bf16, r * ldu + c);
+        store_el(out, bf16, r * ldo + c, activate_one(act, g) * u);
+    }
+}
+
+int srp_cuda_activate_gated(cuda_backend *cb, srp_act act, srp_mat gate, srp_mat up, srp_mat out,
+                            srp_err *e) {
+    int rc = check_act("activate_gated", gate, e);
+    if (rc) return rc;
+    if (up.dtype != gate.dtype || out.dtype != gate.dtype || up.rows != gate.rows ||
+        up.cols != gate.cols || out.rows != gate.rows || out.cols != gate.cols)
+        return srp_err_set(e, SRP_EINVAL, "activate_gated: shapes or types differ");
+    if (gate.rows == 0) return 0;
+    activate_gated_kernel<<<grid_for(gate.rows * gate.cols, 256), 256, 0, cb->stream>>>(
+        gate.data, up.data, out.data, gate.dtype == SRP_BF16, gate.ld, up.ld, out.ld, gate.rows,
+        gate.cols, (int)act);
     CUDA_LAUNCHED(e);
     return 0;
 }

@@ -80,15 +80,15 @@ TEST(cpu_gemm_bias_accumulate) {
     double *ref = malloc(sizeof(double) * M * N);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
-            double acc = out[i * N + j] + bias[j];
+            double acc = 0.0;
             for (int k = 0; k < K; k++) acc += (double)x[i * K + k] * w[j * K + k];
-            ref[i * N + j] = acc;
+            ref[i * N + j] = out[i * N + j] + bias[j] + 0.7 * acc;
         }
     srp_weight W = weight(w, N, K), B = weight(bias, 1, N);
-    REQUIRE(be->gemm(be, mat(x, M, K), &W, &B, mat(out, M, N), 1, &e) == 0);
+    REQUIRE(be->gemm(be, mat(x, M, K), &W, &B, mat(out, M, N), 0.7f, 1, &e) == 0);
     CHECK(rel_err(out, ref, M * N) < 1e-6);
     /* shape mismatch is an error, not a crash */
-    CHECK(be->gemm(be, mat(x, M, K - 1), &W, NULL, mat(out, M, N), 0, &e) == SRP_EINVAL);
+    CHECK(be->gemm(be, mat(x, M, K - 1), &W, NULL, mat(out, M, N), 1.0f, 0, &e) == SRP_EINVAL);
     free(x), free(w), free(bias), free(out), free(ref);
     be->destroy(be);
 }
@@ -435,5 +435,84 @@ TEST(cpu_blas_uses_the_cpus_vector_units) {
                "OpenBLAS chose %s", core);
     }
 #endif
+    be->destroy(be);
+}
+
+/* RoPE against transformers' formula written out: cos/sin tables of position * inv_freq, then
+ * x * cos + rotate_half(x) * sin on the first `dim` channels of every head. */
+static void rope_ref(double *x, int heads, int hd, int dim, double pos, double base) {
+    const int half = dim / 2;
+    for (int h = 0; h < heads; h++) {
+        double *v = x + h * hd, rot[256];
+        for (int i = 0; i < dim; i++) rot[i] = i < half ? -v[i + half] : v[i - half];
+        for (int i = 0; i < dim; i++) {
+            const double f = pow(base, -2.0 * (i % half) / dim);
+            v[i] = v[i] * cos(pos * f) + rot[i] * sin(pos * f);
+        }
+    }
+}
+
+TEST(cpu_rope_matches_rotate_half) {
+    srp_backend *be = cpu();
+    srp_err e = { 0 };
+    const int H = 4, KV = 2, HD = 16, DIM = 12, T = 9;
+    int len[2] = { 6, 3 }, past[2] = { 0, 40 };
+    test_batch tb;
+    make_batch(&tb, 2, len, past);
+    for (int dyn = 0; dyn < 2; dyn++) {
+        const float theta = 500.0f, factor = 3.0f;
+        const int max_pos = 16;
+        float inv_freq[DIM / 2];
+        for (int i = 0; i < DIM / 2; i++) inv_freq[i] = (float)pow(theta, -2.0 * i / DIM);
+        srp_weight f = weight(inv_freq, 1, DIM / 2);
+        float *q = randv(T * H * HD, 1), *k = randv(T * KV * HD, 1);
+        double *rq = malloc(sizeof(double) * T * H * HD),
+               *rk = malloc(sizeof(double) * T * KV * HD);
+        for (int i = 0; i < T * H * HD; i++) rq[i] = q[i];
+        for (int i = 0; i < T * KV * HD; i++) rk[i] = k[i];
+        for (int s = 0; s < 2; s++) {
+            /* transformers' dynamic NTK: the base grows with the sequence length it sees */
+            const int L = past[s] + len[s];
+            double base = theta;
+            if (dyn && L > max_pos)
+                base = theta * pow(factor * L / max_pos - (factor - 1), (double)DIM / (DIM - 2));
+            for (int t = tb.start[s]; t < tb.start[s + 1]; t++) {
+                const double pos = past[s] + t - tb.start[s];
+                rope_ref(rq + t * H * HD, H, HD, DIM, pos, base);
+                rope_ref(rk + t * KV * HD, KV, HD, DIM, pos, base);
+            }
+        }
+        srp_rope_params p = { H, KV, HD, DIM, &f, dyn, theta, factor, max_pos };
+        REQUIRE(be->begin_step(be, &tb.b, &e) == 0);
+        REQUIRE(be->rope(be, &p, mat(q, T, H * HD), mat(k, T, KV * HD), &e) == 0);
+        CHECKF(rel_err(q, rq, T * H * HD) < 2e-6, "dynamic %d: q %.3g", dyn,
+               rel_err(q, rq, T * H * HD));
+        CHECKF(rel_err(k, rk, T * KV * HD) < 2e-6, "dynamic %d: k %.3g", dyn,
+               rel_err(k, rk, T * KV * HD));
+        free(q), free(k), free(rq), free(rk);
+    }
+    srp_rope_params bad = { H, KV, HD, HD + 2, NULL, 0, 1, 1, 1 };
+    float q1[64], k1[32];
+    CHECK(be->rope(be, &bad, mat(q1, 1, 64), mat(k1, 1, 32), &e) == SRP_EINVAL);
+    be->destroy(be);
+}
+
+TEST(cpu_activate_gated) {
+    srp_backend *be = cpu();
+    srp_err e = { 0 };
+    const int R = 5, C = 37;
+    float *g = randv(R * C, 2), *u = randv(R * C, 2), *o = randv(R * C, 1);
+    double *ref = malloc(sizeof(double) * R * C);
+    for (int i = 0; i < R * C; i++) ref[i] = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    REQUIRE(be->activate_gated(be, SRP_ACT_SILU, mat(g, R, C), mat(u, R, C), mat(o, R, C), &e) ==
+            0);
+    CHECK(rel_err(o, ref, R * C) < 1e-6);
+    for (int i = 0; i < R * C; i++) ref[i] = (g[i] > 0 ? (double)g[i] * g[i] : 0.0) * u[i];
+    REQUIRE(be->activate_gated(be, SRP_ACT_RELU2, mat(g, R, C), mat(u, R, C), mat(g, R, C), &e) ==
+            0); /* in place */
+    CHECK(rel_err(g, ref, R * C) < 1e-6);
+    CHECK(be->activate_gated(be, SRP_ACT_SILU, mat(g, R, C), mat(u, R, C - 1), mat(o, R, C), &e) ==
+          SRP_EINVAL);
+    free(g), free(u), free(o), free(ref);
     be->destroy(be);
 }

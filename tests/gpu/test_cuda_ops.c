@@ -133,11 +133,12 @@ static void begin(pair *p, const srp_batch *b) {
 TEST(gpu_gemm) {
     static const struct {
         int M, K, N, f32_out, acc, bias;
-    } cases[] = { { 1, 64, 128, 0, 0, 0 },
-                  { 37, 96, 200, 0, 0, 1 },
-                  { 130, 256, 72, 1, 1, 0 },
-                  { 5, 4096, 1024, 1, 1, 1 },
-                  { 512, 512, 512, 0, 0, 0 } };
+        float alpha;
+    } cases[] = { { 1, 64, 128, 0, 0, 0, 1.0f },
+                  { 37, 96, 200, 0, 0, 1, 0.25f },
+                  { 130, 256, 72, 1, 1, 0, 1.0f },
+                  { 5, 4096, 1024, 1, 1, 1, 3.5f },
+                  { 512, 512, 512, 0, 0, 0, 1.0f } };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int M = cases[c].M, K = cases[c].K, N = cases[c].N;
         pair p = backends(M, 1, 1, 1, 1);
@@ -150,8 +151,10 @@ TEST(gpu_gemm) {
         srp_mat xc = put(p.cpu, SRP_F32, M, K, x), xg = put(p.gpu, SRP_BF16, M, K, x);
         srp_mat oc = put(p.cpu, SRP_F32, M, N, o0),
                 og = put(p.gpu, ot, M, N, cases[c].acc ? o0 : NULL);
-        REQUIRE(p.cpu->gemm(p.cpu, xc, &wc, cases[c].bias ? &bc : NULL, oc, cases[c].acc, &e) == 0);
-        REQUIRE(p.gpu->gemm(p.gpu, xg, &wg, cases[c].bias ? &bg : NULL, og, cases[c].acc, &e) == 0);
+        REQUIRE(p.cpu->gemm(p.cpu, xc, &wc, cases[c].bias ? &bc : NULL, oc, cases[c].alpha,
+                            cases[c].acc, &e) == 0);
+        REQUIRE(p.gpu->gemm(p.gpu, xg, &wg, cases[c].bias ? &bg : NULL, og, cases[c].alpha,
+                            cases[c].acc, &e) == 0);
         float *a = get(p.gpu, og), *b = get(p.cpu, oc);
         double err = rel(a, b, (int64_t)M * N);
         CHECKF(err < 1e-2, "gemm %dx%dx%d: %.3g", M, K, N, err);
@@ -180,7 +183,8 @@ TEST(gpu_rowwise_ops) {
     srp_weight tc = weight(p.cpu, table, V, C, 1), tg = weight(p.gpu, table, V, C, 1);
     /* embed */
     srp_mat ec = put(p.cpu, SRP_F32, R, C, NULL), eg = put(p.gpu, SRP_F32, R, C, NULL);
-    REQUIRE(p.cpu->embed(p.cpu, &tc, ec, &e) == 0 && p.gpu->embed(p.gpu, &tg, eg, &e) == 0);
+    REQUIRE(p.cpu->embed(p.cpu, &tc, 1.5f, ec, &e) == 0 &&
+            p.gpu->embed(p.gpu, &tg, 1.5f, eg, &e) == 0);
     float *a = get(p.gpu, eg), *b = get(p.cpu, ec);
     CHECK(rel(a, b, (int64_t)R * C) == 0.0);
     free(a), free(b);
@@ -397,4 +401,55 @@ TEST(gpu_sample) {
     check_sample(256, 5000, 3.0f);
     check_sample(64, 131072, 2.0f);
     check_sample(40, 300, 0.3f); /* flat: wide nuclei */
+}
+
+/* RoPE (plain and dynamic NTK, partial rotation, GQA, sequences continuing from n_past) and the
+ * gated activations, against the CPU backend. */
+TEST(gpu_rope_and_gated_activation) {
+    const int H = 8, KV = 2, HD = 64, T = 300;
+    int len[3] = { 250, 1, 49 }, past[3] = { 0, 9000, 100 };
+    pair p = backends(T, 3, 1, 1, 8);
+    srp_err e = { 0 };
+    test_batch tb;
+    make_batch(&tb, 3, len, past);
+    begin(&p, &tb.b);
+    const int dims[2] = { 64, 32 };
+    for (int c = 0; c < 2; c++) {
+        const int dim = dims[c];
+        float inv_freq[32];
+        for (int i = 0; i < dim / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * i / dim);
+        srp_weight fc = weight(p.cpu, inv_freq, 1, dim / 2, 0),
+                   fg = weight(p.gpu, inv_freq, 1, dim / 2, 0);
+        float *q = randv((int64_t)T * H * HD, 1), *k = randv((int64_t)T * KV * HD, 1);
+        srp_mat qc = put(p.cpu, SRP_F32, T, H * HD, q), qg = put(p.gpu, SRP_BF16, T, H * HD, q);
+        srp_mat kc = put(p.cpu, SRP_F32, T, KV * HD, k), kg = put(p.gpu, SRP_BF16, T, KV * HD, k);
+        srp_rope_params rc = { H, KV, HD, dim, &fc, c, 10000.0f, 4.0f, 2048 };
+        srp_rope_params rg = rc;
+        rg.inv_freq = &fg;
+        REQUIRE(p.cpu->rope(p.cpu, &rc, qc, kc, &e) == 0);
+        REQUIRE(p.gpu->rope(p.gpu, &rg, qg, kg, &e) == 0);
+        float *a = get(p.gpu, qg), *b = get(p.cpu, qc);
+        double eq = rel(a, b, (int64_t)T * H * HD);
+        free(a), free(b);
+        a = get(p.gpu, kg), b = get(p.cpu, kc);
+        double ek = rel(a, b, (int64_t)T * KV * HD);
+        free(a), free(b);
+        CHECKF(eq < 1e-2 && ek < 1e-2, "rope dim %d: q %.3g k %.3g", dim, eq, ek);
+        fprintf(stderr, "  rope dim %d%s: rel err q %.2e k %.2e\n", dim, c ? " dynamic" : "", eq,
+                ek);
+        free(q), free(k);
+    }
+    const int C = 1000;
+    float *g = randv((int64_t)T * C, 2), *u = randv((int64_t)T * C, 2);
+    srp_mat gc = put(p.cpu, SRP_F32, T, C, g), gg = put(p.gpu, SRP_BF16, T, C, g);
+    srp_mat uc = put(p.cpu, SRP_F32, T, C, u), ug = put(p.gpu, SRP_BF16, T, C, u);
+    srp_mat oc = put(p.cpu, SRP_F32, T, C, NULL), og = put(p.gpu, SRP_BF16, T, C, NULL);
+    REQUIRE(p.cpu->activate_gated(p.cpu, SRP_ACT_SILU, gc, uc, oc, &e) == 0);
+    REQUIRE(p.gpu->activate_gated(p.gpu, SRP_ACT_SILU, gg, ug, og, &e) == 0);
+    float *a = get(p.gpu, og), *b = get(p.cpu, oc);
+    double err = rel(a, b, (int64_t)T * C);
+    CHECKF(err < 1e-2, "swiglu %.3g", err);
+    fprintf(stderr, "  silu(gate) * up: rel err %.2e\n", err);
+    free(a), free(b), free(g), free(u);
+    release(&p);
 }

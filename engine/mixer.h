@@ -1,0 +1,44 @@
+/* The mixers the layer stack runs (private to engine/): one file each (engine/mixer_*.c), each
+ * a short sequence of backend operations. A mixer reads the block's normalised input
+ * (ws.normed) and adds its output, times the block's multipliers, into the residual stream
+ * (ws.resid). */
+#ifndef SRP_MIXER_H
+#define SRP_MIXER_H
+
+#include "engine_internal.h"
+
+/* Widths (columns) a mixer needs in the step's activation buffers. */
+typedef struct srp_ws_need {
+    int64_t proj, conv, mix;
+} srp_ws_need;
+
+typedef struct srp_mixer_ops {
+    /* Runs the mixer over the step's first T tokens. */
+    int (*run)(srp_engine *eng, const srp_mixer *mx, int T, srp_err *e);
+    /* Raises need to what this mixer of config c uses. */
+    void (*ws_need)(const srp_config *c, srp_ws_need *need);
+} srp_mixer_ops;
+
+const srp_mixer_ops *srp_mixer_ops_of(srp_mixer_kind kind);
+
+extern const srp_mixer_ops srp_mixer_mamba2_ops, srp_mixer_attention_ops, srp_mixer_mlp_ops;
+
+static inline srp_mat srp_ws_rows(srp_mat m, int n) {
+    return srp_mat_rows(m, 0, n);
+}
+
+static inline const srp_weight *srp_opt(const srp_weight *w) {
+    return w->m.data ? w : NULL;
+}
+
+static inline void srp_ws_raise(int64_t *have, int64_t want) {
+    if (want > *have) *have = want;
+}
+
+#define SRP_TRY(call)        \
+    do {                     \
+        int rc_ = (call);    \
+        if (rc_) return rc_; \
+    } while (0)
+
+#endif
