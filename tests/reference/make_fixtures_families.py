@@ -483,7 +483,8 @@ HOLDOUT_SPECS = [
 def config_fields(cls):
     names = set(getattr(cls, "__dataclass_fields__", {}))
     try:
-        names |= {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")}
+        names |= {n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     except (TypeError, ValueError):
         pass
     names |= set(getattr(cls, "attribute_map", {}) or {})
@@ -601,7 +602,11 @@ class ExpertProbe:
                     self.handles.append(sub.register_forward_pre_hook(self._member(name, j)))
             elif cname.endswith("Experts") and "Shared" not in cname:
                 layer = name.rsplit(".", 1)[0] if last in ("experts", "input_linear", "output_linear") else name
-                self.handles.append(mod.register_forward_pre_hook(self._fused(layer), with_kwargs=True))
+                try:
+                    self.handles.append(mod.register_forward_pre_hook(self._fused(layer), with_kwargs=True))
+                except TypeError:  # torch < 2.0: positional arguments only
+                    hook = self._fused(layer)
+                    self.handles.append(mod.register_forward_pre_hook(lambda m, a, h=hook: h(m, a, {})))
 
     def _fused(self, layer):
         def hook(mod, args, kwargs):
@@ -706,11 +711,12 @@ def saved_tensors(out):
 def save_checkpoint(model, spec, out):
     dtype = DTYPES[spec["dtype"]]
     keep = set(spec.get("keep_fp32", ()))
-    m = model.to(dtype)
+    exact = {n: p.detach().clone() for n, p in named_tensors(model) if n.split(".")[-1] in keep}
+    m = model.to(dtype)  # casts in place: put the fp32 values back after it
     with torch.no_grad():
         for name, p in named_tensors(m):
-            if name.split(".")[-1] in keep:
-                p.data = p.data.float()
+            if name in exact:
+                p.data = exact[name]
     kw = {"max_shard_size": "40KB"} if spec.get("shard") else {}
     m.save_pretrained(out, safe_serialization=True, **kw)
     model.float()
@@ -863,8 +869,11 @@ def derived_facts(model):
         d["layers"] = [type(l).__name__ + "(" + ",".join(n for n, _ in l.named_children()) + ")" for l in layers]
     for name, mod in model.named_modules():
         if hasattr(mod, "inv_freq") and torch.is_tensor(mod.inv_freq) and "rotary" not in d:
-            d["rotary"] = {"module": name, "rotary_dim": 2 * mod.inv_freq.numel(),
-                           "inv_freq": [float(x) for x in mod.inv_freq.float().tolist()],
+            # original_inv_freq: the dynamic type overwrites inv_freq at each longer forward
+            inv = getattr(mod, "original_inv_freq", None)
+            inv = inv if torch.is_tensor(inv) else mod.inv_freq
+            d["rotary"] = {"module": name, "rotary_dim": 2 * inv.numel(),
+                           "inv_freq": [float(x) for x in inv.float().tolist()],
                            "attention_scaling": float(getattr(mod, "attention_scaling", 1.0)),
                            "rope_type": str(getattr(mod, "rope_type", ""))}
         if hasattr(mod, "scaling") and isinstance(getattr(mod, "scaling"), float) and "attn_scaling" not in d:
