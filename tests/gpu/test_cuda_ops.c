@@ -138,7 +138,12 @@ TEST(gpu_gemm) {
                   { 37, 96, 200, 0, 0, 1, 0.25f },
                   { 130, 256, 72, 1, 1, 0, 1.0f },
                   { 5, 4096, 1024, 1, 1, 1, 3.5f },
-                  { 512, 512, 512, 0, 0, 0, 1.0f } };
+                  { 512, 512, 512, 0, 0, 0, 1.0f },
+                  /* the GEMV path (M <= 8): odd row counts, long rows, every epilogue */
+                  { 2, 16384, 131, 1, 1, 1, 0.5f },
+                  { 3, 1024, 4099, 0, 0, 1, 1.0f },
+                  { 8, 4096, 1000, 1, 1, 0, 2.0f },
+                  { 7, 8, 9, 0, 1, 1, 1.0f } };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int M = cases[c].M, K = cases[c].K, N = cases[c].N;
         pair p = backends(M, 1, 1, 1, 1);
