@@ -342,7 +342,8 @@ static void bench_gemv(srp_backend *blas, const char *what, int M, int Nr, int K
     if (!wanted(name)) return;
     srp_backend_limits lim = { M, M, 1, M, 1 };
     if (be->configure(be, &lim, &err) || blas->configure(blas, &lim, &err)) die("configure");
-    gemv_ctx c = { be, { rand_buf((int64_t)M * Kc, SRP_BF16), SRP_BF16, M, Kc, Kc },
+    gemv_ctx c = { be,
+                   { rand_buf((int64_t)M * Kc, SRP_BF16), SRP_BF16, M, Kc, Kc },
                    { rand_buf((int64_t)M * Nr, f32_out ? SRP_F32 : SRP_BF16),
                      f32_out ? SRP_F32 : SRP_BF16, M, Nr, Nr },
                    { { rand_buf((int64_t)Nr * Kc, SRP_BF16), SRP_BF16, Nr, Kc, Kc }, 0 } };

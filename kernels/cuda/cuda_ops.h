@@ -80,7 +80,7 @@ typedef struct cuda_backend {
     } graphs[64];
     int n_graphs;
     int capturing;
-    int no_gemv; /* SERPENT_NO_GEMV=1: every product through cuBLAS (for comparisons) */
+    int no_gemv;       /* SERPENT_NO_GEMV=1: every product through cuBLAS (for comparisons) */
     void *ssd_scratch; /* the SSD time steps of a prefill step */
     size_t ssd_scratch_bytes;
     int32_t *sample_dev;     /* [max_logits]: sampled tokens */

@@ -116,10 +116,10 @@ int srp_cuda_gemv(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_we
     const __nv_bfloat16 *wd = (const __nv_bfloat16 *)w->m.data, *xd = (const __nv_bfloat16 *)x.data;
     const int f32 = out.dtype == SRP_F32;
     const int64_t ldw = w->m.ld;
-#define GEMV_CASE(rows_)                                                                       \
-    case rows_:                                                                                \
-        gemv_kernel<rows_><<<grid, 32 * GEMV_WARPS, 0, cb->stream>>>(                              \
-            wd, ldw, N, K, xd, x.ld, out.data, f32, out.ld, alpha, accumulate, bv);        \
+#define GEMV_CASE(rows_)                                                            \
+    case rows_:                                                                     \
+        gemv_kernel<rows_><<<grid, 32 * GEMV_WARPS, 0, cb->stream>>>(               \
+            wd, ldw, N, K, xd, x.ld, out.data, f32, out.ld, alpha, accumulate, bv); \
         break
     switch (x.rows) {
         GEMV_CASE(1);
