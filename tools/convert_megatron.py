@@ -225,12 +225,27 @@ def allocate_layers(n_layers, attention_ratio, mlp_ratio):
     return "".join(kinds)
 
 
+def pattern_from_keys(sd, n_layers):
+    """Each layer's kind as its keys show it (mixer.* Mamba, self_attention.* attention, mlp.*
+    MLP), or None where a layer shows none or several."""
+    kinds = [set() for _ in range(n_layers)]
+    for k in sd:
+        m = re.match(r"decoder\.layers\.(\d+)\.(mixer|self_attention|mlp)\.", k)
+        if m and int(m.group(1)) < n_layers:
+            kinds[int(m.group(1))].add({"mixer": MAMBA, "self_attention": ATTENTION,
+                                        "mlp": MLP}[m.group(2)])
+    if any(len(s) != 1 for s in kinds):
+        return None
+    return "".join(s.pop() for s in kinds)
+
+
 def _arg(args, name, default=None):
     return getattr(args, name, default)
 
 
-def read_hparams(args, n_ranks):
-    """Model shape and the semantics checks, from Megatron's saved argparse.Namespace."""
+def read_hparams(args, n_ranks, sd=None):
+    """Model shape and the semantics checks, from Megatron's saved argparse.Namespace (and rank 0's
+    state dict `sd`, whose keys must show the same layer pattern)."""
     def need(name):
         v = _arg(args, name)
         if v is None:
@@ -280,6 +295,8 @@ def read_hparams(args, n_ranks):
     hidden = int(need("hidden_size"))
     n_layers = int(need("num_layers"))
     pattern = _arg(args, "hybrid_override_pattern")
+    from_keys = pattern_from_keys(sd, n_layers) if sd is not None else None
+    source = "args.hybrid_override_pattern"
     if pattern:
         pattern = pattern.replace("|", "")  # pipeline-stage separators of newer Megatron
         bad = sorted(set(pattern) - {MAMBA, ATTENTION, MLP})
@@ -289,13 +306,24 @@ def read_hparams(args, n_ranks):
         if len(pattern) != n_layers:
             raise ConversionError(f"args.hybrid_override_pattern has {len(pattern)} layers, "
                                   f"args.num_layers is {n_layers}")
-    else:
+    elif any(hasattr(args, k) for k in ("hybrid_override_pattern", "hybrid_attention_ratio",
+                                         "hybrid_mlp_ratio")):
         att = float(_arg(args, "hybrid_attention_ratio", 0.0) or 0.0)
         mlp = float(_arg(args, "hybrid_mlp_ratio", 0.0) or 0.0)
         if not (0 <= att <= 1 and 0 <= mlp <= 1 and att + mlp <= 1):
             raise ConversionError(f"args.hybrid_attention_ratio = {att}, args.hybrid_mlp_ratio = "
                                   f"{mlp}: not ratios that sum to at most 1")
         pattern = allocate_layers(n_layers, att, mlp)
+        source = f"args.hybrid_attention_ratio = {att}, args.hybrid_mlp_ratio = {mlp}"
+    elif from_keys is not None:
+        pattern = from_keys  # arguments of some other Megatron version: the keys say it
+        source = "the keys"
+    else:
+        raise ConversionError("the saved args have no hybrid_override_pattern or hybrid_*_ratio, "
+                              "and the keys do not show one kind per layer")
+    if from_keys is not None and from_keys != pattern:
+        raise ConversionError(f"{source} gives the layer pattern {pattern!r}, but the "
+                              f"checkpoint's keys hold {from_keys!r}")
 
     heads = int(need("num_attention_heads"))
     groups = int(_arg(args, "num_query_groups") or heads) if _arg(
@@ -809,8 +837,8 @@ def convert(ckpt_dir, out_dir, tokenizer=None, max_shard_bytes=5 * 10**9, force=
         log("note: stood in for classes the checkpoint names but this converter does not "
             "import: " + ", ".join(sorted(_stubbed)))
     args = ckpts[0]["args"]
-    hp = read_hparams(args, len(files))
     sds = [c["model"] for c in ckpts]
+    hp = read_hparams(args, len(files), sds[0])
     check_keys(sds, hp, files)
     tensors = build_tensors(sds, hp)
     padded = _arg(args, "padded_vocab_size")

@@ -497,7 +497,7 @@ def check_refusals(case, w, vocab, tmp):
     sys.path.insert(0, os.path.dirname(CONVERTER))
     import convert_megatron as cm
 
-    def attempt(label, mutate_sd=None, mutate_args=None, want=()):
+    def attempt(label, mutate_sd=None, mutate_args=None, want=(), accept=False):
         sds = megatron_state_dicts(case, w)
         args = megatron_args(case, vocab)
         if mutate_sd:
@@ -507,10 +507,14 @@ def check_refusals(case, w, vocab, tmp):
         ckpt = os.path.join(tmp, "refuse_" + label)
         save_megatron(ckpt, case, sds, args)
         try:
-            cm.convert(ckpt, os.path.join(tmp, "refuse_out_" + label), log=lambda m: None)
+            hp = cm.convert(ckpt, os.path.join(tmp, "refuse_out_" + label), log=lambda m: None)
             msg = None
         except cm.ConversionError as e:
             msg = str(e)
+        if accept:
+            check(msg is None and hp["pattern"] == pattern_of(case),
+                  f"accepted ({label}): pattern {hp['pattern'] if msg is None else msg}")
+            return
         check(msg is not None and all(s in msg for s in want),
               f"refused ({label}), naming {', '.join(want)}" + ("" if msg else ": not refused"))
 
@@ -533,6 +537,16 @@ def check_refusals(case, w, vocab, tmp):
             want=("args.position_embedding_type",))
     attempt("pattern", mutate_args=lambda a: setattr(a, "hybrid_override_pattern", "M*-M-*ME"),
             want=("args.hybrid_override_pattern", "'E'"))
+    attempt("pattern against keys",
+            mutate_args=lambda a: setattr(a, "hybrid_override_pattern", "M-*M-*M-"),
+            want=("args.hybrid_override_pattern gives the layer pattern 'M-*M-*M-'",
+                  "keys hold 'M*-M-*M-'"))
+
+    def drop_hybrid_args(a):
+        for k in ("hybrid_override_pattern", "hybrid_attention_ratio", "hybrid_mlp_ratio"):
+            delattr(a, k)
+    attempt("no hybrid args: the pattern from the keys", mutate_args=drop_hybrid_args,
+            accept=True)
 
 
 def run_case(case, serpent, tmp, seed):
