@@ -141,6 +141,8 @@ def load_rank_file(path):
 
 def find_rank_files(ckpt_dir):
     """Returns (iteration folder, [mp_rank_00 file, mp_rank_01 file, ...], iteration label)."""
+    if not os.path.isdir(ckpt_dir):
+        raise ConversionError(f"{ckpt_dir}: no such folder")
     tracker = os.path.join(ckpt_dir, "latest_checkpointed_iteration.txt")
     label = None
     if os.path.exists(tracker):
