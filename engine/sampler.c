@@ -127,7 +127,7 @@ static int32_t draw(const float *logits, int n, const srp_sample_params *raw, fl
         cum += prob[order[i]];
         if (u < cum) return order[i];
     }
-    return order[m - 1]; /* u rounded up to the total */
+    return order[m - 1]; /* not reached: u * total < total, and cum ends at total */
 }
 
 static float finite_or_ninf(float x) {
