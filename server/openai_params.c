@@ -150,9 +150,9 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
     if (rc) o->sample.presence_penalty = (float)d;
     if ((rc = get_number(root, "frequency_penalty", -2, 2, &d, e)) < 0) return -1;
     if (rc) o->sample.frequency_penalty = (float)d;
-    if ((rc = get_number(root, "repetition_penalty", 0, 10, &d, e)) < 0) return -1;
-    if (rc && d <= 0)
-        return srv_fail(e, 400, "repetition_penalty", "'repetition_penalty' must be > 0");
+    /* vLLM takes any finite value > 0, but one near 0 divides logits past the float range
+     * (issue 11: 1e-40 made them infinite); in [0.01, 10] a logit grows at most 100-fold */
+    if ((rc = get_number(root, "repetition_penalty", 0.01, 10, &d, e)) < 0) return -1;
     if (rc) o->sample.repetition_penalty = (float)d;
     const cJSON *seed = field(root, "seed");
     if (seed) {
