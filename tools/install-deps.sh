@@ -37,7 +37,9 @@ fi
 # packages pinned by each folder's package-lock.json, installed once.
 if [ "${SERPENT_SKIP_NPM:-0}" != 1 ]; then
   for d in tests/*/; do
-    if [ -f "$d/setup.sh" ] && [ ! -d "$d/node_modules" ]; then
+    # again when package-lock.json changed since the last npm ci
+    if [ -f "$d/setup.sh" ] && { [ ! -d "$d/node_modules" ] ||
+      { [ -f "$d/package-lock.json" ] && [ "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]; }; }; then
       bash "$d/setup.sh"
     fi
   done
