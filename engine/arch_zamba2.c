@@ -10,10 +10,12 @@
  *   x = x + mamba(norm(x + t))        t enters the Mamba block's norm input, not the residual
  *
  * As blocks of the layer stack (engine/config.h): [attention, in [x | e], out aux], [mlp with
- * linear_l as its post projection, in aux, out aux], [mamba2, in x + aux, out x]. The shared
- * blocks' weights are loaded once, under the layer of their first use, and referenced by every
- * use's mixer (a copy of the weight structs, pointing at the same memory, with the use's own
- * adapters); every use has its own KV-cache layer. */
+ * linear_l as its post projection, in aux, out aux], [mamba2, in x + aux, out x]. A shared
+ * block's weights are loaded once and referenced by every use's mixer (a copy of the weight
+ * structs, pointing at the same memory, with the use's own adapters); every use has its own
+ * KV-cache layer. transformers' files hold a block its uses share under its first use; where a
+ * use's own layer holds a shared_transformer of its own (transformers 5 writes every use when it
+ * does not tie them, tests/reference/FAMILIES.md), that use takes it, as transformers does. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -160,6 +162,12 @@ static int random_mode(srp_loader *L) {
     return srp_loader_model(L)->ckpt == NULL;
 }
 
+/* Whether the checkpoint holds a shared_transformer under layer. */
+static int has_block(srp_loader *L, int layer) {
+    return srp_load_has(L,
+                        srp_lname(L, "layers.%d.shared_transformer.input_layernorm.weight", layer));
+}
+
 /* The layer whose shared_transformer holds block k's weights: the first of its uses whose
  * checkpoint has them (transformers saves a tied block once, under its first use). */
 static int storage_layer(srp_loader *L, const srp_config *c, int id) {
@@ -168,9 +176,7 @@ static int storage_layer(srp_loader *L, const srp_config *c, int id) {
         if (c->blocks[b].shared_id != id) continue;
         const int l = c->blocks[b].layer;
         if (first < 0) first = l;
-        if (random_mode(L) ||
-            srp_load_has(L, srp_lname(L, "layers.%d.shared_transformer.input_layernorm.weight", l)))
-            return l;
+        if (random_mode(L) || has_block(L, l)) return l;
     }
     return first;
 }
@@ -222,11 +228,6 @@ static int load_mlp_adapter(srp_loader *L, const srp_config *c, srp_mlp_weights 
                       "%d.1.weight",
                       s, use));
     return rc;
-}
-
-static int has_block(srp_loader *L, int layer) {
-    return srp_load_has(L,
-                        srp_lname(L, "layers.%d.shared_transformer.input_layernorm.weight", layer));
 }
 
 /* Block b of shared group id: its norm and weights, this use's adapters, and its mixer (with its
