@@ -1,6 +1,7 @@
-/* The CPU backend's wiring ops of the hybrid families (kernels/cpu/cpu_streams.c) against plain
- * double-precision references: Falcon-H1's norm-then-gate and the fp32 stream add of Zamba2, on
- * column slices of wider buffers as the layer stack uses them. */
+/* What the Bamba, Falcon-H1 and Zamba2 families add to the CPU backend, against plain
+ * double-precision references: Falcon-H1's norm-then-gate and the fp32 stream add of Zamba2
+ * (kernels/cpu/cpu_streams.c), on column slices of wider buffers as the layer stack uses them,
+ * and the SSD scan at the d_state of 256 that Bamba and Falcon-H1 checkpoints use. */
 #include <stdint.h>
 
 #include "backend.h"
@@ -105,5 +106,52 @@ TEST(cpu_add_streams) {
     CHECK(rel_err(y, C, ref, R, C) < 1e-7);
     CHECK(be->add(be, view(x, R, 0, C, C), NULL, view(wide, R, 0, C - 1, LD), &e) == SRP_EINVAL);
     free(x), free(y), free(wide), free(ref), free(right);
+    be->destroy(be);
+}
+
+/* y and the final state of one sequence by the recurrence (model-spec.md section 1.2), fresh
+ * state, one head group. */
+static void ssd_recurrence(int T, int H, int P, int N, const float *x, const float *B,
+                           const float *C, const float *dt, const float *A_log,
+                           const float *dt_bias, const float *D, double *y, double *S) {
+    memset(S, 0, sizeof(double) * H * P * N);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const double v = dt[t * H + h] + dt_bias[h], d = v > 20 ? v : log1p(exp(v));
+            const double da = exp(d * -exp((double)A_log[h]));
+            for (int p = 0; p < P; p++) {
+                double acc = 0;
+                for (int n = 0; n < N; n++) {
+                    double *sv = &S[((int64_t)h * P + p) * N + n];
+                    *sv = da * *sv + d * x[t * H * P + h * P + p] * B[t * N + n];
+                    acc += *sv * C[t * N + n];
+                }
+                y[t * H * P + h * P + p] = acc + D[h] * x[t * H * P + h * P + p];
+            }
+        }
+}
+
+TEST(cpu_ssd_state_256) {
+    srp_backend *be = cpu();
+    srp_err e = { 0 };
+    const int T = 45, H = 2, P = 16, N = 256;
+    float *x = randv(T * H * P, 1), *B = randv(T * N, 0.3f), *C = randv(T * N, 0.3f);
+    float *dt = randv(T * H, 1.5f), *A_log = randv(H, 1), *dt_bias = randv(H, 1), *D = randv(H, 1);
+    float *y = randv(T * H * P, 1), *state = randv(H * P * N, 1);
+    double *yref = malloc(sizeof(double) * T * H * P), *sref = malloc(sizeof(double) * H * P * N);
+    ssd_recurrence(T, H, P, N, x, B, C, dt, A_log, dt_bias, D, yref, sref);
+    srp_weight wa = { { A_log, SRP_F32, 1, H, H }, 0 }, wb = { { dt_bias, SRP_F32, 1, H, H }, 0 },
+               wd = { { D, SRP_F32, 1, H, H }, 0 };
+    srp_mamba_params p = { H, P, 1, N, 4, 16, 0.0f, INFINITY, &wa, &wb, &wd };
+    int32_t start[2] = { 0, T }, past[1] = { 0 }, slot[1] = { 0 }, tokens[64] = { 0 };
+    srp_batch b = { 1, T, tokens, start, past, slot, NULL, 0, 0, NULL };
+    srp_mamba_state st = { NULL, SRP_F32, state };
+    REQUIRE(be->begin_step(be, &b, &e) == 0);
+    REQUIRE(be->ssd(be, &p, view(x, T, 0, H * P, H * P), view(B, T, 0, N, N), view(C, T, 0, N, N),
+                    view(dt, T, 0, H, H), &st, view(y, T, 0, H * P, H * P), &e) == 0);
+    const double ey = rel_err(y, H * P, yref, T, H * P), es = rel_err(state, N, sref, H * P, N);
+    CHECKF(ey < 1e-5 && es < 1e-5, "ssd state 256: y %.3g, state %.3g", ey, es);
+    free(x), free(B), free(C), free(dt), free(A_log), free(dt_bias), free(D), free(y), free(state),
+        free(yref), free(sref);
     be->destroy(be);
 }
