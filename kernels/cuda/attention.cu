@@ -745,7 +745,7 @@ static int choose_splits(cuda_backend *cb, int n_dec, int n_rg, int per_sm,
     const int sms = cb->prop.multiProcessorCount > 0 ? cb->prop.multiProcessorCount : 132;
     const int64_t blocks = (int64_t)n_dec * p->kv_heads * n_rg;
     int64_t n = (int64_t)sms * per_sm / blocks;
-    const int64_t by_len = (b->max_ctx + DC_KEYS_PER_SPLIT - 1) / DC_KEYS_PER_SPLIT;
+    const int64_t by_len = (srp_cuda_split_ctx(cb) + DC_KEYS_PER_SPLIT - 1) / DC_KEYS_PER_SPLIT;
     if (n > by_len) n = by_len;
     if (n > DC_MAX_SPLITS) n = DC_MAX_SPLITS;
     const int64_t row_floats = (int64_t)b->n_seqs * p->heads * (p->head_dim + 2);

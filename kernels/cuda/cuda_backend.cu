@@ -94,9 +94,24 @@ static int64_t cuda_mem_total(srp_backend *be) {
     return (int64_t)total;
 }
 
-/* ---- graphs of decode steps ---------------------------------------------------------------- */
+/* ---- graphs of decode steps ----------------------------------------------------------------
+ * A graph is kept per (engine key, context bucket): the decode attention divides each
+ * sequence's keys into splits, and a graph keeps the count it was captured with, so one recorded
+ * at a short context would stream a long one through too few blocks. Buckets double from 2K;
+ * a capture sizes its splits for its bucket's longest context (srp_cuda_split_ctx). */
+static int ctx_bucket(int max_ctx) {
+    int b = 0;
+    while (b < 15 && max_ctx > (2048 << b)) b++;
+    return b;
+}
+
+int srp_cuda_split_ctx(const cuda_backend *cb) {
+    return cb->capturing ? 2048 << ctx_bucket(cb->batch.max_ctx) : cb->batch.max_ctx;
+}
+
 static int cuda_graph_replay(srp_backend *be, int key, srp_err *e) {
     cuda_backend *cb = cuda_of(be);
+    key = key * 16 + ctx_bucket(cb->batch.max_ctx);
     for (int i = 0; i < cb->n_graphs; i++) {
         if (cb->graphs[i].key == key) {
             CUDA_TRY(cudaGraphLaunch(cb->graphs[i].exec, cb->stream), e);
@@ -117,6 +132,7 @@ static int cuda_graph_begin(srp_backend *be, int key, srp_err *e) {
 /* Ends the capture; key < 0 discards it (an operation failed while recording). */
 static int cuda_graph_end(srp_backend *be, int key, srp_err *e) {
     cuda_backend *cb = cuda_of(be);
+    if (key >= 0) key = key * 16 + ctx_bucket(cb->batch.max_ctx);
     cudaGraph_t graph = NULL;
     cudaError_t err = cudaStreamEndCapture(cb->stream, &graph);
     cb->capturing = 0;
@@ -239,6 +255,9 @@ static meta_layout layout_for(const srp_backend_limits *l) {
 static int cuda_configure(srp_backend *be, const srp_backend_limits *lim, srp_err *e) {
     cuda_backend *cb = cuda_of(be);
     cb->lim = *lim;
+    /* the decode attention's split partials, allocated now: an allocation cannot happen inside
+     * a graph capture, and a graph captured without them would never split */
+    if (!cb->attn_ws) CUDA_TRY(cudaMalloc((void **)&cb->attn_ws, SRP_ATTN_WS_BYTES), e);
     meta_layout m = layout_for(lim);
     if (cb->meta_dev) cudaFree(cb->meta_dev);
     if (cb->meta_host) cudaFreeHost(cb->meta_host);

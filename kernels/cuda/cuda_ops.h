@@ -77,7 +77,7 @@ typedef struct cuda_backend {
     struct {
         int key;
         cudaGraphExec_t exec;
-    } graphs[64];
+    } graphs[256];
     int n_graphs;
     int capturing;
     int no_gemv;       /* SERPENT_NO_GEMV=1: every product through cuBLAS (for comparisons) */
@@ -149,6 +149,9 @@ int srp_cuda_attention(cuda_backend *cb, const srp_attn_params *p, srp_mat q, sr
 /* Releases cb->attn_ws (call from the backend's destroy). */
 void srp_cuda_attention_free(cuda_backend *cb);
 /* ---- end attention ---- */
+/* The context the decode attention sizes its splits for: the batch's longest, or while a graph
+ * records, the longest of the graph's context bucket. */
+int srp_cuda_split_ctx(const cuda_backend *cb);
 int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *params,
                     int32_t *tokens, srp_err *e);
 
