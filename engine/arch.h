@@ -25,5 +25,6 @@ const srp_arch_desc *srp_arch_of(srp_arch arch);
 const char *srp_arch_supported_list(void);
 
 extern const srp_arch_desc srp_arch_nemotron_h, srp_arch_mamba2;
+extern const srp_arch_desc srp_arch_mamba1, srp_arch_falcon_mamba;
 
 #endif
