@@ -80,7 +80,7 @@ typedef struct row {
     double seconds, bytes, flops;
 } row;
 
-static row rows[64];
+static row rows[128];
 static int n_rows;
 static const char *only; /* run just the benchmarks whose name contains this */
 
@@ -322,6 +322,40 @@ static void bench_conv(const char *name, int n_seqs, int len) {
     be->weight_free(be, &c.b);
 }
 
+/* Decode-time products (few rows) of the 8B layer's matrices: the memory-speed GEMV path against
+ * cuBLAS (the same backend made with SERPENT_NO_GEMV=1). Weights are >= 64 MB, past the L2. */
+typedef struct gemv_ctx {
+    srp_backend *b;
+    srp_mat x, o;
+    srp_weight w;
+} gemv_ctx;
+
+static void gemv_op(int i, void *vctx) {
+    (void)i;
+    gemv_ctx *c = vctx;
+    if (c->b->gemm(c->b, c->x, &c->w, NULL, c->o, 1.0f, c->o.dtype == SRP_F32, &err)) die("gemm");
+}
+
+static void bench_gemv(srp_backend *blas, const char *what, int M, int Nr, int Kc, int f32_out) {
+    char name[64];
+    snprintf(name, sizeof name, "%s M=%d", what, M);
+    if (!wanted(name)) return;
+    srp_backend_limits lim = { M, M, 1, M, 1 };
+    if (be->configure(be, &lim, &err) || blas->configure(blas, &lim, &err)) die("configure");
+    gemv_ctx c = { be,
+                   { rand_buf((int64_t)M * Kc, SRP_BF16), SRP_BF16, M, Kc, Kc },
+                   { rand_buf((int64_t)M * Nr, f32_out ? SRP_F32 : SRP_BF16),
+                     f32_out ? SRP_F32 : SRP_BF16, M, Nr, Nr },
+                   { { rand_buf((int64_t)Nr * Kc, SRP_BF16), SRP_BF16, Nr, Kc, Kc }, 0 } };
+    const double bytes = (double)Nr * Kc * 2 + (double)M * (Kc * 2 + Nr * (f32_out ? 8 : 2));
+    record(name, time_op(gemv_op, &c, 20), bytes, 2.0 * M * Nr * Kc);
+    char name2[80];
+    snprintf(name2, sizeof name2, "%s (cuBLAS)", name);
+    c.b = blas;
+    record(name2, time_op(gemv_op, &c, 20), bytes, 2.0 * M * Nr * Kc);
+    be->free(be, c.x.data), be->free(be, c.o.data), be->free(be, c.w.m.data);
+}
+
 static void write_json(const char *path, const char *commit, const char *clocks, int argc,
                        char **argv) {
     FILE *f = fopen(path, "w");
@@ -377,6 +411,19 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 5; i++) bench_update(batches[i]);
     bench_conv("conv1d prefill 8K", 1, 8192);
     bench_conv("conv1d update batch 128", 128, 1);
+    srp_backend *blas = NULL;
+    setenv("SERPENT_NO_GEMV", "1", 1);
+    if (srp_backend_cuda_create(0, &blas, &err)) die("cuda (cuBLAS only)");
+    unsetenv("SERPENT_NO_GEMV");
+    const int ms[3] = { 1, 4, 8 };
+    for (int i = 0; i < 3; i++) {
+        bench_gemv(blas, "gemv in_proj 18560x4096", ms[i], H * P * 2 + 2 * G * N + H, 4096, 0);
+        bench_gemv(blas, "gemv out_proj 4096x8192", ms[i], 4096, H * P, 1);
+        bench_gemv(blas, "gemv mlp up 16384x4096", ms[i], 16384, 4096, 0);
+        bench_gemv(blas, "gemv mlp down 4096x16384", ms[i], 4096, 16384, 1);
+        bench_gemv(blas, "gemv lm_head 131072x4096", ms[i], 131072, 4096, 1);
+    }
+    blas->destroy(blas);
     if (json) write_json(json, commit, clocks, argc, argv);
     be->destroy(be);
     return 0;

@@ -120,6 +120,7 @@ static int size_pools(srp_engine *eng, srp_err *e) {
     const int64_t per_slot = slot_bytes(eng), per_block = block_bytes(eng);
     const int64_t per_seq_kv = per_block * eng->max_blocks_per_seq;
     const int on_gpu = strcmp(eng->be->name, "cpu") != 0;
+    eng->pool_budget = -1;
     if (!on_gpu || total <= 0 || avail <= 0) {
         if (o->max_seqs <= 0) o->max_seqs = 16;
         if (eng->model.n_attn == 0)
@@ -133,6 +134,7 @@ static int size_pools(srp_engine *eng, srp_err *e) {
      * utilisation leaves for others, nor the activations, nor ~256 MB for cuBLAS and CUDA */
     const int64_t used = total - avail;
     int64_t budget = (int64_t)(util * (double)total) - used - workspace_bytes(eng) - (256ll << 20);
+    eng->pool_budget = budget;
     if (budget <= 0)
         return srp_err_set(e, SRP_ENOMEM,
                            "no GPU memory left for state slots after the weights (%.1f of %.1f GB "
@@ -364,6 +366,9 @@ int64_t srp_engine_matrix_params(const srp_engine *eng) {
 }
 int64_t srp_engine_matrix_bytes(const srp_engine *eng) {
     return matrix_sum(eng, 1);
+}
+int64_t srp_engine_pool_budget(const srp_engine *eng) {
+    return eng->pool_budget;
 }
 int64_t srp_engine_slot_bytes(const srp_engine *eng) {
     return slot_bytes(eng);

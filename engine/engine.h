@@ -80,6 +80,9 @@ int64_t srp_engine_kv_block_bytes(const srp_engine *eng);
  * not the embedding table, of which a step reads only its tokens' rows), and their bytes in
  * backend memory: the weight-read floor of a decode step. */
 int64_t srp_engine_matrix_params(const srp_engine *eng);
+/* Device bytes the slot pool and the KV cache were sized from (what the weights, activations
+ * and --gpu-memory-utilization leave), or -1 where the backend does not say (the CPU). */
+int64_t srp_engine_pool_budget(const srp_engine *eng);
 int64_t srp_engine_matrix_bytes(const srp_engine *eng);
 
 typedef enum { SRP_LOGITS_NONE, SRP_LOGITS_LAST, SRP_LOGITS_ALL } srp_logits_mode;

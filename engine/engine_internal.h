@@ -21,6 +21,7 @@ struct srp_engine {
     srp_backend *be;
     srp_engine_opts opts;
     int max_logits;
+    int64_t pool_budget; /* bytes the slot pool and KV cache were sized from; -1 on the CPU */
     int max_blocks_per_seq;
     int use_graphs;
     unsigned char *graph_seen; /* [max_seqs + 1]: decode batch sizes run once eagerly */

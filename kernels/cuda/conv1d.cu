@@ -71,6 +71,33 @@ __global__ void conv1d_state_kernel(const __nv_bfloat16 *x, int64_t ldx, int ker
     }
 }
 
+/* A step of one-token sequences only (decode): one thread per (sequence, channel) reads the
+ * window from the state, writes the output and the shifted window back, all in one pass (the
+ * two kernels above would read the state twice and cost two launches per layer). */
+template <int KS>
+__global__ void conv1d_decode_kernel(const __nv_bfloat16 *x, int64_t ldx, const float *w,
+                                     const float *bias, __nv_bfloat16 *state, int channels,
+                                     cuda_batch b, __nv_bfloat16 *out, int64_t ldo) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
+    if (c >= channels) return;
+    constexpr int km1 = KS - 1;
+    const int64_t t = b.seq_start[s];
+    __nv_bfloat16 *st = state + ((int64_t)b.slot[s] * channels + c) * km1;
+    const int have = b.n_past[s] > 0;
+    float win[KS];
+#pragma unroll
+    for (int k = 0; k < km1; k++) win[k] = have ? __bfloat162float(st[k]) : 0.0f;
+    const __nv_bfloat16 xt = x[t * ldx + c];
+    win[km1] = __bfloat162float(xt);
+    float acc = bias ? bias[c] : 0.0f;
+#pragma unroll
+    for (int k = 0; k < KS; k++) acc += w[c * KS + k] * win[k];
+    out[t * ldo + c] = __float2bfloat16(acc / (1.0f + __expf(-acc)));
+#pragma unroll
+    for (int k = 0; k + 1 < km1; k++) st[k] = __float2bfloat16(win[k + 1]);
+    st[km1 - 1] = xt;
+}
+
 int srp_cuda_conv1d(cuda_backend *cb, srp_mat xbc, const srp_weight *w, const srp_weight *bias,
                     int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e) {
     const int channels = (int)xbc.cols;
@@ -84,9 +111,24 @@ int srp_cuda_conv1d(cuda_backend *cb, srp_mat xbc, const srp_weight *w, const sr
         return srp_err_set(e, SRP_EINVAL, "conv1d: expects bf16 inputs, outputs and state");
     const cuda_batch *b = &cb->batch;
     if (b->n_tokens == 0) return 0;
-    dim3 grid_out((channels + 127) / 128, (b->n_tokens + RUN - 1) / RUN);
     const __nv_bfloat16 *xp = (const __nv_bfloat16 *)xbc.data;
     const float *wp = (const float *)w->m.data, *bp = bias ? (const float *)bias->m.data : NULL;
+    if (b->n_prefill == 0 && (kernel == 4 || kernel == 3 || kernel == 2)) {
+        dim3 grid((channels + 127) / 128, b->n_seqs);
+        __nv_bfloat16 *sp = (__nv_bfloat16 *)st->conv, *op = (__nv_bfloat16 *)out.data;
+        if (kernel == 4)
+            conv1d_decode_kernel<4>
+                <<<grid, 128, 0, cb->stream>>>(xp, xbc.ld, wp, bp, sp, channels, *b, op, out.ld);
+        else if (kernel == 3)
+            conv1d_decode_kernel<3>
+                <<<grid, 128, 0, cb->stream>>>(xp, xbc.ld, wp, bp, sp, channels, *b, op, out.ld);
+        else
+            conv1d_decode_kernel<2>
+                <<<grid, 128, 0, cb->stream>>>(xp, xbc.ld, wp, bp, sp, channels, *b, op, out.ld);
+        CUDA_LAUNCHED(e);
+        return 0;
+    }
+    dim3 grid_out((channels + 127) / 128, (b->n_tokens + RUN - 1) / RUN);
     const __nv_bfloat16 *sp = (const __nv_bfloat16 *)st->conv;
     __nv_bfloat16 *op = (__nv_bfloat16 *)out.data;
     switch (kernel) {

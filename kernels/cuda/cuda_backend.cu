@@ -410,6 +410,8 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     if (!cb) return srp_err_set(e, SRP_ENOMEM, "out of memory");
     int rc = 0;
     cb->device = device;
+    const char *ng = getenv("SERPENT_NO_GEMV");
+    cb->no_gemv = ng && *ng && strcmp(ng, "0") != 0;
     rc = srp_cuda_check(cudaSetDevice(device), "cudaSetDevice", e);
     if (!rc) rc = srp_cuda_check(cudaGetDeviceProperties(&cb->prop, device), "properties", e);
     if (!rc && cb->prop.major < 8)

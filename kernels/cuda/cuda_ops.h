@@ -80,6 +80,7 @@ typedef struct cuda_backend {
     } graphs[64];
     int n_graphs;
     int capturing;
+    int no_gemv;       /* SERPENT_NO_GEMV=1: every product through cuBLAS (for comparisons) */
     void *ssd_scratch; /* the SSD time steps of a prefill step */
     size_t ssd_scratch_bytes;
     int32_t *sample_dev;     /* [max_logits]: sampled tokens */
@@ -126,6 +127,11 @@ int srp_cuda_rope(cuda_backend *cb, const srp_rope_params *p, srp_mat q, srp_mat
 int srp_cuda_gather_rows(cuda_backend *cb, srp_mat x, srp_mat out, srp_err *e);
 int srp_cuda_add_bias(cuda_backend *cb, srp_mat out, const srp_weight *bias, srp_err *e);
 int srp_cuda_gemm(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_weight *bias,
+                  srp_mat out, float alpha, int accumulate, srp_err *e);
+/* The memory-speed path of srp_cuda_gemm for few rows (gemv.cu). */
+#define SRP_GEMV_MAX_ROWS 8
+int srp_cuda_gemv_supported(srp_mat x, const srp_weight *w, srp_mat out);
+int srp_cuda_gemv(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_weight *bias,
                   srp_mat out, float alpha, int accumulate, srp_err *e);
 int srp_cuda_conv1d(cuda_backend *cb, srp_mat xbc, const srp_weight *w, const srp_weight *bias,
                     int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e);

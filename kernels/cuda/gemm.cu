@@ -19,6 +19,8 @@ int srp_cuda_gemm(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_we
         return srp_err_set(e, SRP_EINVAL, "gemm: %s x %s into %s", srp_dtype_name(x.dtype),
                            srp_dtype_name(w->m.dtype), srp_dtype_name(out.dtype));
     if (x.rows == 0) return 0;
+    if (!cb->no_gemv && srp_cuda_gemv_supported(x, w, out))
+        return srp_cuda_gemv(cb, x, w, bias, out, alpha, accumulate, e);
     /* Row-major out[T, N] = x[T, K] w[N, K]^T is column-major out^T = w^T(op T) x^T(op N). */
     const float beta = accumulate ? 1.0f : 0.0f;
     cublasStatus_t st = cublasGemmEx(

@@ -60,6 +60,51 @@ __global__ void ssd_update_kernel(ssd_args a, cuda_batch b) {
     }
 }
 
+/* The same update for few sequences (batch <= UPD_SMALL_BATCH) and state 128: there the grid is
+ * too small to keep enough loads in flight with the loop above, so each lane loads one float4 of
+ * each of its warp's rows before using any. At larger batch the simple loop measured faster (88%
+ * against 78% of the roofline at batch >= 8 on an H100). */
+#define UPD_SMALL_BATCH 4
+
+__global__ void ssd_update_small_kernel(ssd_args a, cuda_batch b) {
+    __shared__ float Bs[128], Cs[128];
+    const int s = b.decode_seq[blockIdx.x], h = blockIdx.y;
+    const int P = a.head_dim, N = 128, g = h / (a.heads / a.groups);
+    const int64_t t = b.seq_start[s];
+    for (int n = threadIdx.x; n < N; n += blockDim.x) {
+        Bs[n] = __bfloat162float(a.B[t * a.ldb + (int64_t)g * N + n]);
+        Cs[n] = __bfloat162float(a.C[t * a.ldc + (int64_t)g * N + n]);
+    }
+    __syncthreads();
+    const float dt = time_step(a.dt, a.lddt, t, h, a.dt_bias, a.dt_min, a.dt_max);
+    const float dA = __expf(dt * -__expf(a.A_log[h]));
+    const int fresh = b.n_past[s] == 0;
+    float *S = a.ssm + ((int64_t)b.slot[s] * a.heads + h) * P * N;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n0 = lane * 4;
+    const int p0 = blockIdx.z * UPD_ROWS_PER_WARP * UPD_WARPS + warp * UPD_ROWS_PER_WARP;
+    float4 sv[UPD_ROWS_PER_WARP];
+#pragma unroll
+    for (int r = 0; r < UPD_ROWS_PER_WARP; r++)
+        sv[r] = fresh || p0 + r >= P ? make_float4(0.f, 0.f, 0.f, 0.f)
+                                     : *(const float4 *)(S + (int64_t)(p0 + r) * N + n0);
+    const float4 bn = *(const float4 *)(Bs + n0), cn = *(const float4 *)(Cs + n0);
+#pragma unroll
+    for (int r = 0; r < UPD_ROWS_PER_WARP; r++) {
+        const int p = p0 + r;
+        if (p >= P) break;
+        const float xp = __bfloat162float(a.x[t * a.ldx + (int64_t)h * P + p]), xdt = dt * xp;
+        float4 v = sv[r];
+        v.x = v.x * dA + xdt * bn.x;
+        v.y = v.y * dA + xdt * bn.y;
+        v.z = v.z * dA + xdt * bn.z;
+        v.w = v.w * dA + xdt * bn.w;
+        *(float4 *)(S + (int64_t)p * N + n0) = v;
+        float acc = v.x * cn.x + v.y * cn.y + v.z * cn.z + v.w * cn.w;
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0) a.y[t * a.ldy + (int64_t)h * P + p] = __float2bfloat16(acc + a.D[h] * xp);
+    }
+}
+
 /* ---- generic chunked scan ---------------------------------------------------------------------
  * Shared memory: S[P][N] (fp32 state), x[Q][P], B[Q][N], C[Q][N], M[Q][Q], dt[Q], cs[Q]. */
 static size_t generic_smem(int P, int N, int Q) {
@@ -157,8 +202,11 @@ int srp_cuda_ssd(cuda_backend *cb, const srp_mamba_params *p, srp_mat x, srp_mat
         dim3 grid(b->n_decode, p->heads,
                   (p->head_dim + UPD_ROWS_PER_WARP * UPD_WARPS - 1) /
                       (UPD_ROWS_PER_WARP * UPD_WARPS));
-        ssd_update_kernel<<<grid, 32 * UPD_WARPS, 2 * p->state * sizeof(float), cb->stream>>>(a,
-                                                                                              *b);
+        if (b->n_decode <= UPD_SMALL_BATCH && p->state == 128)
+            ssd_update_small_kernel<<<grid, 32 * UPD_WARPS, 0, cb->stream>>>(a, *b);
+        else
+            ssd_update_kernel<<<grid, 32 * UPD_WARPS, 2 * p->state * sizeof(float), cb->stream>>>(
+                a, *b);
         CUDA_LAUNCHED(e);
     }
     if (b->n_prefill == 0) return 0;

@@ -138,7 +138,12 @@ TEST(gpu_gemm) {
                   { 37, 96, 200, 0, 0, 1, 0.25f },
                   { 130, 256, 72, 1, 1, 0, 1.0f },
                   { 5, 4096, 1024, 1, 1, 1, 3.5f },
-                  { 512, 512, 512, 0, 0, 0, 1.0f } };
+                  { 512, 512, 512, 0, 0, 0, 1.0f },
+                  /* the GEMV path (M <= 8): odd row counts, long rows, every epilogue */
+                  { 2, 16384, 131, 1, 1, 1, 0.5f },
+                  { 3, 1024, 4099, 0, 0, 1, 1.0f },
+                  { 8, 4096, 1000, 1, 1, 0, 2.0f },
+                  { 7, 8, 9, 0, 1, 1, 1.0f } };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int M = cases[c].M, K = cases[c].K, N = cases[c].N;
         pair p = backends(M, 1, 1, 1, 1);
@@ -228,9 +233,13 @@ TEST(gpu_rowwise_ops) {
 }
 
 TEST(gpu_conv1d) {
-    for (int kernel = 3; kernel <= 4; kernel++) {
+    /* a mixed step, then a decode-only step (its own kernel), for kernels 2 to 4 */
+    for (int run = 0; run < 6; run++) {
+        const int kernel = 2 + run % 3, decode = run >= 3;
         const int C = 1000, S = 64, km1 = kernel - 1;
         int len[5] = { 1, 9, 2, 1, 70 }, past[5] = { 5, 0, 3, 0, 2 };
+        if (decode)
+            for (int i = 0; i < 5; i++) len[i] = 1;
         test_batch tb;
         make_batch(&tb, 5, len, past);
         const int T = tb.b.n_tokens;
@@ -266,7 +275,7 @@ TEST(gpu_conv1d) {
         a = get(p.gpu, sg), b = get(p.cpu, sc);
         err = rel(a, b, (int64_t)S * C * km1);
         CHECKF(err == 0.0, "conv1d kernel %d state: %.3g", kernel, err); /* copies, no arithmetic */
-        fprintf(stderr, "  conv1d kernel %d: ok\n", kernel);
+        fprintf(stderr, "  conv1d kernel %d%s: ok\n", kernel, decode ? " (decode)" : "");
         free(a), free(b), free(x), free(w), free(bias), free(st), free(wide);
         release(&p);
     }
@@ -353,6 +362,9 @@ TEST(gpu_ssd_generic_and_decode) {
     int dl[4] = { 1, 1, 1, 1 }, dp[4] = { 3, 0, 100, 1 };
     check_ssd(8, 64, 128, 2, 4, dl, dp, 1e-2, 1e-5);
     check_ssd(6, 12, 24, 3, 4, dl, dp, 1e-2, 1e-5);
+    /* more than 4 decode sequences take the other update kernel */
+    int dl6[6] = { 1, 1, 1, 1, 1, 1 }, dp6[6] = { 3, 0, 100, 1, 7, 0 };
+    check_ssd(8, 64, 128, 2, 6, dl6, dp6, 1e-2, 1e-5);
 }
 
 /* The GPU sampler draws what the CPU sampler draws from the same logits: greedy with ties,
