@@ -44,7 +44,9 @@ static int run(srp_engine *eng, const srp_mixer *mx, int T, srp_err *e) {
 
 static void ws_need(const srp_config *c, srp_ws_need *n) {
     const srp_mamba1_config *m = &c->mamba1;
-    srp_ws_raise(&n->proj, 3 * (int64_t)m->d_inner + m->dt_rank + 2 * m->state);
+    /* a multiple of 8 columns keeps every row 16-byte aligned for the GPU's vector loads */
+    const int64_t w = 3 * (int64_t)m->d_inner + m->dt_rank + 2 * m->state;
+    srp_ws_raise(&n->proj, (w + 7) / 8 * 8);
     srp_ws_raise(&n->conv, m->d_inner);
     srp_ws_raise(&n->mix, m->d_inner);
 }

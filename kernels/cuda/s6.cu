@@ -15,9 +15,8 @@
  * channel streams its state row once, coalesced (float4), and reduces C . h with shuffles. */
 #include "cuda_ops.h"
 
-#define S6_NPT       4   /* states per thread in prefill */
-#define S6_THREADS   128 /* prefill block */
-#define S6_MAX_G     16  /* prefill: up to 64 states */
+#define S6_NPT       4  /* states per thread in prefill */
+#define S6_MAX_G     16 /* prefill: up to 64 states */
 #define S6_DEC_BLOCK 256
 #define LOG2E        1.4426950408889634f
 
@@ -107,33 +106,39 @@ __global__ void __launch_bounds__(S6_DEC_BLOCK) s6_decode_kernel(s6_args a, cuda
 
 /* ---- prefill: sequences of two tokens or more -------------------------------------------------
  * G threads per channel (S6_NPT states each, N <= 4 G; states past N have B = C = 0 and stay 0),
- * CH = S6_THREADS / G channels per block, chunks of TC tokens. Shared memory, fp32:
- *   x, delta, delta * x   [TC][CH] each
+ * CH channels per block, chunks of TC tokens. 16 channels make a block's rows of x, dt, z and y
+ * one 32-byte sector each, and Mamba-2.8B's 5120 channels 320 blocks: a single prompt spreads
+ * evenly over the SMs (with 32 channels, 160 blocks leave most of 132 SMs half idle).
+ * Shared memory, fp32:
+ *   x                     [TC][CH]
+ *   (delta, delta * x)    [TC][CH] pairs
  *   B, C                  [TC][4 G] each
  *   partial C . h         [G][TC * CH + pad] (pad spreads a warp's writes over the banks) */
 template <int G> struct s6_shape {
-    static constexpr int CH = S6_THREADS / G;
+    static constexpr int CH = G == 2 ? 32 : 16;
+    static constexpr int THREADS = G * CH;
     static constexpr int TC = G <= 2 ? 32 : 64;
     static constexpr int NP = S6_NPT * G;
-    static constexpr int E = TC * CH / S6_THREADS;  /* x, dt, z elements per thread per chunk */
-    static constexpr int EB = TC * NP / S6_THREADS; /* B, C elements per thread per chunk */
+    static constexpr int E = TC * CH / THREADS;  /* x, dt, z elements per thread per chunk */
+    static constexpr int EB = TC * NP / THREADS; /* B, C elements per thread per chunk */
     static constexpr int PAD = 32 / G;
     static constexpr int YP = TC * CH + PAD;
     static constexpr size_t SMEM = sizeof(float) * (3 * TC * CH + 2 * TC * NP + G * YP);
 };
 
 template <int G>
-__global__ void __launch_bounds__(S6_THREADS) s6_prefill_kernel(s6_args a, cuda_batch b) {
+__global__ void __launch_bounds__(s6_shape<G>::THREADS) s6_prefill_kernel(s6_args a, cuda_batch b) {
     using SH = s6_shape<G>;
     constexpr int CH = SH::CH, TC = SH::TC, NP = SH::NP, E = SH::E, EB = SH::EB, YP = SH::YP;
+    constexpr int THREADS = SH::THREADS;
     extern __shared__ float sm[];
-    float *x_s = sm, *d_s = x_s + TC * CH, *dx_s = d_s + TC * CH;
-    float *B_s = dx_s + TC * CH, *C_s = B_s + TC * NP, *yp_s = C_s + TC * NP;
+    float *x_s = sm, *B_s = x_s + 3 * TC * CH, *C_s = B_s + TC * NP, *yp_s = C_s + TC * NP;
+    float2 *ddx_s = reinterpret_cast<float2 *>(x_s + TC * CH);
     const int Di = a.d_inner, N = a.state, tid = threadIdx.x;
     const int s = b.prefill_seq[blockIdx.y], c0 = blockIdx.x * CH;
     const int c = tid / G, g = tid % G, ch = c0 + c;
     const int t_begin = b.seq_start[s], t_end = b.seq_start[s + 1];
-    /* the channel this thread stages and finishes (CH divides S6_THREADS) */
+    /* the channel this thread stages and finishes (CH divides THREADS) */
     const int my_ch = c0 + tid % CH;
     const bool my_live = my_ch < Di;
     const float my_bias = my_live && a.dt_bias ? a.dt_bias[my_ch] : 0.0f;
@@ -157,7 +162,7 @@ __global__ void __launch_bounds__(S6_THREADS) s6_prefill_kernel(s6_args a, cuda_
         const int len = min(TC, t_end - t0);
 #pragma unroll
         for (int k = 0; k < E; k++) {
-            const int idx = tid + k * S6_THREADS, tt = idx / CH;
+            const int idx = tid + k * THREADS, tt = idx / CH;
             const bool ok = tt < len && my_live;
             const int64_t row = t0 + tt;
             px[k] = ok ? a.x[row * a.ldx + my_ch] : zero;
@@ -165,7 +170,7 @@ __global__ void __launch_bounds__(S6_THREADS) s6_prefill_kernel(s6_args a, cuda_
         }
 #pragma unroll
         for (int k = 0; k < EB; k++) {
-            const int idx = tid + k * S6_THREADS, tt = idx / NP, n = idx % NP;
+            const int idx = tid + k * THREADS, tt = idx / NP, n = idx % NP;
             const bool ok = tt < len && n < N;
             const int64_t row = t0 + tt;
             pB[k] = ok ? a.B[row * a.ldb + n] : zero;
@@ -175,16 +180,15 @@ __global__ void __launch_bounds__(S6_THREADS) s6_prefill_kernel(s6_args a, cuda_
     auto stage = [&]() {
 #pragma unroll
         for (int k = 0; k < E; k++) {
-            const int idx = tid + k * S6_THREADS;
+            const int idx = tid + k * THREADS;
             const float xv = s6_bf(px[k]);
             const float dv = my_live ? s6_softplus(s6_bf(pdt[k]) + my_bias) : 0.0f;
             x_s[idx] = xv;
-            d_s[idx] = dv;
-            dx_s[idx] = dv * xv;
+            ddx_s[idx] = make_float2(dv, dv * xv);
         }
 #pragma unroll
         for (int k = 0; k < EB; k++) {
-            const int idx = tid + k * S6_THREADS;
+            const int idx = tid + k * THREADS;
             B_s[idx] = s6_bf(pB[k]);
             C_s[idx] = s6_bf(pC[k]);
         }
@@ -199,7 +203,7 @@ __global__ void __launch_bounds__(S6_THREADS) s6_prefill_kernel(s6_args a, cuda_
         if (a.z) {
 #pragma unroll
             for (int k = 0; k < E; k++) {
-                const int tt = (tid + k * S6_THREADS) / CH;
+                const int tt = (tid + k * THREADS) / CH;
                 pz[k] = tt < len && my_live ? a.z[(int64_t)(t0 + tt) * a.ldz + my_ch] : zero;
             }
         }
@@ -207,7 +211,8 @@ __global__ void __launch_bounds__(S6_THREADS) s6_prefill_kernel(s6_args a, cuda_
         float *yp = yp_s + g * YP + c;
 #pragma unroll 4
         for (int tt = 0; tt < len; tt++) {
-            const float d = d_s[tt * CH + c], dx = dx_s[tt * CH + c];
+            const float2 ddx = ddx_s[tt * CH + c];
+            const float d = ddx.x, dx = ddx.y;
             const float4 Bv = *reinterpret_cast<const float4 *>(B_s + tt * NP + g * S6_NPT);
             const float4 Cv = *reinterpret_cast<const float4 *>(C_s + tt * NP + g * S6_NPT);
             h[0] = s6_ex2(d * A2[0]) * h[0] + dx * Bv.x;
@@ -219,7 +224,7 @@ __global__ void __launch_bounds__(S6_THREADS) s6_prefill_kernel(s6_args a, cuda_
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < E; k++) {
-            const int idx = tid + k * S6_THREADS, tt = idx / CH;
+            const int idx = tid + k * THREADS, tt = idx / CH;
             if (tt < len && my_live) {
                 float v = 0.0f;
 #pragma unroll
@@ -248,7 +253,7 @@ template <int G> static int launch_prefill(cuda_backend *cb, const s6_args &a, s
                                   (int)SH::SMEM),
              e);
     dim3 grid((unsigned)((a.d_inner + SH::CH - 1) / SH::CH), (unsigned)cb->batch.n_prefill);
-    s6_prefill_kernel<G><<<grid, S6_THREADS, SH::SMEM, cb->stream>>>(a, cb->batch);
+    s6_prefill_kernel<G><<<grid, SH::THREADS, SH::SMEM, cb->stream>>>(a, cb->batch);
     CUDA_LAUNCHED(e);
     return 0;
 }
