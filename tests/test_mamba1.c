@@ -60,6 +60,7 @@ TEST(config_mamba1_keys_and_defaults) {
 
 typedef struct tiny {
     int V, d, L, N, K, R, Di, bias, conv_bias, tied, falcon;
+    int cfg_extra_state; /* config.json claims N + this (a shape mismatch) */
     float eps, mix_eps;
     /* weights, fp32, in transformers' layouts */
     float *embed, *norm_f, *lm_head;
@@ -132,9 +133,9 @@ static void tiny_write(const tiny *m, const char *dir, const char *skip) {
             "\"time_step_rank\": %d, \"use_bias\": %s, \"use_conv_bias\": %s, "
             "\"tie_word_embeddings\": %s, \"layer_norm_epsilon\": %g, \"mixer_rms_eps\": %g, "
             "\"eos_token_id\": 0}\n",
-            m->falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM", m->V, m->d, m->L, m->N, m->K,
-            m->R, m->bias ? "true" : "false", m->conv_bias ? "true" : "false",
-            m->tied ? "true" : "false", m->eps, m->mix_eps);
+            m->falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM", m->V, m->d, m->L,
+            m->N + m->cfg_extra_state, m->K, m->R, m->bias ? "true" : "false",
+            m->conv_bias ? "true" : "false", m->tied ? "true" : "false", m->eps, m->mix_eps);
     fclose(f);
     static st_entry t[64];
     int n = 0;
@@ -370,6 +371,15 @@ static void check_tiny(tiny *m, const char *what) {
     CHECK(eng == NULL);
     if (eng) srp_engine_close(eng);
     CHECK_STR_CONTAINS(e.msg, "backbone.layers.1.mixer.x_proj.weight");
+    /* so does a tensor of the wrong shape (x_proj is the first with a state-sized dimension) */
+    m->cfg_extra_state = 1;
+    tiny_write(m, dir, NULL);
+    m->cfg_extra_state = 0;
+    eng = open_dir(dir, 1, &e);
+    CHECK(eng == NULL);
+    if (eng) srp_engine_close(eng);
+    CHECK_STR_CONTAINS(e.msg, "backbone.layers.0.mixer.x_proj.weight");
+    CHECK_STR_CONTAINS(e.msg, "model.safetensors");
     char path[600];
     snprintf(path, sizeof path, "%s/config.json", dir), unlink(path);
     snprintf(path, sizeof path, "%s/model.safetensors", dir), unlink(path);
