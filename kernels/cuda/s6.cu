@@ -107,28 +107,32 @@ __global__ void __launch_bounds__(S6_DEC_BLOCK) s6_decode_kernel(s6_args a, cuda
 /* ---- prefill: sequences of two tokens or more -------------------------------------------------
  * G threads per channel (S6_NPT states each, N <= 4 G; states past N have B = C = 0 and stay 0),
  * CH channels per block, chunks of TC tokens. 16 channels make a block's rows of x, dt, z and y
- * one 32-byte sector each, and Mamba-2.8B's 5120 channels 320 blocks: a single prompt spreads
- * evenly over the SMs (with 32 channels, 160 blocks leave most of 132 SMs half idle).
+ * one 32-byte sector each; a step too small to spread such blocks over every SM several times
+ * (a single prompt of a narrow model) takes blocks of half as many. TC keeps each thread's
+ * share of a chunk's inputs (E of x, dt and z, EB of B and C) within 16 registers each.
  * Shared memory, fp32:
  *   x                     [TC][CH]
  *   (delta, delta * x)    [TC][CH] pairs
  *   B, C                  [TC][4 G] each
  *   partial C . h         [G][TC * CH + pad] (pad spreads a warp's writes over the banks) */
-template <int G> struct s6_shape {
-    static constexpr int CH = G == 2 ? 32 : 16;
+template <int G, int CH_> struct s6_shape {
+    static constexpr int CH = CH_;
     static constexpr int THREADS = G * CH;
-    static constexpr int TC = G <= 2 ? 32 : 64;
+    static constexpr int TC =
+        64 < 16 * G ? (64 < 4 * CH ? 64 : 4 * CH) : (16 * G < 4 * CH ? 16 * G : 4 * CH);
     static constexpr int NP = S6_NPT * G;
     static constexpr int E = TC * CH / THREADS;  /* x, dt, z elements per thread per chunk */
     static constexpr int EB = TC * NP / THREADS; /* B, C elements per thread per chunk */
     static constexpr int PAD = 32 / G;
     static constexpr int YP = TC * CH + PAD;
     static constexpr size_t SMEM = sizeof(float) * (3 * TC * CH + 2 * TC * NP + G * YP);
+    static_assert(THREADS % 32 == 0 && E <= 16 && EB <= 16, "s6 prefill tile");
 };
 
-template <int G>
-__global__ void __launch_bounds__(s6_shape<G>::THREADS) s6_prefill_kernel(s6_args a, cuda_batch b) {
-    using SH = s6_shape<G>;
+template <int G, int CH_>
+__global__ void __launch_bounds__(s6_shape<G, CH_>::THREADS)
+    s6_prefill_kernel(s6_args a, cuda_batch b) {
+    using SH = s6_shape<G, CH_>;
     constexpr int CH = SH::CH, TC = SH::TC, NP = SH::NP, E = SH::E, EB = SH::EB, YP = SH::YP;
     constexpr int THREADS = SH::THREADS;
     extern __shared__ float sm[];
@@ -247,15 +251,22 @@ __global__ void __launch_bounds__(s6_shape<G>::THREADS) s6_prefill_kernel(s6_arg
     }
 }
 
-template <int G> static int launch_prefill(cuda_backend *cb, const s6_args &a, srp_err *e) {
-    using SH = s6_shape<G>;
-    CUDA_TRY(cudaFuncSetAttribute(s6_prefill_kernel<G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)SH::SMEM),
+template <int G, int CH> static int launch_tile(cuda_backend *cb, const s6_args &a, srp_err *e) {
+    using SH = s6_shape<G, CH>;
+    CUDA_TRY(cudaFuncSetAttribute(s6_prefill_kernel<G, CH>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SH::SMEM),
              e);
-    dim3 grid((unsigned)((a.d_inner + SH::CH - 1) / SH::CH), (unsigned)cb->batch.n_prefill);
-    s6_prefill_kernel<G><<<grid, SH::THREADS, SH::SMEM, cb->stream>>>(a, cb->batch);
+    dim3 grid((unsigned)((a.d_inner + CH - 1) / CH), (unsigned)cb->batch.n_prefill);
+    s6_prefill_kernel<G, CH><<<grid, SH::THREADS, SH::SMEM, cb->stream>>>(a, cb->batch);
     CUDA_LAUNCHED(e);
     return 0;
+}
+
+/* Wide tiles (CH) unless they would give fewer than four blocks per SM. */
+template <int G, int CH> static int launch_prefill(cuda_backend *cb, const s6_args &a, srp_err *e) {
+    const int64_t blocks = (int64_t)cb->batch.n_prefill * ((a.d_inner + CH - 1) / CH);
+    if (blocks < 4 * (int64_t)cb->prop.multiProcessorCount) return launch_tile<G, CH / 2>(cb, a, e);
+    return launch_tile<G, CH>(cb, a, e);
 }
 
 static int check_bf16(const char *what, srp_mat m, int64_t cols, srp_err *e) {
@@ -310,10 +321,10 @@ int srp_cuda_selective_scan(cuda_backend *cb, const srp_s6_params *p, srp_mat x,
         CUDA_LAUNCHED(e);
     }
     if (b->n_prefill == 0) return 0;
-    if (N <= 8) return launch_prefill<2>(cb, a, e);
-    if (N <= 16) return launch_prefill<4>(cb, a, e);
-    if (N <= 32) return launch_prefill<8>(cb, a, e);
-    if (N <= 4 * S6_MAX_G) return launch_prefill<16>(cb, a, e);
+    if (N <= 8) return launch_prefill<2, 32>(cb, a, e);
+    if (N <= 16) return launch_prefill<4, 16>(cb, a, e);
+    if (N <= 32) return launch_prefill<8, 16>(cb, a, e);
+    if (N <= 4 * S6_MAX_G) return launch_prefill<16, 16>(cb, a, e);
     return srp_err_set(e, SRP_EUNSUPPORTED, "selective_scan: state size %d (at most %d on the GPU)",
                        N, 4 * S6_MAX_G);
 }

@@ -86,6 +86,12 @@ TEST(gpu_selective_scan_prefill_and_decode) {
     check_scan(37, 24, 8, len, past, 0, 0, 1e-2, 1e-4);  /* 8 threads, padded states */
     check_scan(64, 5, 8, len, past, 1, 1, 1e-2, 1e-4);   /* 2 threads; decode without float4 */
     check_scan(48, 64, 8, len, past, 1, 1, 1e-2, 1e-4);  /* 16 threads */
+    /* enough blocks for the wide tiles (16 channels; 32 with 8 states) */
+    int wl[5] = { 40, 1, 150, 20, 7 }, wp[5] = { 0, 3, 9, 0, 2 };
+    check_scan(5120, 16, 3, wl, wp, 1, 1, 1e-2, 1e-4);
+    check_scan(5120, 8, 5, wl, wp, 1, 1, 1e-2, 1e-4);
+    check_scan(5120, 24, 3, wl, wp, 0, 1, 1e-2, 1e-4);
+    check_scan(5120, 64, 3, wl, wp, 1, 0, 1e-2, 1e-4);
     int one[1] = { 2000 }, zero[1] = { 0 };
     check_scan(640, 16, 1, one, zero, 1, 1, 1e-2, 1e-4); /* 32 chunks */
     /* decode only, Mamba-2.8B's width */
