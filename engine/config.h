@@ -48,9 +48,9 @@ typedef struct srp_mamba2_config {
     float part_mult[5];
 } srp_mamba2_config;
 
-/* The Mamba-1 mixer (Gu & Dao 2023; research/model-spec.md): in_proj -> [x | z], causal conv1d
- * over x, x_proj -> [dt (dt_rank) | B (state) | C (state)], dt_proj, the selective scan S6 with a
- * per-channel A [d_inner, state], gated by silu(z), out_proj. */
+/* The Mamba-1 mixer (Gu & Dao 2023; transformers' modeling_mamba.py): in_proj -> [x | z], causal
+ * conv1d over x, x_proj -> [dt (dt_rank) | B (state) | C (state)], dt_proj, the selective scan S6
+ * with a per-channel A [d_inner, state], gated by silu(z), out_proj. */
 typedef struct srp_mamba1_config {
     int d_inner, state, conv_kernel, dt_rank;
     int proj_bias, conv_bias;
