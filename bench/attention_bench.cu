@@ -1,6 +1,6 @@
-/* Micro-benchmark of the CUDA attention (kernels/cuda/attention.cu, the production launcher) against
- * the roofline, for the attention layer of the 8B Mamba-2-Hybrid (32 query heads, 8 KV heads,
- * head_dim 128, KV blocks of 16).
+/* Micro-benchmark of the CUDA attention (kernels/cuda/attention.cu, the production launcher)
+ * against the roofline, for the attention layer of the 8B Mamba-2-Hybrid (32 query heads, 8 KV
+ * heads, head_dim 128, KV blocks of 16).
  *
  * First it measures the two ceilings on this GPU: device-to-device copy bandwidth (bytes read +
  * written over time, 1 GiB) and the bf16 matrix rate (cuBLAS, 8192^3, fp32 accumulation). Each
@@ -35,13 +35,20 @@ extern "C" {
 typedef struct bench_case {
     const char *name;
     int n_seqs, len, past;
+    int kv_heads; /* 0: KV_ (the hybrid's GQA); 32: the 8B Transformer's multi-head attention */
 } bench_case;
 
 static const bench_case cases[] = {
-    { "decode_b32_ctx4k", 32, 1, 4095 }, { "decode_b32_ctx32k", 32, 1, 32767 },
-    { "decode_b1_ctx32k", 1, 1, 32767 }, { "decode_b128_ctx4k", 128, 1, 4095 },
-    { "prefill_2k", 1, 2048, 0 },        { "prefill_8k", 1, 8192, 0 },
-    { "prefill_4x2k", 4, 2048, 0 },      { "prefill_chunk2k_past6k", 1, 2048, 6144 },
+    { "decode_b32_ctx4k", 32, 1, 4095, 0 },
+    { "decode_b32_ctx32k", 32, 1, 32767, 0 },
+    { "decode_b1_ctx32k", 1, 1, 32767, 0 },
+    { "decode_b128_ctx4k", 128, 1, 4095, 0 },
+    { "prefill_2k", 1, 2048, 0, 0 },
+    { "prefill_8k", 1, 8192, 0, 0 },
+    { "prefill_32k", 1, 32768, 0, 0 },
+    { "prefill_4x2k", 4, 2048, 0, 0 },
+    { "prefill_chunk2k_past6k", 1, 2048, 6144, 0 },
+    { "mha_decode_b32_ctx32k", 32, 1, 32767, 32 },
 };
 
 #define DIE(...)                      \
@@ -155,7 +162,8 @@ typedef struct result {
 static result run_case(cuda_backend *cb, const bench_case *c, int runs, size_t l2) {
     const int S = c->n_seqs, T = S * c->len, ctx = c->past + c->len;
     const int nb_seq = (ctx + BS_ - 1) / BS_, n_blocks = S * nb_seq;
-    const int qc = H_ * D_, kc = KV_ * D_, ld = qc + 2 * kc;
+    const int kvh = c->kv_heads ? c->kv_heads : KV_;
+    const int qc = H_ * D_, kc = kvh * D_, ld = qc + 2 * kc;
     int32_t *seq_start = (int32_t *)malloc((size_t)(S + 1) * 4);
     int32_t *past = (int32_t *)malloc((size_t)S * 4);
     int32_t *table = (int32_t *)malloc((size_t)n_blocks * 4);
@@ -201,7 +209,7 @@ static result run_case(cuda_backend *cb, const bench_case *c, int runs, size_t l
     /* the fills ran on the legacy stream, which the backend's non-blocking stream does not
      * wait for */
     CU(cudaDeviceSynchronize());
-    srp_attn_params p = { H_, KV_, D_, 1.0f / sqrtf((float)D_) };
+    srp_attn_params p = { H_, kvh, D_, 1.0f / sqrtf((float)D_) };
 
     cudaEvent_t *ev = (cudaEvent_t *)malloc((size_t)2 * runs * sizeof *ev);
     for (int i = 0; i < 2 * runs; i++) CU(cudaEventCreate(&ev[i]));

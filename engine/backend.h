@@ -269,7 +269,7 @@ struct srp_backend {
 };
 
 /* The CPU backend: fp32, OpenMP threads, OpenBLAS for matrix products. n_threads <= 0 uses
- * every core. */
+ * OMP_NUM_THREADS when it is set, else every core. */
 int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e);
 /* The OpenBLAS kernel set the CPU backend runs (e.g. "SkylakeX"), once one was created. */
 const char *srp_backend_cpu_blas_core(void);

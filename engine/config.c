@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arch.h"
 #include "json_file.h"
@@ -318,6 +319,42 @@ int srp_config_parse(srp_config *cfg, const char *text, unsigned long len, const
     return rc;
 }
 
+static void add_eos(srp_config *cfg, int id) {
+    for (int i = 0; i < cfg->n_eos; i++)
+        if (cfg->eos_ids[i] == id) return;
+    if (cfg->n_eos < SRP_MAX_EOS) cfg->eos_ids[cfg->n_eos++] = id;
+}
+
+/* generation_config.json's eos_token_id (an id or a list) joins config.json's: chat checkpoints
+ * end their turns with a token config.json does not name (transformers' generate and vLLM stop
+ * at any of them). */
+static int read_generation_config(srp_config *cfg, const char *dir, srp_err *e) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    if (access(path, F_OK) != 0) return 0;
+    cJSON *root = srp_json_load_file(path, e);
+    if (!root) return e ? e->code : SRP_EIO;
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"), *it;
+    int rc = 0;
+    if (eos && !cJSON_IsNull(eos) && !cJSON_IsNumber(eos) && !cJSON_IsArray(eos))
+        rc = srp_err_set(e, SRP_EFORMAT, "%s: field \"eos_token_id\" must be a token id or a list",
+                         path);
+    for (it = cJSON_IsArray(eos)    ? eos->child
+              : cJSON_IsNumber(eos) ? eos
+                                    : NULL;
+         it && !rc; it = cJSON_IsArray(eos) ? it->next : NULL) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+            it->valuedouble < 0 || it->valuedouble >= cfg->vocab_size)
+            rc = srp_err_set(e, SRP_EFORMAT,
+                             "%s: field \"eos_token_id\" must hold token ids in [0, %d)", path,
+                             cfg->vocab_size);
+        else
+            add_eos(cfg, (int)it->valuedouble);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
 int srp_config_load(srp_config *cfg, const char *dir, srp_err *e) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -325,6 +362,7 @@ int srp_config_load(srp_config *cfg, const char *dir, srp_err *e) {
     if (!root) return e ? e->code : SRP_EIO;
     int rc = config_from_json(cfg, root, path, e);
     cJSON_Delete(root);
+    if (!rc) rc = read_generation_config(cfg, dir, e);
     return rc;
 }
 

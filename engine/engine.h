@@ -18,7 +18,7 @@
 
 typedef struct srp_engine_opts {
     const char *backend;  /* "cpu", "cuda", or NULL / "auto" (CUDA when built and present) */
-    int n_threads;        /* CPU threads; 0: every core */
+    int n_threads;        /* CPU threads; 0: OMP_NUM_THREADS, else every core */
     int max_seqs;         /* state slots: sequences in flight at once; 0: as many as fit in
                              GPU memory (at most 256), 16 on the CPU */
     int max_batch_tokens; /* tokens in one forward step */

@@ -1,4 +1,5 @@
 /* A request's immutable settings, its engine-side counters and its output channel. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,22 @@ int srp_request_new(const srp_request_params *p, int vocab, srp_request **out, s
     r->bias_ids = dup_array(sp->logit_bias_ids, (size_t)sp->n_logit_bias, sizeof *r->bias_ids);
     r->bias = dup_array(sp->logit_bias, (size_t)sp->n_logit_bias, sizeof *r->bias);
     int ok = r->prompt && r->stop_ids && r->bias_ids && r->bias;
+    r->min_tokens = p->min_tokens;
+    if (ok && p->min_tokens > 0 && p->n_stop_ids > 0) {
+        size_t nb = (size_t)sp->n_logit_bias, ns = (size_t)p->n_stop_ids;
+        r->min_bias_ids = malloc((nb + ns) * sizeof *r->min_bias_ids);
+        r->min_bias = malloc((nb + ns) * sizeof *r->min_bias);
+        ok = r->min_bias_ids && r->min_bias;
+        for (size_t i = 0; ok && i < nb; i++) {
+            r->min_bias_ids[i] = sp->logit_bias_ids[i];
+            r->min_bias[i] = sp->logit_bias[i];
+        }
+        for (size_t i = 0; ok && i < ns; i++) {
+            r->min_bias_ids[nb + i] = p->stop_ids[i];
+            r->min_bias[nb + i] = -INFINITY; /* after any bias on the same id */
+        }
+        r->n_min_bias = (int)(nb + ns);
+    }
     int rep = sp->repetition_penalty > 0.0f && sp->repetition_penalty != 1.0f;
     if (ok && (rep || sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f))
         ok = (r->out_counts = calloc((size_t)vocab, sizeof *r->out_counts)) != NULL;
@@ -61,6 +78,8 @@ void srp_request_free(srp_request *r) {
     free(r->stop_ids);
     free(r->bias_ids);
     free(r->bias);
+    free(r->min_bias_ids);
+    free(r->min_bias);
     free(r->out_counts);
     free(r->prompt_mask);
     free(r->ev);

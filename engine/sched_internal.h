@@ -20,6 +20,10 @@ struct srp_request {
     float *bias;
     int32_t *stop_ids;
     int n_stop_ids;
+    /* before min_tokens: logit_bias with every stop id at -inf */
+    int min_tokens, n_min_bias;
+    int32_t *min_bias_ids;
+    float *min_bias;
     int logprobs, prompt_logprobs;
 
     /* the engine thread's */

@@ -130,6 +130,11 @@ static void add_row(srp_sched *s, int *rows, srp_request *r, int prompt_row, int
         p->forced_token = forced;
     } else {
         p->step = (uint64_t)r->n_generated;
+        if (r->n_generated < r->min_tokens && r->n_min_bias) {
+            p->n_logit_bias = r->n_min_bias;
+            p->logit_bias_ids = r->min_bias_ids;
+            p->logit_bias = r->min_bias;
+        }
     }
     if (k >= 0) {
         p->logprob_out = &ev->logprob;

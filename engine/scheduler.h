@@ -53,6 +53,7 @@ typedef struct srp_request_params {
     srp_sample_params sample;
     const int32_t *stop_ids; /* drawing one of these finishes with SRP_FINISH_STOP; copied */
     int n_stop_ids;
+    int min_tokens;      /* the stop ids cannot be drawn before this many tokens (vLLM's) */
     int logprobs;        /* -1: none; k >= 0: the chosen token's logprob and the top k */
     int prompt_logprobs; /* -1: none; k >= 0: logprob of each prompt token after the first */
     /* Called on the engine thread, with the request's lock held, after every event and the

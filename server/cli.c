@@ -165,8 +165,18 @@ const char *cli_default_model(char *buf, size_t n) {
             if (is_model_dir(buf)) return buf;
         }
     }
-    snprintf(buf, n, "/opt/serpent/models/serpent-tiny");
-    return is_model_dir(buf) ? buf : NULL;
+    /* run from a checkout, and the checkout this executable was built from (an out-of-tree
+     * build folder anywhere) */
+    static const char *const fixed[] = { "models/serpent-tiny",
+#ifdef SERPENT_SOURCE_DIR
+                                         SERPENT_SOURCE_DIR "/models/serpent-tiny",
+#endif
+                                         "/opt/serpent/models/serpent-tiny" };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        snprintf(buf, n, "%s", fixed[i]);
+        if (is_model_dir(buf)) return buf;
+    }
+    return NULL;
 }
 
 double cli_now(void) {

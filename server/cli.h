@@ -31,8 +31,9 @@ void cli_print_help(FILE *f, const char *command, const char *summary, const cli
 int cli_parse_ids(const char *s, int32_t **ids, int *n);
 
 /* The model `serve` uses without --model: $SERPENT_MODEL, else models/serpent-tiny beside the
- * executable's folder (build/serpent -> models/), under share/serpent/ of its prefix, or under
- * /opt/serpent (the container). Fills buf and returns it, or NULL when none exists. */
+ * executable's folder (build/serpent -> models/), under share/serpent/ of its prefix, in the
+ * working directory, in the source tree it was built from, or under /opt/serpent (the
+ * container). Fills buf and returns it, or NULL when none exists. */
 const char *cli_default_model(char *buf, size_t n);
 
 /* Seconds since an arbitrary start (monotonic clock). */

@@ -19,7 +19,7 @@
 
 static const char *summary =
     "Serves the model over HTTP with OpenAI's API: POST /v1/completions,\n"
-    "POST /v1/chat/completions, GET /v1/models, POST /tokenize, POST /detokenize, GET /health\n"
+    "POST /v1/chat/completions, GET /v1/models[/ID], POST /tokenize, POST /detokenize, GET /health\n"
     "(200 ready, 503 loading or draining) and GET /metrics (Prometheus). Requests are batched\n"
     "continuously; SIGTERM drains in-flight requests (at most --timeout seconds) and exits 0.";
 
@@ -117,6 +117,51 @@ static const char *folder_name(const char *path, char *buf, size_t len) {
     return buf[0] ? buf : path;
 }
 
+/* --allowed-origins: '["https://a.example", "https://b.example"]' (vLLM's form) or
+ * "https://a.example,https://b.example"; "*" anywhere allows every origin. */
+static int parse_origins(const char *arg, srv_config *cfg) {
+    cJSON *list = NULL;
+    if (arg[0] == '[') {
+        list = cJSON_Parse(arg);
+        const cJSON *it;
+        int ok = cJSON_IsArray(list);
+        if (ok) cJSON_ArrayForEach(it, list) ok &= cJSON_IsString(it);
+        if (!ok) {
+            cJSON_Delete(list);
+            return -1;
+        }
+    } else {
+        list = cJSON_CreateArray();
+        for (const char *p = arg; *p;) {
+            const char *q = strchr(p, ',');
+            size_t n = q ? (size_t)(q - p) : strlen(p);
+            while (n && *p == ' ') p++, n--;
+            while (n && p[n - 1] == ' ') n--;
+            if (n) {
+                char *one = strndup(p, n);
+                cJSON_AddItemToArray(list, cJSON_CreateString(one ? one : ""));
+                free(one);
+            }
+            p = q ? q + 1 : p + strlen(p);
+        }
+    }
+    int n = cJSON_GetArraySize(list), k = 0;
+    cfg->origins = calloc((size_t)(n ? n : 1), sizeof *cfg->origins);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, list) {
+        if (!strcmp(it->valuestring, "*")) cfg->any_origin = 1;
+        if (cfg->origins) cfg->origins[k++] = strdup(it->valuestring);
+    }
+    cfg->n_origins = k;
+    cJSON_Delete(list);
+    return cfg->origins ? 0 : -1;
+}
+
+static void free_origins(srv_config *cfg) {
+    for (int i = 0; i < cfg->n_origins; i++) free(cfg->origins[i]);
+    free(cfg->origins);
+}
+
 static int wait_idle(srv_server *srv, double deadline) {
     for (;;) {
         srp_sched_stats st;
@@ -137,7 +182,7 @@ static void raise_fd_limit(void) {
 
 int cmd_serve(int argc, char **argv) {
     cli_model_args ma = { NULL, "auto", 0 };
-    const char *host = "127.0.0.1", *name = NULL, *api_key = NULL;
+    const char *host = "127.0.0.1", *name = NULL, *api_key = NULL, *origins = "*";
     int port = 8000, max_seqs = 0, max_len = 4096, max_batched = 512, max_queue = 1024;
     int timeout = 30, max_body_mb = 16, http_threads = 2;
     float gpu_mem = 0.0f;
@@ -167,6 +212,10 @@ int cmd_serve(int argc, char **argv) {
         { "max-request-mb", CLI_INT, &max_body_mb, "N",
           "largest request body, MiB; then 413 (default 16)", 0 },
         { "http-threads", CLI_INT, &http_threads, "N", "threads serving connections (default 2)",
+          0 },
+        { "allowed-origins", CLI_STR, &origins, "LIST",
+          "origins browsers may call from (CORS): a JSON list or comma-separated; \"*\" is any "
+          "(default \"*\")",
           0 },
         { "gpu-memory-utilization", CLI_FLOAT, &gpu_mem, "F",
           "share of GPU memory serpent may use (default 0.9)", 0 },
@@ -223,6 +272,11 @@ int cmd_serve(int argc, char **argv) {
                              .max_model_len = max_len,
                              .max_body_bytes = (size_t)max_body_mb << 20,
                              .http_threads = http_threads };
+    if (parse_origins(origins, &srv->cfg)) {
+        fprintf(stderr, "serpent serve: --allowed-origins: not a JSON list of strings\n");
+        free(srv);
+        return 2;
+    }
     srv->created = (long)time(NULL);
     atomic_store(&srv->state, SRV_LOADING);
     pthread_rwlock_init(&srv->life, NULL);
@@ -286,6 +340,7 @@ out:
     free(srv->eos_text);
     srv_metrics_destroy(&srv->metrics);
     pthread_rwlock_destroy(&srv->life);
+    free_origins(&srv->cfg);
     free(srv);
     if (!rc) fprintf(stderr, "serpent: stopped\n");
     return rc;

@@ -11,6 +11,16 @@
 
 #include "server.h"
 
+static char *token_id_text(int32_t id, size_t *out_len) {
+    char buf[32];
+    *out_len = (size_t)snprintf(buf, sizeof buf, "token_id:%d", id);
+    return strdup(buf);
+}
+
+char *srv_gen_token_text(const srv_gen *g, int32_t id, size_t *out_len) {
+    return g->opts.tokens_as_ids ? token_id_text(id, out_len) : srv_token_text(g->srv, id, out_len);
+}
+
 char *srv_token_text(const srv_server *srv, int32_t id, size_t *out_len) {
     char *raw = NULL, *out = NULL;
     size_t len = 0, olen = 0, cap = 0;
@@ -27,9 +37,7 @@ char *srv_token_text(const srv_server *srv, int32_t id, size_t *out_len) {
             return strdup("");
         }
     }
-    char buf[32];
-    *out_len = (size_t)snprintf(buf, sizeof buf, "token_id:%d", id);
-    return strdup(buf);
+    return token_id_text(id, out_len);
 }
 
 /* The engine thread's notify: mark work pending and resume the connection if it sleeps. */
@@ -107,16 +115,19 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
     snprintf(g->id, sizeof g->id, "%s-%lx%08lx", api->id_prefix, (unsigned long)g->created,
              (unsigned long)atomic_fetch_add(&srv->next_id, 1));
     const uint64_t base_seed = g->opts.have_seed ? g->opts.seed : random_seed();
-    int32_t stop_ids[8];
+    /* the model's ends of sequence (unless ignore_eos) and the request's stop_token_ids */
+    int32_t stop_ids[SRV_MAX_EOS + SRV_MAX_STOP_IDS];
     int n_stop = 0;
     if (!g->opts.ignore_eos)
-        for (int i = 0; i < srv->n_eos && n_stop < 8; i++) stop_ids[n_stop++] = srv->eos_ids[i];
+        for (int i = 0; i < srv->n_eos; i++) stop_ids[n_stop++] = srv->eos_ids[i];
+    for (int i = 0; i < g->opts.n_stop_ids; i++) stop_ids[n_stop++] = g->opts.stop_ids[i];
     for (int p = 0; p < n_prompts; p++) {
         for (int j = 0; j < g->opts.n; j++) {
             srv_choice *c = &g->choices[p * g->opts.n + j];
             c->index = p * g->opts.n + j;
             c->prompt_index = p;
-            if (srv->tok && srp_detok_new(srv->tok, g->opts.skip_special, &c->detok, NULL)) {
+            c->stop_string = c->stop_token = -1;
+            if (srv->tok && srp_detok_new(srv->tok, srv_decode_flags(&g->opts), &c->detok, NULL)) {
                 srv_gen_free(g);
                 return srv_fail(e, 500, NULL, "out of memory");
             }
@@ -132,6 +143,7 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
             rp.sample.logit_bias = g->opts.bias;
             rp.stop_ids = stop_ids;
             rp.n_stop_ids = n_stop;
+            rp.min_tokens = g->opts.min_tokens;
             rp.logprobs = g->opts.logprobs;
             rp.prompt_logprobs =
                 g->opts.echo && g->opts.logprobs >= 0 && j == 0 ? g->opts.logprobs : -1;
@@ -173,36 +185,77 @@ static int choice_grow(srv_choice *c) {
     return 0;
 }
 
-static int is_eos(const srv_gen *g, int32_t t) {
+/* Whether t ends the choice: the model's end of sequence (unless ignore_eos) or one of the
+ * request's stop_token_ids (which vLLM reports as the stop_reason). */
+static int is_stop_token(const srv_gen *g, srv_choice *c, int32_t t) {
+    for (int i = 0; i < g->opts.n_stop_ids; i++)
+        if (g->opts.stop_ids[i] == t) {
+            c->stop_token = t;
+            return 1;
+        }
     if (g->opts.ignore_eos) return 0;
     for (int i = 0; i < g->srv->n_eos; i++)
         if (g->srv->eos_ids[i] == t) return 1;
     return 0;
 }
 
-/* New text of a choice: look for a stop string in what is not released yet; release all but
- * what could still become one. */
+/* New text of a choice: look for a stop string ending in it; release all but what could still
+ * become one. Before min_tokens tokens no stop string counts (as vLLM), and everything is
+ * released. */
 static void add_text(srv_gen *g, srv_choice *c, const char *s, size_t n, int final) {
     if (c->stopped_by_string) return;
+    const size_t old_len = c->len;
     if (n && srv_buf_append_utf8(&c->text, &c->len, &c->cap, s, n)) {
         snprintf(c->error, sizeof c->error, "out of memory");
         g->failed = 1;
         return;
     }
-    if (g->opts.n_stop) {
-        long at = srv_stop_find(c->text, c->len, c->released, g->opts.stop, g->opts.n_stop);
+    const int gated = c->n_ids < g->opts.min_tokens, include = g->opts.include_stop_str;
+    if (g->opts.n_stop && !gated && c->len > old_len) {
+        size_t maxl = 0, sl = 0;
+        for (int i = 0; i < g->opts.n_stop; i++)
+            if (strlen(g->opts.stop[i]) > maxl) maxl = strlen(g->opts.stop[i]);
+        size_t from = old_len >= maxl ? old_len - maxl + 1 : 0;
+        if (!include && from < c->released) from = c->released; /* sent text stays sent */
+        int which = -1;
+        long at = srv_stop_match(c->text, c->len, from, old_len + 1, g->opts.stop, g->opts.n_stop,
+                                 &sl, &which);
         if (at >= 0) {
-            c->len = (size_t)at;
+            c->len = (size_t)at + (include ? sl : 0);
             c->text[c->len] = 0;
             c->released = c->len;
             c->stopped_by_string = 1;
+            c->stop_string = which;
             c->finish_reason = "stop";
+            /* usage counts the tokens up to the one that completed the stop string, whatever
+             * the engine drew after it before the cancel landed */
+            c->n_generated = c->n_ids;
             srp_request_cancel(c->req);
             return;
         }
     }
-    size_t hold = final ? 0 : srv_stop_holdback(c->text, c->len, g->opts.stop, g->opts.n_stop);
+    size_t hold = final || gated || include
+                      ? 0
+                      : srv_stop_holdback(c->text, c->len, g->opts.stop, g->opts.n_stop);
     if (c->len - hold > c->released) c->released = c->len - hold;
+}
+
+int srv_choice_sendable_lps(const srv_choice *c) {
+    int m = c->streamed_lps;
+    while (m < c->n_lps) {
+        size_t off = c->lps[m].offset;
+        if (off < c->released || (c->done && (!c->stopped_by_string || off < c->len)))
+            m++;
+        else
+            break;
+    }
+    return m;
+}
+
+cJSON *srv_stop_reason_json(const srv_gen *g, const srv_choice *c) {
+    if (c->stop_string >= 0) return cJSON_CreateString(g->opts.stop[c->stop_string]);
+    if (c->stop_token >= 0) return cJSON_CreateNumber(c->stop_token);
+    return cJSON_CreateNull();
 }
 
 static void finish_choice(srv_gen *g, srv_choice *c, const srp_request_status *st) {
@@ -212,7 +265,7 @@ static void finish_choice(srv_gen *g, srv_choice *c, const srp_request_status *s
         if (!srp_detok_flush(c->detok, &s, &n, NULL)) add_text(g, c, s, n, 1);
     }
     add_text(g, c, "", 0, 1);
-    c->n_generated = st->n_generated;
+    if (!c->stopped_by_string) c->n_generated = st->n_generated;
     if (!c->finish_reason) {
         switch (st->finish) {
         case SRP_FINISH_STOP:
@@ -258,7 +311,8 @@ static void on_event(srv_gen *g, srv_choice *c, const srp_token_event *ev) {
         return;
     }
     c->ids[c->n_ids++] = ev->token;
-    if (is_eos(g, ev->token)) return; /* the end, not text */
+    /* a stop token ends the choice; its text shows only with include_stop_str_in_output */
+    if (is_stop_token(g, c, ev->token) && !g->opts.include_stop_str) return;
     if (g->opts.logprobs >= 0) c->lps[c->n_lps++] = (srv_tok_lp){ *ev, c->len };
     if (!c->detok) return;
     const char *s;
@@ -290,7 +344,7 @@ int srv_gen_poll(srv_gen *g) {
         if (st.finish != SRP_FINISH_NONE) {
             finish_choice(g, c, &st);
             changed = 1;
-        } else {
+        } else if (!c->stopped_by_string) {
             c->n_generated = st.n_generated;
         }
     }

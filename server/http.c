@@ -24,6 +24,7 @@ typedef enum {
     R_CHAT,
     R_TOKENIZE,
     R_DETOKENIZE,
+    R_MODEL, /* /v1/models/{id} */
 } route_id;
 
 static const struct {
@@ -44,11 +45,48 @@ static const struct {
 typedef struct conn_ctx {
     srv_server *srv;
     struct MHD_Connection *mc;
+    char request_id[80]; /* x-request-id: the client's, or one made here */
+    const char *origin;  /* the Origin CORS lets through, or NULL */
     char *body;
     size_t len, cap;
     int too_large;
     srv_gen *gen;
 } conn_ctx;
+
+/* A client's x-request-id is echoed when it is a sane token (printable, no spaces, at most 64
+ * bytes); otherwise, or without one, serpent makes one. */
+static void set_request_id(conn_ctx *c) {
+    const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    int ok = n > 0 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++) ok = h[i] > 0x20 && h[i] < 0x7f;
+    if (ok) {
+        memcpy(c->request_id, h, n + 1);
+        return;
+    }
+    static atomic_ulong counter;
+    snprintf(c->request_id, sizeof c->request_id, "srp-%lx-%lx", (unsigned long)c->srv->created,
+             (unsigned long)atomic_fetch_add(&counter, 1));
+}
+
+/* The Origin to answer with Access-Control-Allow-Origin: "*" when any origin may, the
+ * request's own when it is listed, NULL otherwise (or without an Origin header). */
+static const char *allowed_origin(const srv_server *srv, const char *origin) {
+    if (!origin) return NULL;
+    if (srv->cfg.any_origin) return "*";
+    for (int i = 0; i < srv->cfg.n_origins; i++)
+        if (!strcmp(srv->cfg.origins[i], origin)) return origin;
+    return NULL;
+}
+
+static void add_common_headers(conn_ctx *c, struct MHD_Response *r) {
+    MHD_add_response_header(r, "x-request-id", c->request_id);
+    if (c->origin) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", c->origin);
+        MHD_add_response_header(r, "Access-Control-Expose-Headers", "x-request-id");
+        if (strcmp(c->origin, "*")) MHD_add_response_header(r, "Vary", "Origin");
+    }
+}
 
 static enum MHD_Result respond(conn_ctx *c, int status, const char *ctype, char *body,
                                const char *hname, const char *hvalue) {
@@ -59,7 +97,8 @@ static enum MHD_Result respond(conn_ctx *c, int status, const char *ctype, char 
         free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    add_common_headers(c, r);
+    if (ctype) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (hname) MHD_add_response_header(r, hname, hvalue);
     srv_metrics_count_status(&c->srv->metrics, status);
     enum MHD_Result rc = MHD_queue_response(c->mc, (unsigned)status, r);
@@ -213,6 +252,7 @@ static enum MHD_Result start_stream(conn_ctx *c) {
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, c, NULL);
     if (!r) return MHD_NO;
+    add_common_headers(c, r);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     srv_metrics_count_status(&c->srv->metrics, 200);
@@ -257,6 +297,10 @@ static cJSON *parse_body(conn_ctx *c, srv_error *e) {
         cJSON_Delete(root);
         return srv_fail(e, 400, NULL, "the request body must be a JSON object"), NULL;
     }
+    if (srv_json_dedupe(root)) { /* duplicate keys: the last one wins, as in JS and Python */
+        cJSON_Delete(root);
+        return srv_fail(e, 500, NULL, "out of memory"), NULL;
+    }
     return root;
 }
 
@@ -298,11 +342,38 @@ static enum MHD_Result serve_post(conn_ctx *c, route_id id) {
     return progress_plain(c);
 }
 
+/* A CORS preflight (or a plain OPTIONS): 204 with what the route allows. */
+static enum MHD_Result serve_options(conn_ctx *c, const char *allow) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (char *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    add_common_headers(c, r);
+    MHD_add_response_header(r, "Allow", allow);
+    if (c->origin) {
+        const char *h =
+            MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", allow);
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", h && *h ? h : "*");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    }
+    srv_metrics_count_status(&c->srv->metrics, 204);
+    enum MHD_Result rc = MHD_queue_response(c->mc, 204, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
 static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method) {
     srv_server *srv = c->srv;
     int found = -1, path_known = 0;
     char allow[64] = "";
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    static const char model_prefix[] = "/v1/models/";
+    const char *model_id = NULL;
+    if (!strncmp(url, model_prefix, sizeof model_prefix - 1) && url[sizeof model_prefix - 1]) {
+        model_id = url + sizeof model_prefix - 1;
+        path_known = 1;
+        snprintf(allow, sizeof allow, "GET");
+        if (!strcmp(method, "GET")) found = -2;
+    }
+    for (size_t i = 0; !model_id && i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path)) continue;
         path_known = 1;
         snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s", allow[0] ? ", " : "",
@@ -314,15 +385,25 @@ static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method
         snprintf(msg, sizeof msg, "no route %.200s", url);
         return fail(c, 404, "not_found", NULL, msg);
     }
-    if (found < 0) {
+    if (!strcmp(method, "OPTIONS")) {
+        snprintf(allow + strlen(allow), sizeof allow - strlen(allow), ", OPTIONS");
+        return serve_options(c, allow);
+    }
+    if (found == -1) {
         srv_error e = { 0 };
         e.code = "method_not_allowed";
         srv_fail(&e, 405, NULL, "%.20s is not allowed on %.200s (allowed: %s)", method, url, allow);
         return respond(c, 405, "application/json", srv_error_body(&e), "Allow", allow);
     }
-    if (routes[found].auth && !authorized(srv, c->mc))
+    if ((model_id || routes[found].auth) && !authorized(srv, c->mc))
         return fail(c, 401, "invalid_api_key", NULL,
                     "a valid API key is required (Authorization: Bearer KEY)");
+    if (model_id) {
+        srv_error e = { 0 };
+        char *body = NULL;
+        if (srv_model_body(srv, model_id, &body, &e)) return respond_error(c, &e);
+        return respond_json(c, 200, body);
+    }
     int state = atomic_load(&srv->state);
     switch (routes[found].id) {
     case R_HEALTH:
@@ -349,6 +430,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         if (!c) return MHD_NO;
         c->srv = srv;
         c->mc = mc;
+        set_request_id(c);
+        c->origin = allowed_origin(
+            srv, MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN));
         *con_cls = c;
         return MHD_YES;
     }

@@ -86,20 +86,72 @@ fail:
     return NULL;
 }
 
-static cJSON *template_vars(const srv_server *srv, const cJSON *root, srv_error *e) {
+static int get_flag(const cJSON *root, const char *name, int *v, srv_error *e) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!it || cJSON_IsNull(it)) return 0;
+    if (!cJSON_IsBool(it)) return srv_fail(e, 400, name, "'%s' must be true or false", name);
+    *v = cJSON_IsTrue(it);
+    return 1;
+}
+
+/* tools are rendered by the template; calling them needs structured output, which serpent
+ * does not have yet: tool_choice must be "none" (OpenAI's default is "auto" with tools). */
+static int check_tools(const cJSON *root, const cJSON **tools_out, srv_error *e) {
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    *tools_out = NULL;
+    if (tools && !cJSON_IsNull(tools) && !cJSON_IsArray(tools))
+        return srv_fail(e, 400, "tools", "'tools' must be a list of tools");
+    int have = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
+    if (tc && !cJSON_IsNull(tc) && !cJSON_IsString(tc) && !cJSON_IsObject(tc))
+        return srv_fail(e, 400, "tool_choice",
+                        "'tool_choice' must be \"none\", \"auto\", \"required\" or a named tool");
+    int none =
+        !tc || cJSON_IsNull(tc) ? !have : cJSON_IsString(tc) && !strcmp(tc->valuestring, "none");
+    if (cJSON_IsString(tc) && !none && strcmp(tc->valuestring, "auto") &&
+        strcmp(tc->valuestring, "required"))
+        return srv_fail(e, 400, "tool_choice",
+                        "'tool_choice' must be \"none\", \"auto\", \"required\" or a named tool");
+    if (!none && !have && cJSON_IsString(tc) && !strcmp(tc->valuestring, "required"))
+        none = 1; /* "required" with no tools is "none", as OpenAI and vLLM */
+    if (!none && !have) return srv_fail(e, 400, "tool_choice", "'tool_choice' needs 'tools'");
+    if (!none)
+        return srv_fail(e, 400, tc && !cJSON_IsNull(tc) ? "tool_choice" : "tools",
+                        "tool calls are not supported yet: with 'tools', 'tool_choice' must be "
+                        "\"none\" (it defaults to \"auto\")");
+    if (have) *tools_out = tools;
+    return 0;
+}
+
+static cJSON *template_vars(const srv_server *srv, const cJSON *root, int add_generation_prompt,
+                            srv_error *e) {
     cJSON *vars = cJSON_CreateObject();
-    const cJSON *agp = cJSON_GetObjectItemCaseSensitive(root, "add_generation_prompt");
-    if (agp && !cJSON_IsNull(agp) && !cJSON_IsBool(agp)) {
-        cJSON_Delete(vars);
-        return srv_fail(e, 400, "add_generation_prompt",
-                        "'add_generation_prompt' must be true or false"),
-               NULL;
-    }
-    cJSON_AddBoolToObject(vars, "add_generation_prompt", !agp || !cJSON_IsFalse(agp));
+    cJSON_AddBoolToObject(vars, "add_generation_prompt", add_generation_prompt);
     cJSON_AddStringToObject(vars, "bos_token", srv->bos_text ? srv->bos_text : "");
     cJSON_AddStringToObject(vars, "eos_token", srv->eos_text ? srv->eos_text : "");
-    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    if (cJSON_IsArray(tools)) cJSON_AddItemToObject(vars, "tools", cJSON_Duplicate(tools, 1));
+    const cJSON *tools = NULL;
+    if (check_tools(root, &tools, e)) {
+        cJSON_Delete(vars);
+        return NULL;
+    }
+    if (tools) cJSON_AddItemToObject(vars, "tools", cJSON_Duplicate(tools, 1));
+    const cJSON *docs = cJSON_GetObjectItemCaseSensitive(root, "documents");
+    if (docs && !cJSON_IsNull(docs)) {
+        if (!cJSON_IsArray(docs)) {
+            cJSON_Delete(vars);
+            return srv_fail(e, 400, "documents", "'documents' must be a list of objects"), NULL;
+        }
+        cJSON_AddItemToObject(vars, "documents", cJSON_Duplicate(docs, 1));
+    }
+    const cJSON *effort = cJSON_GetObjectItemCaseSensitive(root, "reasoning_effort");
+    if (effort && !cJSON_IsNull(effort)) {
+        if (!cJSON_IsString(effort)) {
+            cJSON_Delete(vars);
+            return srv_fail(e, 400, "reasoning_effort", "'reasoning_effort' must be a string"),
+                   NULL;
+        }
+        cJSON_AddStringToObject(vars, "reasoning_effort", effort->valuestring);
+    }
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs"), *it;
     if (kw && !cJSON_IsNull(kw)) {
         if (!cJSON_IsObject(kw)) {
@@ -108,7 +160,7 @@ static cJSON *template_vars(const srv_server *srv, const cJSON *root, srv_error 
                             "'chat_template_kwargs' must be an object"),
                    NULL;
         }
-        cJSON_ArrayForEach(it, kw) {
+        cJSON_ArrayForEach(it, kw) { /* as vLLM: they override the variables above */
             cJSON_DeleteItemFromObjectCaseSensitive(vars, it->string);
             cJSON_AddItemToObject(vars, it->string, cJSON_Duplicate(it, 1));
         }
@@ -116,8 +168,36 @@ static cJSON *template_vars(const srv_server *srv, const cJSON *root, srv_error 
     return vars;
 }
 
-int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e) {
-    if (srv_check_model(srv, root, e)) return -1;
+/* continue_final_message: the rendering ends right after the last message's text, so the
+ * model continues it (as transformers' apply_chat_template does). */
+static int cut_after_final(char *text, size_t *len, const cJSON *msgs, srv_error *e) {
+    const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(last, "content");
+    const char *s = cJSON_IsString(c) ? c->valuestring : "";
+    size_t sl = strlen(s);
+    /* the last occurrence of the content, else of the content without surrounding space */
+    for (int pass = 0; pass < 2; pass++) {
+        const char *from = s;
+        size_t n = sl;
+        if (pass == 1) {
+            while (n && strchr(" \t\r\n", *from)) from++, n--;
+            while (n && strchr(" \t\r\n", from[n - 1])) n--;
+        }
+        if (n > *len) continue;
+        for (size_t at = *len - n + 1; at-- > 0;)
+            if (!memcmp(text + at, from, n)) {
+                *len = at + n;
+                text[*len] = 0;
+                return 0;
+            }
+    }
+    return srv_fail(e, 400, "continue_final_message",
+                    "'continue_final_message' is set but the final message does not appear in "
+                    "the rendered chat");
+}
+
+int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_prompt *p,
+                    srv_error *e) {
     if (!srv->tok) return srv_fail(e, 400, NULL, "this model has no tokenizer, so no chat");
     if (!srv->chat_template)
         return srv_fail(e, 400, NULL,
@@ -126,16 +206,18 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
     if (!srv->chat_tmpl)
         return srv_fail(e, 400, NULL, "this model's chat template does not compile: %s",
                         srv->chat_tmpl_error);
-    srv_gen_opts o;
-    if (srv_parse_gen_opts(srv, root, 1, &o, e)) {
-        srv_gen_opts_free(&o);
-        return -1;
-    }
+    int agp = 1, cont = 0, rc;
+    if ((rc = get_flag(root, "continue_final_message", &cont, e)) < 0) return -1;
+    if ((rc = get_flag(root, "add_generation_prompt", &agp, e)) < 0) return -1;
+    if (cont && agp && rc)
+        return srv_fail(e, 400, "continue_final_message",
+                        "'continue_final_message' and 'add_generation_prompt' cannot both be true");
+    if (cont && !rc) agp = 0;
     cJSON *msgs = normalize_messages(cJSON_GetObjectItemCaseSensitive(root, "messages"), e);
-    cJSON *vars = msgs ? template_vars(srv, root, e) : NULL;
+    cJSON *vars = msgs ? template_vars(srv, root, agp, e) : NULL;
     char *text = NULL;
     size_t text_len = 0;
-    int rc = msgs && vars ? 0 : -1;
+    rc = msgs && vars ? 0 : -1;
     if (!rc) {
         srp_err te = { 0 };
         int r = srp_chat_template_render(srv->chat_tmpl, msgs, vars, NULL, &text, &text_len, &te);
@@ -146,21 +228,56 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
         else if (r)
             rc = srv_fail(e, 400, "messages", "the chat template failed: %s", te.msg);
     }
+    if (!rc && cont) rc = cut_after_final(text, &text_len, msgs, e);
+    /* echo: the last message, when it is the assistant's, starts the reply (as vLLM) */
+    if (!rc) {
+        const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(last, "content");
+        if (cJSON_IsString(role) && !strcmp(role->valuestring, "assistant") && cJSON_IsString(c) &&
+            !(p->text = strdup(c->valuestring)))
+            rc = srv_fail(e, 500, NULL, "out of memory");
+    }
     cJSON_Delete(msgs);
     cJSON_Delete(vars);
-    srv_prompt *p = rc ? NULL : calloc(1, sizeof *p);
-    if (!rc && !p) rc = srv_fail(e, 500, NULL, "out of memory");
     if (!rc) {
         srp_err te = { 0 };
-        if (srp_tokenizer_encode(srv->tok, text, text_len, 0, &p->ids, &p->n, &te))
+        if (srp_tokenizer_encode(srv->tok, text, text_len, add_special, &p->ids, &p->n, &te))
             rc = srv_fail(e, 400, "messages", "cannot tokenize the rendered chat: %s", te.msg);
         else if (p->n == 0)
             rc = srv_fail(e, 400, "messages", "the rendered chat has no tokens");
     }
     free(text);
-    if (!rc) rc = srv_check_length(srv, p, 1, &o, -1, e);
     if (rc) {
-        if (p) free(p->ids);
+        free(p->ids);
+        free(p->text);
+        memset(p, 0, sizeof *p);
+    }
+    return rc;
+}
+
+int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e) {
+    if (srv_check_model(srv, root, e)) return -1;
+    if (srv_check_fields(root, "chat", e)) return -1;
+    srv_gen_opts o;
+    if (srv_parse_gen_opts(srv, root, 1, &o, e)) {
+        srv_gen_opts_free(&o);
+        return -1;
+    }
+    srv_prompt *p = calloc(1, sizeof *p);
+    int rc = p ? 0 : srv_fail(e, 500, NULL, "out of memory");
+    if (!rc) rc = srv_chat_prompt(srv, root, o.add_special > 0, p, e);
+    if (!rc) srv_truncate_prompt(p, o.truncate_prompt);
+    if (!rc && !o.echo) {
+        free(p->text);
+        p->text = NULL;
+    }
+    if (!rc) rc = srv_check_length(srv, p, 1, &o, -1, "messages", e);
+    if (rc) {
+        if (p) {
+            free(p->ids);
+            free(p->text);
+        }
         free(p);
         srv_gen_opts_free(&o);
         return -1;
@@ -176,10 +293,10 @@ static cJSON *bytes_json(const char *s, size_t n) {
     return a;
 }
 
-static cJSON *token_lp_json(const srv_server *srv, int32_t id, float lp) {
+static cJSON *token_lp_json(const srv_gen *g, int32_t id, float lp) {
     cJSON *o = cJSON_CreateObject();
     size_t tl = 0;
-    char *t = srv_token_text(srv, id, &tl);
+    char *t = srv_gen_token_text(g, id, &tl);
     cJSON_AddItemToObject(o, "token", srv_json_text(t, t ? tl : 0));
     cJSON_AddNumberToObject(o, "logprob", lp);
     cJSON_AddItemToObject(o, "bytes", bytes_json(t, t ? tl : 0));
@@ -187,18 +304,31 @@ static cJSON *token_lp_json(const srv_server *srv, int32_t id, float lp) {
     return o;
 }
 
-static cJSON *chat_logprobs(const srv_gen *g, const srv_choice *c, int from) {
+static cJSON *chat_logprobs(const srv_gen *g, const srv_choice *c, int from, int to) {
     cJSON *lp = cJSON_CreateObject(), *content = cJSON_AddArrayToObject(lp, "content");
-    for (int k = from; k < c->n_lps; k++) {
+    for (int k = from; k < to; k++) {
         const srp_token_event *ev = &c->lps[k].ev;
-        if (c->stopped_by_string && c->lps[k].offset >= c->len) break;
-        cJSON *o = token_lp_json(g->srv, ev->token, ev->logprob);
+        cJSON *o = token_lp_json(g, ev->token, ev->logprob);
         cJSON *top = cJSON_AddArrayToObject(o, "top_logprobs");
         for (int i = 0; i < ev->n_top; i++)
-            cJSON_AddItemToArray(top, token_lp_json(g->srv, ev->top_ids[i], ev->top_logprobs[i]));
+            cJSON_AddItemToArray(top, token_lp_json(g, ev->top_ids[i], ev->top_logprobs[i]));
         cJSON_AddItemToArray(content, o);
     }
     return lp;
+}
+
+/* The assistant's text: with echo, the request's last (assistant) message first. */
+static cJSON *content_json(const srv_gen *g, const char *s, size_t n, int with_echo) {
+    const char *echo = with_echo && g->opts.echo ? g->prompts[0].text : NULL;
+    size_t el = echo ? strlen(echo) : 0;
+    char *t = malloc(el + n + 1);
+    if (!t) return cJSON_CreateString("");
+    if (el) memcpy(t, echo, el);
+    if (n) memcpy(t + el, s, n);
+    t[el + n] = 0;
+    cJSON *r = srv_json_text(t, el + n);
+    free(t);
+    return r;
 }
 
 static char *chat_response(srv_gen *g) {
@@ -210,12 +340,16 @@ static char *chat_response(srv_gen *g) {
         cJSON_AddNumberToObject(ch, "index", c->index);
         cJSON *msg = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddItemToObject(msg, "content", srv_json_text(c->text, c->len));
-        if (g->opts.logprobs >= 0)
-            cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, 0));
-        else
+        cJSON_AddItemToObject(msg, "content", content_json(g, c->text, c->len, 1));
+        if (g->opts.logprobs >= 0) {
+            int to = c->n_lps;
+            while (c->stopped_by_string && to > 0 && c->lps[to - 1].offset >= c->len) to--;
+            cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, 0, to));
+        } else {
             cJSON_AddNullToObject(ch, "logprobs");
+        }
         cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
+        cJSON_AddItemToObject(ch, "stop_reason", srv_stop_reason_json(g, c));
         if (g->opts.return_token_ids) {
             cJSON *ids = cJSON_AddArrayToObject(ch, "token_ids");
             for (int k = 0; k < c->n_ids; k++)
@@ -233,7 +367,8 @@ static void chat_chunks(srv_gen *g, int final) {
     for (int i = 0; i < g->n_choices; i++) {
         srv_choice *c = &g->choices[i];
         int first = !c->role_sent, new_text = c->released > c->streamed;
-        int new_lps = c->n_lps > c->streamed_lps, finish_now = c->done && !c->chunk_finish_sent;
+        int to_lps = srv_choice_sendable_lps(c);
+        int new_lps = to_lps > c->streamed_lps, finish_now = c->done && !c->chunk_finish_sent;
         int new_ids = g->opts.return_token_ids && c->n_ids > c->streamed_ids;
         if (!first && !new_text && !new_lps && !finish_now && !new_ids) continue;
         cJSON *root = srv_response_base(g, "chat.completion.chunk");
@@ -241,20 +376,16 @@ static void chat_chunks(srv_gen *g, int final) {
         cJSON_AddNumberToObject(ch, "index", c->index);
         cJSON *delta = cJSON_AddObjectToObject(ch, "delta");
         if (first) cJSON_AddStringToObject(delta, "role", "assistant");
-        if (first || new_text) {
-            size_t n = c->released - c->streamed;
-            char *t = malloc(n + 1);
-            if (t) {
-                memcpy(t, c->text ? c->text + c->streamed : "", n);
-                t[n] = 0;
-            }
-            cJSON_AddItemToObject(delta, "content", srv_json_text(t, t ? n : 0));
-            free(t);
-        }
+        if (first || new_text)
+            cJSON_AddItemToObject(delta, "content",
+                                  content_json(g, c->text ? c->text + c->streamed : "",
+                                               c->released - c->streamed, first));
         if (g->opts.logprobs >= 0 && new_lps)
-            cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, c->streamed_lps));
+            cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, c->streamed_lps, to_lps));
         else
             cJSON_AddNullToObject(ch, "logprobs");
+        c->streamed_lps = to_lps;
+        if (finish_now) cJSON_AddItemToObject(ch, "stop_reason", srv_stop_reason_json(g, c));
         srv_stream_choice_end(g, c, root, ch, finish_now);
     }
     if (final && g->opts.include_usage) srv_usage_chunk(g);

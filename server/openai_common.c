@@ -11,11 +11,10 @@ int srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...) 
     e->status = status;
     if (!e->type)
         e->type = status == 401   ? "authentication_error"
-                  : status == 404 ? "not_found_error"
+                  : status == 403 ? "permission_error"
                   : status == 429 ? "rate_limit_error"
-                  : status == 503 ? "service_unavailable_error"
                   : status >= 500 ? "server_error"
-                                  : "invalid_request_error";
+                                  : "invalid_request_error"; /* 400, 404, 405, 413 */
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
@@ -42,25 +41,39 @@ char *srv_error_body(const srv_error *e) {
 }
 
 int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_opts *o,
-                     int default_max, srv_error *e) {
+                     int default_max, const char *prompt_param, srv_error *e) {
     const int L = srv->cfg.max_model_len;
     int room = L;
     for (int i = 0; i < n; i++) {
-        if (p[i].n >= L)
-            return srv_fail(e, 400, "prompt",
+        if (p[i].n >= L) {
+            e->code = "context_length_exceeded";
+            return srv_fail(e, 400, prompt_param,
                             "This model's maximum context length is %d tokens, but the prompt "
                             "has %d tokens",
                             L, p[i].n);
-        if (o->max_tokens >= 0 && (long long)p[i].n + o->max_tokens > L)
-            return srv_fail(e, 400, "max_tokens",
+        }
+        if (o->max_tokens >= 0 && (long long)p[i].n + o->max_tokens > L) {
+            e->code = "context_length_exceeded";
+            return srv_fail(e, 400, o->max_tokens_field ? o->max_tokens_field : "max_tokens",
                             "This model's maximum context length is %d tokens. However, you "
                             "requested %lld tokens (%d in the prompt, %d for the completion)",
                             L, (long long)p[i].n + o->max_tokens, p[i].n, o->max_tokens);
+        }
         if (L - p[i].n < room) room = L - p[i].n;
     }
     if (o->max_tokens < 0)
         o->max_tokens = default_max >= 0 && default_max < room ? default_max : room;
+    if (o->min_tokens > o->max_tokens)
+        return srv_fail(e, 400, "min_tokens",
+                        "'min_tokens' (%d) is more than the %d tokens the context leaves",
+                        o->min_tokens, o->max_tokens);
     return 0;
+}
+
+void srv_truncate_prompt(srv_prompt *p, int k) {
+    if (k <= 0 || p->n <= k) return;
+    memmove(p->ids, p->ids + (p->n - k), (size_t)k * sizeof *p->ids);
+    p->n = k;
 }
 
 cJSON *srv_response_base(const srv_gen *g, const char *object) {
@@ -85,7 +98,6 @@ void srv_stream_choice_end(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, in
     c->streamed_ids = c->n_ids;
     c->role_sent = 1;
     c->streamed = c->released;
-    c->streamed_lps = c->n_lps;
     if (finish_now) {
         cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
         c->chunk_finish_sent = 1;
@@ -93,7 +105,10 @@ void srv_stream_choice_end(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, in
         cJSON_AddNullToObject(ch, "finish_reason");
     }
     cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
-    if (g->opts.include_usage) cJSON_AddNullToObject(root, "usage");
+    if (g->opts.include_usage && g->opts.continuous_usage)
+        cJSON_AddItemToObject(root, "usage", srv_usage_json(g));
+    else if (g->opts.include_usage)
+        cJSON_AddNullToObject(root, "usage");
     srv_sse_json(g, root);
 }
 

@@ -17,12 +17,13 @@ static void free_prompts(srv_prompt *p, int n) {
     free(p);
 }
 
-static int text_prompt(const srv_server *srv, const char *s, srv_prompt *p, srv_error *e) {
+static int text_prompt(const srv_server *srv, const char *s, int add_special, srv_prompt *p,
+                       srv_error *e) {
     if (!srv->tok)
         return srv_fail(e, 400, "prompt",
                         "this model has no tokenizer: send the prompt as token ids");
     srp_err te = { 0 };
-    if (srp_tokenizer_encode(srv->tok, s, strlen(s), 1, &p->ids, &p->n, &te))
+    if (srp_tokenizer_encode(srv->tok, s, strlen(s), add_special, &p->ids, &p->n, &te))
         return srv_fail(e, 400, "prompt", "cannot tokenize the prompt: %s", te.msg);
     p->text = strdup(s);
     if (!p->text) return srv_fail(e, 500, NULL, "out of memory");
@@ -47,19 +48,19 @@ static int ids_prompt(const srv_server *srv, const cJSON *arr, srv_prompt *p, sr
 }
 
 /* The text of a token-id prompt, for echo. */
-static int decode_prompt(const srv_server *srv, srv_prompt *p, int skip_special) {
+static int decode_prompt(const srv_server *srv, srv_prompt *p, int flags) {
     if (p->text) return 0;
     char *raw = NULL, *out = NULL;
     size_t len = 0, olen = 0, cap = 0;
-    if (srv->tok && !srp_tokenizer_decode(srv->tok, p->ids, p->n, skip_special, &raw, &len, NULL))
+    if (srv->tok && !srp_tokenizer_decode(srv->tok, p->ids, p->n, flags, &raw, &len, NULL))
         srv_buf_append_utf8(&out, &olen, &cap, raw, len);
     free(raw);
     p->text = out ? out : strdup("");
     return p->text ? 0 : -1;
 }
 
-static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **out, int *n_out,
-                         srv_error *e) {
+static int parse_prompts(const srv_server *srv, const cJSON *root, int add_special,
+                         srv_prompt **out, int *n_out, srv_error *e) {
     const cJSON *pr = cJSON_GetObjectItemCaseSensitive(root, "prompt");
     if (!pr || cJSON_IsNull(pr)) return srv_fail(e, 400, "prompt", "'prompt' is required");
     int n = 1;
@@ -95,14 +96,14 @@ static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **
     if (!p) return srv_fail(e, 500, NULL, "out of memory");
     int rc = 0;
     if (kind == ONE_TEXT)
-        rc = text_prompt(srv, pr->valuestring, &p[0], e);
+        rc = text_prompt(srv, pr->valuestring, add_special, &p[0], e);
     else if (kind == ONE_IDS)
         rc = ids_prompt(srv, pr, &p[0], e);
     else {
         int i = 0;
         const cJSON *it;
         cJSON_ArrayForEach(it, pr) {
-            rc = kind == TEXTS ? text_prompt(srv, it->valuestring, &p[i], e)
+            rc = kind == TEXTS ? text_prompt(srv, it->valuestring, add_special, &p[i], e)
                                : ids_prompt(srv, it, &p[i], e);
             if (rc) break;
             i++;
@@ -121,6 +122,7 @@ static int parse_prompts(const srv_server *srv, const cJSON *root, srv_prompt **
 
 int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e) {
     if (srv_check_model(srv, root, e)) return -1;
+    if (srv_check_fields(root, "completions", e)) return -1;
     srv_gen_opts o;
     if (srv_parse_gen_opts(srv, root, 0, &o, e)) {
         srv_gen_opts_free(&o);
@@ -128,16 +130,22 @@ int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, sr
     }
     srv_prompt *p = NULL;
     int n = 0;
-    if (parse_prompts(srv, root, &p, &n, e)) {
+    if (parse_prompts(srv, root, o.add_special != 0, &p, &n, e)) {
         srv_gen_opts_free(&o);
         return -1;
     }
     int rc = n * o.n > MAX_CHOICES
                  ? srv_fail(e, 400, "n", "prompts x n must be at most %d", MAX_CHOICES)
                  : 0;
-    if (!rc) rc = srv_check_length(srv, p, n, &o, 16, e);
+    for (int i = 0; !rc && o.truncate_prompt && i < n; i++) {
+        srv_truncate_prompt(&p[i], o.truncate_prompt);
+        free(p[i].text); /* echo shows what the model saw */
+        p[i].text = NULL;
+    }
+    if (!rc) rc = srv_check_length(srv, p, n, &o, 16, "prompt", e);
     for (int i = 0; !rc && o.echo && i < n; i++)
-        if (decode_prompt(srv, &p[i], o.skip_special)) rc = srv_fail(e, 500, NULL, "out of memory");
+        if (decode_prompt(srv, &p[i], srv_decode_flags(&o)))
+            rc = srv_fail(e, 500, NULL, "out of memory");
     if (rc) {
         free_prompts(p, n);
         srv_gen_opts_free(&o);
@@ -164,7 +172,7 @@ static lp_arrays lp_new(void) {
 
 /* {"token text": logprob, ...} of the top tokens, the chosen one always listed (as vLLM
  * does). Written by hand: token texts may hold NUL bytes, which cJSON keys cannot. */
-static cJSON *top_dict(const srv_server *srv, int32_t token, const srp_token_event *ev) {
+static cJSON *top_dict(const srv_gen *g, int32_t token, const srp_token_event *ev) {
     char *buf = NULL, *keys[SRP_MAX_TOP_LOGPROBS + 1];
     size_t len = 0, cap = 0, key_len[SRP_MAX_TOP_LOGPROBS + 1];
     int n_keys = 0, has_chosen = 0, ok = 1;
@@ -174,7 +182,7 @@ static cJSON *top_dict(const srv_server *srv, int32_t token, const srp_token_eve
         float lp = i < ev->n_top ? ev->top_logprobs[i] : ev->logprob;
         has_chosen |= id == token;
         size_t kl;
-        char *k = srv_token_text(srv, id, &kl);
+        char *k = srv_gen_token_text(g, id, &kl);
         if (!k) continue;
         int dup = 0;
         for (int j = 0; j < n_keys; j++) dup |= key_len[j] == kl && !memcmp(keys[j], k, kl);
@@ -203,11 +211,12 @@ static cJSON *top_dict(const srv_server *srv, int32_t token, const srp_token_eve
     return r ? r : cJSON_CreateObject();
 }
 
-/* One token's entry; ev NULL for the first prompt token (nothing predicts it). */
-static void lp_add(const srv_server *srv, lp_arrays *a, int32_t token, const srp_token_event *ev,
+/* One token's entry; ev NULL for the first prompt token (nothing predicts it). offset is in
+ * characters of the returned text, as vLLM's (Python string) offsets. */
+static void lp_add(const srv_gen *g, lp_arrays *a, int32_t token, const srp_token_event *ev,
                    size_t offset) {
     size_t tl;
-    char *t = srv_token_text(srv, token, &tl);
+    char *t = srv_gen_token_text(g, token, &tl);
     cJSON_AddItemToArray(a->tokens, srv_json_text(t, t ? tl : 0));
     free(t);
     cJSON_AddItemToArray(a->offsets, cJSON_CreateNumber((double)offset));
@@ -217,21 +226,49 @@ static void lp_add(const srv_server *srv, lp_arrays *a, int32_t token, const srp
         return;
     }
     cJSON_AddItemToArray(a->token_lps, cJSON_CreateNumber(ev->logprob));
-    cJSON_AddItemToArray(a->tops, top_dict(srv, token, ev));
+    cJSON_AddItemToArray(a->tops, top_dict(g, token, ev));
 }
 
-/* Prompt tokens' entries for echo; returns the text length they cover. */
-static size_t lp_add_prompt(const srv_gen *g, lp_arrays *a, const srv_prompt *p) {
+/* Prompt tokens' entries for echo. A token's offset is where its text starts in the echoed
+ * prompt: the characters the prompt's tokens before it decode to (never past the text). */
+static void lp_add_prompt(const srv_gen *g, lp_arrays *a, const srv_prompt *p) {
+    const size_t total = p->text ? srv_utf8_count(p->text, strlen(p->text)) : 0;
+    srp_detok *d = NULL;
+    if (g->srv->tok) srp_detok_new(g->srv->tok, srv_decode_flags(&g->opts), &d, NULL);
     size_t off = 0;
     for (int i = 0; i < p->n; i++) {
         const srp_token_event *ev = i > 0 && i - 1 < p->n_lp ? &p->lp[i - 1] : NULL;
-        lp_add(g->srv, a, p->ids[i], ev, off);
-        size_t tl = 0;
-        char *t = srv_token_text(g->srv, p->ids[i], &tl);
-        off += t ? tl : 0;
-        free(t);
+        lp_add(g, a, p->ids[i], ev, off < total ? off : total);
+        const char *s;
+        size_t n;
+        if (d && !srp_detok_push(d, p->ids[i], &s, &n, NULL)) off += srv_utf8_count(s, n);
     }
-    return off;
+    srp_detok_free(d);
+}
+
+/* Characters of the echoed prompt (the base of the generated tokens' offsets). */
+static size_t echo_chars(const srv_gen *g, const srv_prompt *p) {
+    return g->opts.echo && p->text ? srv_utf8_count(p->text, strlen(p->text)) : 0;
+}
+
+/* Generated tokens [from, to) of a choice; *byte, *chars: a cursor into the choice's text that
+ * only moves forward (offsets never decrease). */
+static void lp_add_generated(const srv_gen *g, lp_arrays *a, const srv_choice *c, int from, int to,
+                             size_t base, size_t *byte, size_t *chars) {
+    for (int k = from; k < to; k++) {
+        size_t off = c->lps[k].offset;
+        if (off > c->len) off = c->len;
+        if (off > *byte) {
+            *chars += srv_utf8_count(c->text + *byte, off - *byte);
+            *byte = off;
+        }
+        lp_add(g, a, c->lps[k].ev.token, &c->lps[k].ev, base + *chars);
+    }
+}
+
+static void add_finish(const srv_gen *g, const srv_choice *c, cJSON *ch) {
+    cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
+    cJSON_AddItemToObject(ch, "stop_reason", srv_stop_reason_json(g, c));
 }
 
 static char *completion_response(srv_gen *g) {
@@ -254,14 +291,15 @@ static char *completion_response(srv_gen *g) {
         if (g->opts.logprobs >= 0) {
             lp_arrays a = lp_new();
             if (g->opts.echo) lp_add_prompt(g, &a, p);
-            for (int k = 0; k < c->n_lps; k++)
-                if (c->lps[k].offset < c->len || !c->stopped_by_string)
-                    lp_add(g->srv, &a, c->lps[k].ev.token, &c->lps[k].ev, plen + c->lps[k].offset);
+            int to = c->n_lps;
+            while (c->stopped_by_string && to > 0 && c->lps[to - 1].offset >= c->len) to--;
+            size_t byte = 0, chars = 0;
+            lp_add_generated(g, &a, c, 0, to, echo_chars(g, p), &byte, &chars);
             cJSON_AddItemToObject(ch, "logprobs", a.obj);
         } else {
             cJSON_AddNullToObject(ch, "logprobs");
         }
-        cJSON_AddStringToObject(ch, "finish_reason", c->finish_reason);
+        add_finish(g, c, ch);
         if (g->opts.return_token_ids) {
             cJSON_AddItemToObject(ch, "prompt_token_ids", srv_ids_json(p->ids, p->n));
             cJSON_AddItemToObject(ch, "token_ids", srv_ids_json(c->ids, c->n_ids));
@@ -274,12 +312,20 @@ static char *completion_response(srv_gen *g) {
     return s;
 }
 
+/* Streamed echo with logprobs waits for the prompt's logprobs (the first choice of each prompt
+ * computes them), so the first chunk carries them as the whole reply does. */
+static int echo_ready(const srv_gen *g, const srv_prompt *p) {
+    return !(g->opts.echo && g->opts.logprobs >= 0) || p->n_lp >= p->n - 1;
+}
+
 static void completion_chunks(srv_gen *g, int final) {
     for (int i = 0; i < g->n_choices; i++) {
         srv_choice *c = &g->choices[i];
         const srv_prompt *p = &g->prompts[c->prompt_index];
+        if (!c->role_sent && !echo_ready(g, p) && !c->done) continue;
         int echo_now = g->opts.echo && !c->role_sent;
-        int new_text = c->released > c->streamed, new_lps = c->n_lps > c->streamed_lps;
+        int to_lps = srv_choice_sendable_lps(c);
+        int new_text = c->released > c->streamed, new_lps = to_lps > c->streamed_lps;
         int finish_now = c->done && !c->chunk_finish_sent;
         int new_ids = g->opts.return_token_ids && c->n_ids > c->streamed_ids;
         if (!echo_now && !new_text && !new_lps && !finish_now && !new_ids) continue;
@@ -298,14 +344,15 @@ static void completion_chunks(srv_gen *g, int final) {
         free(text);
         if (g->opts.logprobs >= 0) {
             lp_arrays a = lp_new();
-            size_t base = g->opts.echo && p->text ? strlen(p->text) : 0;
             if (echo_now) lp_add_prompt(g, &a, p);
-            for (int k = c->streamed_lps; k < c->n_lps; k++)
-                lp_add(g->srv, &a, c->lps[k].ev.token, &c->lps[k].ev, base + c->lps[k].offset);
+            lp_add_generated(g, &a, c, c->streamed_lps, to_lps, echo_chars(g, p), &c->lp_byte,
+                             &c->lp_chars);
             cJSON_AddItemToObject(ch, "logprobs", a.obj);
         } else {
             cJSON_AddNullToObject(ch, "logprobs");
         }
+        c->streamed_lps = to_lps;
+        if (finish_now) cJSON_AddItemToObject(ch, "stop_reason", srv_stop_reason_json(g, c));
         srv_stream_choice_end(g, c, root, ch, finish_now);
     }
     if (final && g->opts.include_usage) srv_usage_chunk(g);

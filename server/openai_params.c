@@ -1,6 +1,6 @@
 /* The request fields completions and chat share: sampling, stop, n, logprobs, streaming. Each
- * field is checked for its type and range and named in the error, as OpenAI does; unknown
- * fields are ignored. */
+ * field is checked for its type and range and named in the error, as OpenAI does; which fields
+ * are rejected or ignored is openai_fields.c's table. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +120,24 @@ static int parse_logit_bias(const srv_server *srv, const cJSON *root, srv_gen_op
     return 0;
 }
 
+static int parse_stop_ids(const srv_server *srv, const cJSON *root, srv_gen_opts *o, srv_error *e) {
+    const cJSON *it = field(root, "stop_token_ids"), *t;
+    if (!it) return 0;
+    if (!cJSON_IsArray(it))
+        return srv_fail(e, 400, "stop_token_ids", "'stop_token_ids' must be a list of token ids");
+    if (cJSON_GetArraySize(it) > SRV_MAX_STOP_IDS)
+        return srv_fail(e, 400, "stop_token_ids", "'stop_token_ids' holds at most %d ids",
+                        SRV_MAX_STOP_IDS);
+    cJSON_ArrayForEach(t, it) {
+        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 ||
+            t->valuedouble >= srv->vocab)
+            return srv_fail(e, 400, "stop_token_ids",
+                            "'stop_token_ids' must hold token ids in [0, %d)", srv->vocab);
+        o->stop_ids[o->n_stop_ids++] = (int32_t)t->valuedouble;
+    }
+    return 0;
+}
+
 int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_gen_opts *o,
                        srv_error *e) {
     memset(o, 0, sizeof *o);
@@ -127,16 +145,24 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
     o->max_tokens = -1;
     o->logprobs = -1;
     o->skip_special = 1;
+    o->spaces_between_special = 1;
+    o->add_special = -1;
     o->sample = (srp_sample_params){ .temperature = 1.0f, .top_p = 1.0f };
     double d;
     long long ll;
-    int rc, b;
+    int rc, b = 0;
     if ((rc = get_int(root, "n", 1, SRV_MAX_N, &ll, e)) < 0) return -1;
     if (rc) o->n = (int)ll;
     const char *mt =
         chat && field(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    o->max_tokens_field = mt;
     if ((rc = get_int(root, mt, 0, 2147483647.0, &ll, e)) < 0) return -1;
     if (rc) o->max_tokens = (int)ll;
+    if ((rc = get_int(root, "min_tokens", 0, 2147483647.0, &ll, e)) < 0) return -1;
+    if (rc) o->min_tokens = (int)ll;
+    if (o->max_tokens >= 0 && o->min_tokens > o->max_tokens)
+        return srv_fail(e, 400, "min_tokens", "'min_tokens' (%d) must not exceed '%s' (%d)",
+                        o->min_tokens, mt, o->max_tokens);
     if ((rc = get_number(root, "temperature", 0, 2, &d, e)) < 0) return -1;
     if (rc) o->sample.temperature = (float)d;
     if ((rc = get_number(root, "top_p", 0, 1, &d, e)) < 0) return -1;
@@ -150,9 +176,9 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
     if (rc) o->sample.presence_penalty = (float)d;
     if ((rc = get_number(root, "frequency_penalty", -2, 2, &d, e)) < 0) return -1;
     if (rc) o->sample.frequency_penalty = (float)d;
-    if ((rc = get_number(root, "repetition_penalty", 0, 10, &d, e)) < 0) return -1;
-    if (rc && d <= 0)
-        return srv_fail(e, 400, "repetition_penalty", "'repetition_penalty' must be > 0");
+    /* vLLM takes any finite value > 0, but one near 0 divides logits past the float range
+     * (issue 11: 1e-40 made them infinite); in [0.01, 10] a logit grows at most 100-fold */
+    if ((rc = get_number(root, "repetition_penalty", 0.01, 10, &d, e)) < 0) return -1;
     if (rc) o->sample.repetition_penalty = (float)d;
     const cJSON *seed = field(root, "seed");
     if (seed) {
@@ -170,8 +196,11 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
         if (!o->stream)
             return srv_fail(e, 400, "stream_options",
                             "'stream_options' can only be given when 'stream' is true");
-        if (get_bool(so, "include_usage", &o->include_usage, e) < 0) {
-            snprintf(e->param, sizeof e->param, "stream_options.include_usage");
+        if (get_bool(so, "include_usage", &o->include_usage, e) < 0 ||
+            get_bool(so, "continuous_usage_stats", &o->continuous_usage, e) < 0) {
+            char p[64];
+            snprintf(p, sizeof p, "stream_options.%.40s", e->param);
+            snprintf(e->param, sizeof e->param, "%s", p);
             return -1;
         }
     }
@@ -179,21 +208,35 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
         b = 0;
         if (get_bool(root, "logprobs", &b, e) < 0) return -1;
         if ((rc = get_int(root, "top_logprobs", 0, SRP_MAX_TOP_LOGPROBS, &ll, e)) < 0) return -1;
-        if (rc && !b)
+        if (rc && ll > 0 && !b)
             return srv_fail(e, 400, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
         if (b) o->logprobs = rc ? (int)ll : 0;
     } else {
         if ((rc = get_int(root, "logprobs", 0, SRP_MAX_TOP_LOGPROBS, &ll, e)) < 0) return -1;
         if (rc) o->logprobs = (int)ll;
-        if (get_bool(root, "echo", &o->echo, e) < 0) return -1;
     }
+    if (get_bool(root, "echo", &o->echo, e) < 0) return -1;
     if (get_bool(root, "ignore_eos", &o->ignore_eos, e) < 0) return -1;
     if (get_bool(root, "return_token_ids", &o->return_token_ids, e) < 0) return -1;
+    if (get_bool(root, "return_tokens_as_token_ids", &o->tokens_as_ids, e) < 0) return -1;
     if (get_bool(root, "skip_special_tokens", &o->skip_special, e) < 0) return -1;
+    if (get_bool(root, "spaces_between_special_tokens", &o->spaces_between_special, e) < 0)
+        return -1;
+    if (get_bool(root, "include_stop_str_in_output", &o->include_stop_str, e) < 0) return -1;
+    if ((rc = get_bool(root, "add_special_tokens", &b, e)) < 0) return -1;
+    if (rc) o->add_special = b;
+    if ((rc = get_int(root, "truncate_prompt_tokens", 1, 2147483647.0, &ll, e)) < 0) return -1;
+    if (rc) o->truncate_prompt = (int)ll;
     const cJSON *user = field(root, "user");
     if (user && !cJSON_IsString(user)) return srv_fail(e, 400, "user", "'user' must be a string");
     if (parse_stop(root, o, e) < 0) return -1;
+    if (parse_stop_ids(srv, root, o, e) < 0) return -1;
     if (parse_logit_bias(srv, root, o, e) < 0) return -1;
     if (!srv->tok) o->return_token_ids = 1; /* no text without a tokenizer */
     return 0;
+}
+
+int srv_decode_flags(const srv_gen_opts *o) {
+    return (o->skip_special ? SRP_DECODE_SKIP_SPECIAL : 0) |
+           (o->spaces_between_special ? SRP_DECODE_SPACES_BETWEEN_SPECIAL : 0);
 }

@@ -22,6 +22,8 @@
 
 typedef enum { SRV_LOADING = 0, SRV_READY, SRV_DRAINING } srv_state;
 
+#define SRV_MAX_EOS 8
+
 typedef struct srv_config {
     const char *host;
     int port;
@@ -31,6 +33,9 @@ typedef struct srv_config {
     int max_model_len;
     size_t max_body_bytes;
     int http_threads;
+    /* CORS: origins whose browsers may call the API ("*": any, as vLLM's default) */
+    char **origins;
+    int n_origins, any_origin;
 } srv_config;
 
 typedef struct srv_server {
@@ -42,9 +47,9 @@ typedef struct srv_server {
     /* set once before state turns SRV_READY, read-only after */
     srp_engine *eng;
     srp_sched *sched;
-    srp_tokenizer *tok; /* NULL when the model folder has none: token ids only */
-    int vocab;          /* the model's */
-    int32_t eos_ids[8];
+    srp_tokenizer *tok;           /* NULL when the model folder has none: token ids only */
+    int vocab;                    /* the model's */
+    int32_t eos_ids[SRV_MAX_EOS]; /* config.json, generation_config.json and tokenizer EOS */
     int n_eos;
     const char *chat_template;           /* NULL: chat answers 400 */
     struct srp_chat_template *chat_tmpl; /* compiled; NULL when absent or broken */
@@ -76,18 +81,25 @@ char *srv_error_body(const srv_error *e);
 
 /* --- request parameters common to completions and chat (openai_params.c) ------------------ */
 
-#define SRV_MAX_STOP 16
-#define SRV_MAX_N    128
+#define SRV_MAX_STOP     16
+#define SRV_MAX_N        128
+#define SRV_MAX_STOP_IDS 64
 
 typedef struct srv_gen_opts {
     int n;
-    int max_tokens; /* -1: not given */
-    int stream, include_usage;
+    int max_tokens;               /* -1: not given */
+    const char *max_tokens_field; /* the field that gave max_tokens, for errors */
+    int min_tokens;               /* stop tokens and strings are held off until this many */
+    int stream, include_usage, continuous_usage;
     int logprobs; /* -1: off; k: chosen token + top k */
-    int echo;     /* completions */
+    int echo;
     int ignore_eos;
     int return_token_ids;
-    int skip_special;
+    int tokens_as_ids; /* return_tokens_as_token_ids: logprob tokens as "token_id:N" */
+    int skip_special, spaces_between_special;
+    int include_stop_str;
+    int add_special;     /* -1: the endpoint's default */
+    int truncate_prompt; /* 0: off; k: keep the last k prompt tokens */
     int have_seed;
     uint64_t seed;
     srp_sample_params sample;
@@ -96,6 +108,8 @@ typedef struct srv_gen_opts {
     float *bias;
     int n_stop;
     char *stop[SRV_MAX_STOP]; /* malloc'ed, non-empty */
+    int n_stop_ids;
+    int32_t stop_ids[SRV_MAX_STOP_IDS]; /* stop_token_ids */
 } srv_gen_opts;
 
 void srv_gen_opts_free(srv_gen_opts *o);
@@ -103,6 +117,13 @@ void srv_gen_opts_free(srv_gen_opts *o);
  * spellings (logprobs bool + top_logprobs, max_completion_tokens). */
 int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_gen_opts *o,
                        srv_error *e);
+/* SRP_DECODE_* flags from skip_special_tokens / spaces_between_special_tokens. */
+int srv_decode_flags(const srv_gen_opts *o);
+/* Checks every top-level field of a request against the table of what serpent implements,
+ * ignores (as vLLM does) or rejects (openai_fields.c): a field serpent cannot honour is a 400
+ * naming it; an unknown field is logged once and ignored, as vLLM does. api: "completions" or
+ * "chat". */
+int srv_check_fields(const cJSON *root, const char *api, srv_error *e);
 /* Checks "model" (absent is fine; another name is 404). */
 int srv_check_model(const srv_server *srv, const cJSON *root, srv_error *e);
 
@@ -122,7 +143,7 @@ extern const srv_api srv_api_completions, srv_api_chat;
 typedef struct srv_prompt {
     int32_t *ids;
     int n;
-    char *text;          /* for echo: the prompt as text */
+    char *text;          /* for echo: the prompt as text (chat: the assistant's last message) */
     srp_token_event *lp; /* [n - 1] prompt logprobs when echo + logprobs */
     int n_lp;
 } srv_prompt;
@@ -144,9 +165,13 @@ typedef struct srv_choice {
     int n_ids, cap_ids, streamed_ids;
     srv_tok_lp *lps; /* logprobs of tokens that made text */
     int n_lps, cap_lps, streamed_lps;
+    size_t lp_byte, lp_chars; /* streamed text_offset cursor: bytes and characters */
     int n_generated;
     double t_last;             /* time of the last token, for inter-token latency */
     const char *finish_reason; /* "stop", "length", "abort"; NULL while running */
+    /* what stopped it, as vLLM's stop_reason: a stop string (index into opts.stop), a
+     * stop_token_ids id, or neither (-1: the model's end of sequence, or not stopped) */
+    int stop_string, stop_token;
     int done, stopped_by_string, chunk_finish_sent, role_sent;
     char error[256];
 } srv_choice;
@@ -185,6 +210,11 @@ void srv_gen_free(srv_gen *g);
 /* Takes every pending event of every choice and advances the texts; returns 1 when something
  * changed. Stream chunks for the changes are appended to g->out when g->opts.stream. */
 int srv_gen_poll(srv_gen *g);
+/* How many of a choice's logprobs can be sent: those of tokens whose text can no longer be
+ * removed by a stop string (all that survived, once the choice is done). */
+int srv_choice_sendable_lps(const srv_choice *c);
+/* The stop_reason of a finished choice (a string, a number or null). */
+cJSON *srv_stop_reason_json(const srv_gen *g, const srv_choice *c);
 /* Whether every choice has finished. */
 static inline int srv_gen_done(const srv_gen *g) {
     return g->n_done == g->n_choices;
@@ -192,13 +222,25 @@ static inline int srv_gen_done(const srv_gen *g) {
 /* The text of one token for logprobs (malloc'ed, valid UTF-8, may hold NUL bytes: its length
  * goes to *len). */
 char *srv_token_text(const srv_server *srv, int32_t id, size_t *len);
+/* The same, or "token_id:N" when the request asked for return_tokens_as_token_ids. */
+char *srv_gen_token_text(const srv_gen *g, int32_t id, size_t *len);
 
 /* --- what the endpoints share (openai_common.c) --------------------------------------------- */
 
-/* Checks every prompt + max_tokens against --max-model-len (400 naming the field); a missing
- * max_tokens becomes default_max (-1: all the room left), shrunk to fit. */
+/* Checks every prompt + max_tokens against --max-model-len (400, code
+ * context_length_exceeded, naming prompt_param or the max_tokens field); a missing max_tokens
+ * becomes default_max (-1: all the room left), shrunk to fit. */
 int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_opts *o,
-                     int default_max, srv_error *e);
+                     int default_max, const char *prompt_param, srv_error *e);
+
+/* Keeps the last k prompt tokens (truncate_prompt_tokens; 0: all). */
+void srv_truncate_prompt(srv_prompt *p, int k);
+/* Renders a request's messages with the chat template (add_generation_prompt,
+ * continue_final_message, tools, documents, chat_template_kwargs) and tokenizes the result, with
+ * BOS/EOS when add_special; p->text gets the last message's content when it is the
+ * assistant's (for echo). Shared by chat and /tokenize. */
+int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_prompt *p,
+                    srv_error *e);
 
 /* {"id","object","created","model"} */
 cJSON *srv_response_base(const srv_gen *g, const char *object);
@@ -218,6 +260,8 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
 int srv_handle_tokenize(srv_server *srv, const cJSON *root, char **body, srv_error *e);
 int srv_handle_detokenize(srv_server *srv, const cJSON *root, char **body, srv_error *e);
 char *srv_models_body(const srv_server *srv);
+/* GET /v1/models/{id}: the model card, or 404 model_not_found. */
+int srv_model_body(const srv_server *srv, const char *id, char **body, srv_error *e);
 
 /* --- SSE (sse.c) --------------------------------------------------------------------------- */
 

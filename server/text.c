@@ -98,6 +98,79 @@ long srv_stop_find(const char *s, size_t n, size_t from, char *const *stops, int
     return best;
 }
 
+long srv_stop_match(const char *s, size_t n, size_t from, size_t min_end, char *const *stops,
+                    int n_stops, size_t *len, int *which) {
+    long best = -1;
+    for (int i = 0; i < n_stops; i++) {
+        size_t sl = strlen(stops[i]);
+        size_t p = from;
+        if (min_end > sl && p < min_end - sl) p = min_end - sl;
+        for (; p + sl <= n; p++) {
+            if (best >= 0 && (long)p >= best) break;
+            if (!memcmp(s + p, stops[i], sl)) {
+                best = (long)p;
+                *len = sl;
+                *which = i;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+typedef struct member {
+    cJSON *item;
+    size_t pos;
+} member;
+
+static int by_key_then_pos(const void *a, const void *b) {
+    const member *x = a, *y = b;
+    int c = strcmp(x->item->string, y->item->string);
+    if (c) return c;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static int dedupe_object(cJSON *obj) {
+    size_t n = 0;
+    for (cJSON *it = obj->child; it; it = it->next) n++;
+    if (n < 2) return 0;
+    if (n <= 16) { /* small objects: a quadratic scan costs less than sorting */
+        for (cJSON *it = obj->child, *next; it; it = next) {
+            next = it->next;
+            for (cJSON *later = next; later; later = later->next)
+                if (!strcmp(later->string, it->string)) {
+                    cJSON_Delete(cJSON_DetachItemViaPointer(obj, it));
+                    break;
+                }
+        }
+        return 0;
+    }
+    member *m = malloc(n * sizeof *m);
+    if (!m) return -1;
+    size_t k = 0;
+    for (cJSON *it = obj->child; it; it = it->next) m[k] = (member){ it, k }, k++;
+    qsort(m, n, sizeof *m, by_key_then_pos);
+    for (size_t i = 0; i + 1 < n; i++)
+        if (!strcmp(m[i].item->string, m[i + 1].item->string))
+            cJSON_Delete(cJSON_DetachItemViaPointer(obj, m[i].item));
+    free(m);
+    return 0;
+}
+
+int srv_json_dedupe(cJSON *root) {
+    if (!root) return 0;
+    if (cJSON_IsObject(root) && dedupe_object(root)) return -1;
+    for (cJSON *it = root->child; it; it = it->next)
+        if ((cJSON_IsObject(it) || cJSON_IsArray(it)) && srv_json_dedupe(it)) return -1;
+    return 0;
+}
+
+size_t srv_utf8_count(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
 int srv_json_quote(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
     if (reserve(buf, cap, *len + 6 * n + 3)) return -1;
     char *o = *buf + *len;

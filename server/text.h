@@ -21,5 +21,15 @@ cJSON *srv_json_text(const char *s, size_t n);
 size_t srv_stop_holdback(const char *s, size_t n, char *const *stops, int n_stops);
 /* Position of the earliest stop string in s[from..n), or -1. */
 long srv_stop_find(const char *s, size_t n, size_t from, char *const *stops, int n_stops);
+/* The earliest stop string starting in s[from..n) and ending at min_end or later: its position
+ * (or -1), its length in *len and its index in *which. */
+long srv_stop_match(const char *s, size_t n, size_t from, size_t min_end, char *const *stops,
+                    int n_stops, size_t *len, int *which);
+/* Removes every object member that a later member of the same name overrides, through the
+ * whole tree: duplicate keys then mean what JavaScript and Python make of them (the last one
+ * wins). O(n log n) in the members of an object. Returns 0, or -1 when out of memory. */
+int srv_json_dedupe(cJSON *root);
+/* Characters (code points) in the valid UTF-8 s[0..n). */
+size_t srv_utf8_count(const char *s, size_t n);
 
 #endif

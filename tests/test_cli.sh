@@ -172,6 +172,37 @@ err = math.sqrt(sum((a - b) ** 2 for a, b in zip(g, w)) / sum(b * b for b in w))
 assert err < 1e-3, err
 EOF2
 
+# generate stops at any end-of-sequence id of config.json, generation_config.json or the
+# tokenizer: serpent-tiny ends a chat turn with <|im_end|> (4), which only
+# generation_config.json names; the ids printed stop before it.
+tiny=$tests/../models/serpent-tiny
+chat=$(printf '<|im_start|>system\nYou are a dictionary. Answer briefly.<|im_end|>\n<|im_start|>user\nTell me what cynic means.<|im_end|>\n<|im_start|>assistant\n')
+"$bin" generate --model "$tiny" --prompt "$chat" --max-tokens 200 --temperature 0 --backend cpu \
+  --threads 1 --print-ids >"$tmp/ids" 2>"$tmp/err" || fail "generate on serpent-tiny: $(cat "$tmp/err")"
+n_ids=$(wc -w <"$tmp/ids")
+[ "$n_ids" -gt 0 ] && [ "$n_ids" -lt 200 ] || fail "generate did not stop at <|im_end|>: $n_ids ids"
+grep -Eqw '4|2' "$tmp/ids" && fail "generate printed an end-of-sequence id: $(cat "$tmp/ids")"
+"$bin" generate --model "$tiny" --prompt "$chat" --max-tokens 200 --temperature 0 --backend cpu \
+  --threads 1 >"$tmp/text" 2>/dev/null
+grep -q '<|im' "$tmp/text" && fail "generate printed special-token text: $(cat "$tmp/text")"
+
+# serve finds the default model from an executable outside the source tree (an out-of-tree
+# build) and from another working directory
+mkdir -p "$tmp/elsewhere"
+cp "$bin" "$tmp/elsewhere/serpent"
+(cd "$tmp/elsewhere" && exec env -u SERPENT_MODEL ./serpent serve --port 0 --backend cpu \
+  --threads 1 >"$tmp/serve.log" 2>&1) &
+serve_pid=$!
+for _ in $(seq 1 100); do
+  grep -q 'listening on' "$tmp/serve.log" 2>/dev/null && break
+  kill -0 "$serve_pid" 2>/dev/null || break
+  sleep 0.1
+done
+grep -q 'loading .*models/serpent-tiny' "$tmp/serve.log" ||
+  fail "serve from an out-of-tree executable did not find the default model: $(cat "$tmp/serve.log")"
+kill -TERM "$serve_pid" 2>/dev/null
+wait "$serve_pid" 2>/dev/null
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures CLI checks failed" >&2
   exit 1

@@ -1,5 +1,8 @@
 /* config.json reading: Python's non-finite numbers, both key spellings, and clear errors. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "json_file.h"
@@ -140,4 +143,42 @@ TEST(config_errors_name_the_field) {
         CHECK_STR_CONTAINS(e.msg, cases[i].want);
         CHECK_STR_CONTAINS(e.msg, "config.json");
     }
+}
+
+static int write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+/* Stop ids are config.json's and generation_config.json's together (serpent-tiny: </s> = 2 in
+ * config.json, [2, 4] with <|im_end|> in generation_config.json). */
+TEST(config_eos_joins_generation_config) {
+    srp_config c;
+    srp_err e = { 0 };
+    REQUIRE(srp_config_load(&c, srp_test_path("../models/serpent-tiny"), &e) == 0);
+    CHECK(c.n_eos == 2 && c.eos_ids[0] == 2 && c.eos_ids[1] == 4);
+    char dir[] = "/tmp/srp_cfg_XXXXXX", cfg[64], gen[64];
+    REQUIRE(mkdtemp(dir));
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(gen, sizeof gen, "%s/generation_config.json", dir);
+    REQUIRE(symlink(srp_test_path("fixtures/nemotron_h_pattern/config.json"), cfg) == 0);
+    REQUIRE(write_file(gen, "{\"eos_token_id\": 7}") == 0);
+    REQUIRE(srp_config_load(&c, dir, &e) == 0);
+    CHECK(c.n_eos == 2 && c.eos_ids[0] == 2 && c.eos_ids[1] == 7);
+    static const char *const bad[] = { "{\"eos_token_id\": \"7\"}", "{\"eos_token_id\": [1, -3]}",
+                                       "{\"eos_token_id\": 1e9}", "{\"eos_token_id\": [1.5]}" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        REQUIRE(write_file(gen, bad[i]) == 0);
+        CHECKF(srp_config_load(&c, dir, &e) == SRP_EFORMAT, "%s", bad[i]);
+        CHECK_STR_CONTAINS(e.msg, "generation_config.json");
+        CHECK_STR_CONTAINS(e.msg, "eos_token_id");
+    }
+    REQUIRE(write_file(gen, "{\"temperature\": 0.6}") == 0);
+    REQUIRE(srp_config_load(&c, dir, &e) == 0);
+    CHECK(c.n_eos == 1 && c.eos_ids[0] == 2);
+    unlink(gen);
+    unlink(cfg);
+    rmdir(dir);
 }

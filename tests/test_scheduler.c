@@ -2,6 +2,7 @@
  * greedy tokens as transformers, cancellation frees slots and blocks, the queue bound holds,
  * seeded samples do not depend on the batch, and prompt logprobs match a scoring pass. */
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <time.h>
 
 #include "json_file.h"
@@ -317,4 +318,80 @@ TEST(sched_prompt_logprobs_match_scoring) {
 
 TEST(sched_logprobs_on_a_backend_without_extras) {
     prompt_logprobs_match_scoring(0);
+}
+
+/* Defence in depth for issue 11: parameters no API accepts (the reported repetition_penalty
+ * 1e-40 with min_p 0.5, NaN and infinite values, ranges past their ends), submitted straight to
+ * the scheduler, still give tokens in [0, vocab) in every request of a shared batch, with finite
+ * or -inf logprobs, and every request finishes normally. */
+TEST(sched_extreme_sampling_params_give_valid_tokens) {
+    prompt ps[4];
+    REQUIRE(load_reference(ps, 4) == 4);
+    srp_engine *eng = open_engine(8, 64);
+    REQUIRE(eng);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    srp_sched *s = NULL;
+    srp_err e = { 0 };
+    srp_sched_opts so = { 16 };
+    REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
+    int32_t bias_ids[3] = { 1, 2, 3 };
+    float bias[3] = { NAN, INFINITY, -INFINITY };
+    srp_sample_params sp[8] = {
+        { .temperature = 1.0f, .top_p = 1.0f, .min_p = 0.5f, .repetition_penalty = 1e-40f },
+        { .temperature = 0.0f, .top_p = 1.0f, .repetition_penalty = 1e-40f },
+        { .temperature = NAN, .top_p = NAN, .min_p = NAN, .presence_penalty = NAN },
+        { .temperature = INFINITY, .top_k = -3, .top_p = 0.0f, .min_p = 2.0f },
+        { .temperature = 1.0f, .top_k = 1 << 30, .top_p = 1e-30f, .frequency_penalty = -FLT_MAX },
+        { .temperature = 1e-30f,
+          .top_p = 1.0f,
+          .frequency_penalty = FLT_MAX,
+          .presence_penalty = -INFINITY },
+        { .temperature = 2.0f,
+          .top_p = 0.5f,
+          .min_p = 1.0f,
+          .repetition_penalty = INFINITY,
+          .n_logit_bias = 3,
+          .logit_bias_ids = bias_ids,
+          .logit_bias = bias },
+        { .temperature = 1.5f,
+          .top_p = 1.0f,
+          .repetition_penalty = 1e-40f,
+          .frequency_penalty = -2.0f,
+          .min_p = 0.9f },
+    };
+    srp_request *r[8];
+    for (int i = 0; i < 8; i++) {
+        srp_request_params rp = greedy_params(&ps[i % 4], 20);
+        rp.sample = sp[i];
+        rp.sample.seed = 5u + i;
+        rp.logprobs = i % 2 ? 3 : -1;
+        CHECKF(srp_sched_submit(s, &rp, &r[i], &e) == 0, "%s", e.msg);
+    }
+    for (int i = 0; i < 8; i++) {
+        srp_token_event ev[16];
+        srp_request_status st;
+        int n = 0, bad = 0, nan_lp = 0;
+        for (;;) {
+            int k;
+            srp_request_take(r[i], ev, 16, &k, &st);
+            for (int j = 0; j < k; j++) {
+                n++;
+                bad += ev[j].token < 0 || ev[j].token >= vocab;
+                if (i % 2) {
+                    nan_lp += isnan(ev[j].logprob);
+                    for (int t = 0; t < ev[j].n_top; t++)
+                        bad += ev[j].top_ids[t] < 0 || ev[j].top_ids[t] >= vocab;
+                }
+            }
+            if (st.finish != SRP_FINISH_NONE) break;
+            if (k == 0) sleep_ms(1);
+        }
+        CHECKF(st.finish == SRP_FINISH_LENGTH && n == 20, "request %d: finish %d after %d", i,
+               st.finish, n);
+        CHECKF(!bad && !nan_lp, "request %d: %d ids out of range, %d NaN logprobs", i, bad, nan_lp);
+        srp_request_release(r[i]);
+    }
+    srp_sched_stop(s);
+    CHECK(srp_engine_free_slots(eng) == srp_engine_total_slots(eng));
+    srp_engine_close(eng);
 }

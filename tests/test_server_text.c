@@ -1,6 +1,10 @@
 /* The server's text helpers: UTF-8 checks, stop-string matching and hold-back, JSON quoting. */
-#include "text.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "test.h"
+#include "text.h"
 
 TEST(server_utf8_valid) {
     CHECK(srv_utf8_valid("plain", 5));
@@ -55,4 +59,44 @@ TEST(server_json_quote) {
     cJSON_Delete(back);
     free(s);
     cJSON_Delete(n);
+}
+
+static char *deduped(const char *json) {
+    cJSON *r = cJSON_Parse(json);
+    if (!r || srv_json_dedupe(r)) return NULL;
+    char *s = cJSON_PrintUnformatted(r);
+    cJSON_Delete(r);
+    return s;
+}
+
+/* Duplicate keys: the last one wins, at every depth, in small and large objects. */
+TEST(server_json_last_duplicate_wins) {
+    char *s = deduped("{\"a\":1,\"b\":2,\"a\":3,\"c\":{\"x\":1,\"x\":[{\"y\":1,\"y\":2}]}}");
+    REQUIRE(s);
+    CHECK_STR_CONTAINS(s, "{\"b\":2,\"a\":3,\"c\":{\"x\":[{\"y\":2}]}}");
+    free(s);
+    char big[4096] = "{";
+    for (int i = 0; i < 40; i++)
+        snprintf(big + strlen(big), sizeof big - strlen(big), "\"k%d\":%d,", i % 20, i);
+    strcat(big, "\"k3\":\"last\"}");
+    s = deduped(big);
+    REQUIRE(s);
+    cJSON *r = cJSON_Parse(s);
+    CHECK(cJSON_GetArraySize(r) == 20);
+    CHECK(!strcmp(cJSON_GetObjectItem(r, "k3")->valuestring, "last"));
+    CHECK(cJSON_GetObjectItem(r, "k19")->valueint == 39);
+    cJSON_Delete(r);
+    free(s);
+}
+
+TEST(server_stop_match_ends_in_new_text) {
+    char *stops[] = { "ab", "b" };
+    size_t len = 0;
+    int which = -1;
+    /* "xab" where "ab" was already there: only a match ending at byte 3 or later counts */
+    CHECK(srv_stop_match("xabb", 4, 0, 4, stops, 2, &len, &which) == 3);
+    CHECK(which == 1 && len == 1);
+    CHECK(srv_stop_match("xab", 3, 0, 4, stops, 2, &len, &which) == -1);
+    CHECK(srv_stop_match("xab", 3, 0, 3, stops, 2, &len, &which) == 1 && which == 0);
+    CHECK(srv_utf8_count("caf\xC3\xA9 \xF0\x9F\x90\x8D", 10) == 6);
 }

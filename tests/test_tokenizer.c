@@ -495,3 +495,81 @@ TEST(detok_when_earlier_text_changes) {
     srp_detok_free(d);
     srp_tokenizer_free(t);
 }
+
+static int decodes_to(const srp_tokenizer *t, const int32_t *ids, int n, int flags,
+                      const char *want) {
+    char *text = NULL;
+    size_t len = 0;
+    srp_err e = { 0 };
+    if (srp_tokenizer_decode(t, ids, n, flags, &text, &len, &e)) {
+        fprintf(stderr, "decode: %s\n", e.msg);
+        return 0;
+    }
+    int ok = len == strlen(want) && !memcmp(text, want, len);
+    if (!ok) fprintf(stderr, "decoded \"%s\", want \"%s\"\n", text, want);
+    free(text);
+    return ok;
+}
+
+/* serpent-tiny's chat symbols are SentencePiece user-defined pieces, special only because
+ * tokenizer_config.json's added_tokens_decoder says so; <s> is a control piece. */
+TEST(spm_special_tokens_from_tokenizer_config) {
+    srp_tokenizer *t = load("../models/serpent-tiny");
+    REQUIRE(t);
+    for (int id = 0; id <= 4; id++) CHECKF(srp_tokenizer_is_special(t, id), "id %d", id);
+    CHECK(!srp_tokenizer_is_special(t, 262));
+    /* <s> hello <|im_start|> user <|im_end|> </s> */
+    const int32_t ids[] = { 1, 262, 289, 8120, 8116, 3, 969, 4, 2 };
+    CHECK(decodes_to(t, ids, 9, SRP_DECODE_SKIP_SPECIAL, "hello user"));
+    CHECK(decodes_to(t, ids, 9, 0, "<s>hello <|im_start|>user<|im_end|></s>"));
+    CHECK(decodes_to(t, ids, 9, SRP_DECODE_SPACES_BETWEEN_SPECIAL,
+                     "<s> hello  <|im_start|> user <|im_end|> </s>"));
+    /* spaces only matter where special tokens are shown */
+    CHECK(decodes_to(t, ids, 9, SRP_DECODE_SKIP_SPECIAL | SRP_DECODE_SPACES_BETWEEN_SPECIAL,
+                     "hello user"));
+    srp_detok *d = NULL;
+    srp_err e = { 0 };
+    REQUIRE(!srp_detok_new(t, SRP_DECODE_SKIP_SPECIAL, &d, &e));
+    char out[64] = "";
+    for (int i = 0; i < 9; i++) {
+        const char *s;
+        size_t n;
+        REQUIRE(!srp_detok_push(d, ids[i], &s, &n, &e));
+        strncat(out, s, n);
+    }
+    CHECK_STR_CONTAINS(out, "hello user");
+    CHECK(strlen(out) == strlen("hello user"));
+    srp_detok_free(d);
+    srp_tokenizer_free(t);
+}
+
+/* tokenizer_config.json can make an added token special that tokenizer.json does not. */
+TEST(hf_special_tokens_from_tokenizer_config) {
+    char dir[] = "/tmp/srp_tok_XXXXXX", p1[64], p2[64], cmd[256];
+    REQUIRE(mkdtemp(dir));
+    snprintf(p1, sizeof p1, "%s/tokenizer.json", dir);
+    snprintf(p2, sizeof p2, "%s/tokenizer_config.json", dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s",
+             srp_test_path("tokenizer/fixtures/tiny_bpe/tokenizer.json"), p1);
+    REQUIRE(system(cmd) == 0);
+    FILE *f = fopen(p2, "w");
+    REQUIRE(f);
+    fputs("{\"added_tokens_decoder\": {\"259\": {\"content\": \"l\", \"special\": true},"
+          " \"258\": {\"content\": \"x\", \"special\": false}},"
+          " \"additional_special_tokens\": [\"<|user|>\"]}",
+          f);
+    fclose(f);
+    srp_tokenizer *t = NULL;
+    srp_err e = { 0 };
+    REQUIRE(!srp_tokenizer_load(dir, &t, &e));
+    CHECK(srp_tokenizer_is_special(t, 259) && srp_tokenizer_is_special(t, 301));
+    CHECK(srp_tokenizer_is_special(t, 300) && !srp_tokenizer_is_special(t, 258));
+    const int32_t ids[] = { 257, 301, 257 };
+    CHECK(decodes_to(t, ids, 3, SRP_DECODE_SKIP_SPECIAL, "hehe"));
+    CHECK(decodes_to(t, ids, 3, 0, "he<|user|>he"));
+    CHECK(decodes_to(t, ids, 3, SRP_DECODE_SPACES_BETWEEN_SPECIAL, "he <|user|> he"));
+    srp_tokenizer_free(t);
+    unlink(p1);
+    unlink(p2);
+    rmdir(dir);
+}

@@ -11,17 +11,17 @@
  * SentencePiece dropping the space of the first piece, out of the output. */
 struct srp_detok {
     const srp_tokenizer *t;
-    int skip_special;
+    int flags;
     int32_t *ids;
     int n, cap, prefix, read;
     char *out;
 };
 
-int srp_detok_new(const srp_tokenizer *t, int skip_special, srp_detok **out, srp_err *e) {
+int srp_detok_new(const srp_tokenizer *t, int flags, srp_detok **out, srp_err *e) {
     srp_detok *d = calloc(1, sizeof *d);
     if (!d) return srp_err_set(e, SRP_ENOMEM, "out of memory");
     d->t = t;
-    d->skip_special = skip_special;
+    d->flags = flags;
     *out = d;
     return 0;
 }
@@ -58,11 +58,11 @@ static int emit(srp_detok *d, int final, const char **text, size_t *len, srp_err
     }
     char *prev = NULL, *full = NULL;
     size_t lp = 0, lf = 0;
-    int rc = srp_tokenizer_decode(d->t, d->ids + d->prefix, d->read - d->prefix, d->skip_special,
-                                  &prev, &lp, e);
+    int rc = srp_tokenizer_decode(d->t, d->ids + d->prefix, d->read - d->prefix, d->flags, &prev,
+                                  &lp, e);
     if (!rc)
-        rc = srp_tokenizer_decode(d->t, d->ids + d->prefix, d->n - d->prefix, d->skip_special,
-                                  &full, &lf, e);
+        rc = srp_tokenizer_decode(d->t, d->ids + d->prefix, d->n - d->prefix, d->flags, &full, &lf,
+                                  e);
     *text = "";
     *len = 0;
     size_t from = rc ? 0 : new_text_start(prev, lp, full, lf);

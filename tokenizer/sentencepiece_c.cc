@@ -79,6 +79,20 @@ extern "C" int srp_spm_is_control(const srp_spm *s, int id) {
     return s->sp.IsControl(id) || s->sp.IsUnknown(id);
 }
 
+extern "C" int srp_spm_is_unknown(const srp_spm *s, int id) {
+    return id >= 0 && id < s->sp.GetPieceSize() && s->sp.IsUnknown(id);
+}
+
+extern "C" char *srp_spm_id_to_piece(const srp_spm *s, int id) {
+    if (id < 0 || id >= s->sp.GetPieceSize()) return nullptr;
+    const std::string &p = s->sp.IdToPiece(id);
+    char *out = static_cast<char *>(malloc(p.size() + 1));
+    if (!out) return nullptr;
+    memcpy(out, p.data(), p.size());
+    out[p.size()] = 0;
+    return out;
+}
+
 extern "C" int srp_spm_piece_id(const srp_spm *s, const char *piece) {
     int id = s->sp.PieceToId(piece);
     if (id == s->sp.unk_id() && s->sp.IdToPiece(id) != piece) return -1;

@@ -21,7 +21,11 @@ int srp_spm_decode(const srp_spm *s, const int32_t *ids, int n, char **text, siz
 int srp_spm_size(const srp_spm *s);
 int srp_spm_bos(const srp_spm *s);
 int srp_spm_eos(const srp_spm *s);
+/* Control or unknown pieces (the ones SentencePiece does not decode as text). */
 int srp_spm_is_control(const srp_spm *s, int id);
+int srp_spm_is_unknown(const srp_spm *s, int id);
+/* The piece string of an id (malloc'ed, NUL-terminated), or NULL. */
+char *srp_spm_id_to_piece(const srp_spm *s, int id);
 /* Piece id of a piece string, or -1. */
 int srp_spm_piece_id(const srp_spm *s, const char *piece);
 

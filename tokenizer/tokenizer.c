@@ -22,6 +22,7 @@ struct srp_tokenizer {
      * post-processor of tokenizer.json decides (SentencePiece: BOS only, as LlamaTokenizer) */
     int add_bos, add_eos;
     char *chat_template;
+    uint8_t *special; /* [vocab]: 1 for special tokens (see SRP_DECODE_SKIP_SPECIAL) */
 };
 
 /* tokenizer_config.json writes special tokens as "<s>" or {"content": "<s>", ...}. */
@@ -71,6 +72,38 @@ static int read_template(const cJSON *root, const char *path, char **out, srp_er
     return 0;
 }
 
+static void mark_special(srp_tokenizer *t, int id) {
+    if (id >= 0 && id < t->vocab) t->special[id] = 1;
+}
+
+/* The special tokens tokenizer_config.json declares: added_tokens_decoder entries with
+ * "special": true and the tokens it names (transformers' all_special_tokens). Names missing
+ * from the vocabulary are not an error here (bos/eos are checked above). */
+static void mark_config_specials(srp_tokenizer *t, const cJSON *root) {
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "added_tokens_decoder"), *it;
+    if (cJSON_IsObject(dec)) {
+        cJSON_ArrayForEach(it, dec) {
+            const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "special");
+            char *end = NULL;
+            long id = strtol(it->string, &end, 10);
+            if (cJSON_IsTrue(sp) && it->string[0] && !*end && id >= 0 && id < t->vocab)
+                mark_special(t, (int)id);
+        }
+    }
+    static const char *const named[] = { "bos_token", "eos_token", "unk_token", "pad_token",
+                                         "sep_token", "cls_token", "mask_token" };
+    for (size_t k = 0; k < sizeof named / sizeof named[0]; k++) {
+        const char *s = token_text(cJSON_GetObjectItemCaseSensitive(root, named[k]));
+        if (s) mark_special(t, srp_tokenizer_token_id(t, s));
+    }
+    const cJSON *extra = cJSON_GetObjectItemCaseSensitive(root, "additional_special_tokens");
+    if (!cJSON_IsArray(extra)) return;
+    cJSON_ArrayForEach(it, extra) {
+        const char *s = token_text(it);
+        if (s) mark_special(t, srp_tokenizer_token_id(t, s));
+    }
+}
+
 static int read_config(srp_tokenizer *t, const char *dir, srp_err *e) {
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
@@ -102,6 +135,7 @@ static int read_config(srp_tokenizer *t, const char *dir, srp_err *e) {
             t->eos = id;
     }
     rc = read_template(root, path, &t->chat_template, e);
+    if (!rc) mark_config_specials(t, root);
 out:
     cJSON_Delete(root);
     return rc;
@@ -132,6 +166,15 @@ static int read_template_file(srp_tokenizer *t, const char *dir, srp_err *e) {
     return rc;
 }
 
+/* The special tokens the tokenizer file itself declares. */
+static int init_special(srp_tokenizer *t, srp_err *e) {
+    t->special = calloc((size_t)(t->vocab > 0 ? t->vocab : 1), 1);
+    if (!t->special) return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    for (int id = 0; id < t->vocab; id++)
+        t->special[id] = t->hf ? t->hf->special[id] : (uint8_t)srp_spm_is_control(t->spm, id);
+    return 0;
+}
+
 int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e) {
     char json[4096], model[4096];
     snprintf(json, sizeof json, "%s/tokenizer.json", dir);
@@ -160,6 +203,7 @@ int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e) {
             t->eos = srp_spm_eos(t->spm);
         }
     }
+    if (!rc) rc = init_special(t, e);
     if (!rc) rc = read_config(t, dir, e);
     if (!rc) rc = read_template_file(t, dir, e);
     if (!rc && t->spm) {
@@ -186,6 +230,10 @@ int srp_tokenizer_load_json_text(const char *text, size_t len, const char *name,
         return rc;
     }
     t->vocab = t->hf->n_ids;
+    if ((rc = init_special(t, e))) {
+        srp_tokenizer_free(t);
+        return rc;
+    }
     *out = t;
     return 0;
 }
@@ -195,6 +243,7 @@ void srp_tokenizer_free(srp_tokenizer *t) {
     srp_spm_free(t->spm);
     srp_hf_free(t->hf);
     free(t->chat_template);
+    free(t->special);
     free(t);
 }
 
@@ -237,19 +286,50 @@ int srp_tokenizer_encode(const srp_tokenizer *t, const char *text, size_t len, i
     return rc;
 }
 
-int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int skip_special,
-                         char **text, size_t *len, srp_err *e) {
+/* Decodes ids that hold no special token to be shown on its own (a run of text). */
+static int decode_run(const srp_tokenizer *t, const int32_t *ids, int n, srp_tbuf *out,
+                      srp_err *e) {
     if (t->hf) {
         srp_tbuf b = { 0 };
-        int rc = srp_hf_decode(t->hf, ids, n, skip_special, &b, e);
-        if (rc) {
-            srp_tbuf_free(&b);
-            return rc;
-        }
-        *text = b.p;
-        *len = b.n;
-        return 0;
+        int rc = srp_hf_decode(t->hf, ids, n, 0, &b, e);
+        if (!rc && srp_tbuf_put(out, b.p ? b.p : "", b.n))
+            rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
+        srp_tbuf_free(&b);
+        return rc;
     }
+    char *text = NULL;
+    size_t len = 0;
+    if (srp_spm_decode(t->spm, ids, n, &text, &len))
+        return srp_err_set(e, SRP_EINVAL, "tokenizer: cannot decode the ids");
+    int rc = srp_tbuf_put(out, text, len) ? srp_err_set(e, SRP_ENOMEM, "out of memory") : 0;
+    free(text);
+    return rc;
+}
+
+/* The text of a special token shown on its own: as tokenizer.json writes it, or the
+ * SentencePiece piece (the library decodes control pieces to nothing). */
+static int decode_special(const srp_tokenizer *t, int32_t id, srp_tbuf *out, srp_err *e) {
+    if (t->hf) return decode_run(t, &id, 1, out, e);
+    char *p = srp_spm_id_to_piece(t->spm, id);
+    int rc =
+        !p || srp_tbuf_put(out, p, strlen(p)) ? srp_err_set(e, SRP_ENOMEM, "out of memory") : 0;
+    free(p);
+    return rc;
+}
+
+/* Whether a shown special token is decoded apart from its neighbours: always with spaces
+ * between, and SentencePiece control pieces (which the library would drop). Otherwise it stays
+ * in its run, which the tokenizer decodes as its reference does. */
+static int stands_apart(const srp_tokenizer *t, int32_t id, int spaces) {
+    if (!t->special[id]) return 0;
+    if (spaces) return 1;
+    return t->spm && srp_spm_is_control(t->spm, id) && !srp_spm_is_unknown(t->spm, id);
+}
+
+int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int flags, char **text,
+                         size_t *len, srp_err *e) {
+    const int skip = flags & SRP_DECODE_SKIP_SPECIAL;
+    const int spaces = !skip && (flags & SRP_DECODE_SPACES_BETWEEN_SPECIAL);
     int32_t *keep = malloc((size_t)(n > 0 ? n : 1) * sizeof *keep);
     if (!keep) return srp_err_set(e, SRP_ENOMEM, "out of memory");
     int k = 0;
@@ -259,12 +339,34 @@ int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int 
             return srp_err_set(e, SRP_EINVAL, "token id %d is outside the vocabulary [0, %d)",
                                ids[i], t->vocab);
         }
-        if (skip_special && srp_spm_is_control(t->spm, ids[i])) continue;
+        if (skip && t->special[ids[i]]) continue;
         keep[k++] = ids[i];
     }
-    int rc = srp_spm_decode(t->spm, keep, k, text, len);
+    /* pieces: runs of text and special tokens standing apart, joined with a space or not */
+    srp_tbuf out = { 0 };
+    int rc = 0, pieces = 0;
+    for (int i = 0; i < k && !rc;) {
+        int j = i;
+        if (stands_apart(t, keep[i], spaces))
+            j = i + 1;
+        else
+            while (j < k && !stands_apart(t, keep[j], spaces)) j++;
+        if (pieces++ && spaces && srp_tbuf_put(&out, " ", 1))
+            rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
+        if (!rc)
+            rc = j == i + 1 && stands_apart(t, keep[i], spaces)
+                     ? decode_special(t, keep[i], &out, e)
+                     : decode_run(t, keep + i, j - i, &out, e);
+        i = j;
+    }
     free(keep);
-    if (rc) return srp_err_set(e, SRP_EINVAL, "tokenizer: cannot decode the ids");
+    if (!rc && srp_tbuf_put(&out, "", 0)) rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
+    if (rc) {
+        srp_tbuf_free(&out);
+        return rc;
+    }
+    *text = out.p;
+    *len = out.n;
     return 0;
 }
 
@@ -282,6 +384,5 @@ const char *srp_tokenizer_chat_template(const srp_tokenizer *t) {
 }
 
 int srp_tokenizer_is_special(const srp_tokenizer *t, int id) {
-    if (id < 0 || id >= t->vocab) return 0;
-    return t->hf ? t->hf->special[id] : srp_spm_is_control(t->spm, id);
+    return id >= 0 && id < t->vocab && t->special[id];
 }

@@ -33,10 +33,21 @@ int srp_tokenizer_load_json_text(const char *text, size_t len, const char *name,
 int srp_tokenizer_encode(const srp_tokenizer *t, const char *text, size_t len, int add_special,
                          int32_t **ids, int *n, srp_err *e);
 
-/* Decodes ids to text (malloc'ed, NUL-terminated); special tokens are dropped when
- * skip_special is set. */
-int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int skip_special,
-                         char **text, size_t *len, srp_err *e);
+/* How special tokens decode (flags of srp_tokenizer_decode and srp_detok_new). Special tokens
+ * are those the tokenizer files mark so: tokenizer.json's added tokens and
+ * tokenizer_config.json's added_tokens_decoder entries with "special": true, the tokens it names
+ * (bos, eos, unk, pad, additional_special_tokens ...) and SentencePiece's control pieces. */
+enum {
+    SRP_DECODE_SKIP_SPECIAL = 1, /* drop them */
+    /* when they are shown: one space between each special token and the text beside it, as
+     * Hugging Face's decode(spaces_between_special_tokens=True) joins its pieces */
+    SRP_DECODE_SPACES_BETWEEN_SPECIAL = 2,
+};
+
+/* Decodes ids to text (malloc'ed, NUL-terminated) under SRP_DECODE_* flags; shown special
+ * tokens read as written in the tokenizer files ("<|im_end|>", "<s>"). */
+int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int flags, char **text,
+                         size_t *len, srp_err *e);
 
 int srp_tokenizer_vocab_size(const srp_tokenizer *t);
 int srp_tokenizer_bos(const srp_tokenizer *t); /* -1 if none */
@@ -51,7 +62,8 @@ int srp_tokenizer_is_special(const srp_tokenizer *t, int id);
 /* Incremental decoding for streaming: push ids one at a time and get back the text that became
  * complete. Never returns a partial UTF-8 sequence. */
 typedef struct srp_detok srp_detok;
-int srp_detok_new(const srp_tokenizer *t, int skip_special, srp_detok **out, srp_err *e);
+/* flags: SRP_DECODE_*, as srp_tokenizer_decode. */
+int srp_detok_new(const srp_tokenizer *t, int flags, srp_detok **out, srp_err *e);
 /* *text (owned by d, valid until the next call) receives the new text, possibly empty. */
 int srp_detok_push(srp_detok *d, int32_t id, const char **text, size_t *len, srp_err *e);
 /* Text still held back at the end of a stream (an incomplete character decodes as U+FFFD). */

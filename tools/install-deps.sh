@@ -9,6 +9,10 @@ pkgs=(build-essential cmake pkg-config python3 curl nginx-light
 # node and npm run the reference implementations in tests; a machine may already have them
 # from elsewhere (NodeSource), whose nodejs package conflicts with Debian's npm
 command -v npm >/dev/null || pkgs+=(nodejs npm)
+# The Megatron converter (tools/convert_megatron.py) and its test read and write torch pickles:
+# python3-torch, for tests only (~150 MB to download, ~620 MB installed, well under a minute);
+# tools/serve.sh leaves it out with the other test references (SERPENT_SKIP_NPM=1).
+[ "${SERPENT_SKIP_NPM:-0}" = 1 ] || pkgs+=(python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -33,7 +37,9 @@ fi
 # packages pinned by each folder's package-lock.json, installed once.
 if [ "${SERPENT_SKIP_NPM:-0}" != 1 ]; then
   for d in tests/*/; do
-    if [ -f "$d/setup.sh" ] && [ ! -d "$d/node_modules" ]; then
+    # again when package-lock.json changed since the last npm ci
+    if [ -f "$d/setup.sh" ] && { [ ! -d "$d/node_modules" ] ||
+      { [ -f "$d/package-lock.json" ] && [ "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]; }; }; then
       bash "$d/setup.sh"
     fi
   done

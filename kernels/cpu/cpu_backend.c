@@ -275,10 +275,18 @@ const char *srp_backend_cpu_blas_core(void) {
     return srp_cpu_blas_core();
 }
 
+/* OMP_NUM_THREADS when set (the ThreadSanitizer tests run the backend on one thread: TSan does
+ * not see libgomp's synchronisation), else every core. */
+static int default_threads(void) {
+    const char *s = getenv("OMP_NUM_THREADS");
+    int n = s ? atoi(s) : 0;
+    return n > 0 ? n : omp_get_num_procs();
+}
+
 int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     cpu_backend *c = calloc(1, sizeof *c);
     if (!c) return srp_err_set(e, SRP_ENOMEM, "out of memory");
-    if (n_threads <= 0) n_threads = omp_get_num_procs();
+    if (n_threads <= 0) n_threads = default_threads();
     omp_set_num_threads(n_threads);
     int rc = srp_cpu_blas_load(n_threads, &c->sgemm, e);
     if (rc) {

@@ -32,6 +32,7 @@ static void cuda_destroy(srp_backend *be) {
     if (cb->sample_params_dev) cudaFree(cb->sample_params_dev);
     if (cb->sample_scratch) cudaFree(cb->sample_scratch);
     free(cb->sample_rows_host);
+    free(cb->sample_params_host);
     if (cb->ssd_scratch) cudaFree(cb->ssd_scratch);
     if (cb->stream) cudaStreamDestroy(cb->stream);
     free(cb);
@@ -276,7 +277,11 @@ static int cuda_configure(srp_backend *be, const srp_backend_limits *lim, srp_er
         cudaMalloc(&cb->sample_params_dev, (size_t)lim->max_logits * sizeof(srp_sample_params)), e);
     free(cb->sample_rows_host);
     cb->sample_rows_host = (int *)malloc(((size_t)lim->max_logits * 2 + 64) * sizeof(int));
-    if (!cb->sample_rows_host) return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    free(cb->sample_params_host);
+    cb->sample_params_host =
+        (srp_sample_params *)malloc((size_t)lim->max_logits * sizeof(srp_sample_params));
+    if (!cb->sample_rows_host || !cb->sample_params_host)
+        return srp_err_set(e, SRP_ENOMEM, "out of memory");
     return 0;
 }
 

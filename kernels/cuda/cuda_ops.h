@@ -83,11 +83,12 @@ typedef struct cuda_backend {
     int no_gemv;       /* SERPENT_NO_GEMV=1: every product through cuBLAS (for comparisons) */
     void *ssd_scratch; /* the SSD time steps of a prefill step */
     size_t ssd_scratch_bytes;
-    int32_t *sample_dev;     /* [max_logits]: sampled tokens */
-    void *sample_params_dev; /* [max_logits] srp_sample_params */
-    int *sample_rows_host;   /* row lists and segment offsets */
-    void *sample_scratch; /* probabilities, ids, sorted copies, CUB storage (kernels/cuda/sample.cu)
-                           */
+    int32_t *sample_dev;                   /* [max_logits]: sampled tokens */
+    void *sample_params_dev;               /* [max_logits] srp_sample_params */
+    srp_sample_params *sample_params_host; /* [max_logits]: the same, normalized, on the host */
+    int *sample_rows_host;                 /* row lists and segment offsets */
+    /* probabilities, ids, sorted copies, CUB storage (kernels/cuda/sample.cu) */
+    void *sample_scratch;
     size_t sample_cub_bytes;
     int32_t *sample_host; /* pinned: the same, coming back */
 

@@ -1,18 +1,25 @@
 /* Choosing the next tokens on the GPU, so only token ids cross the bus. The rules are the CPU
  * sampler's (engine/sampler.c), step for step, so both backends draw the same token from the same
- * logits:
- *   greedy (temperature 0 or top_k 1): the largest logit, lowest index among equals;
- *   else p_i = exp((l_i - max) / T); min-p drops p_i < min_p (p_max is 1); with top-k or top-p
- *   the survivors are ordered by p descending (index ascending among equals), cut to top_k,
- *   then to the shortest prefix holding top_p of their mass; a uniform draw u(seed, step) picks
- *   the first token whose running mass exceeds u times the total, in that order (index order
- *   when neither top-k nor top-p applies).
+ * logits, and both read the parameters through srp_sample_normalize:
+ *   a logit that is not finite counts as -inf;
+ *   greedy (temperature 0): the largest logit, lowest index among equals (0 when none is finite);
+ *   else p_i = exp((l_i - max) / T), exactly 1 for the argmax, 0 for a logit that is not finite;
+ *   min-p drops p_i < min_p (never the argmax: min_p <= 1); with top-k or top-p the survivors are
+ *   ordered by p descending (index ascending among equals), cut to top_k, then to the shortest
+ *   prefix holding top_p of their mass; a uniform draw u(seed, step) picks the first token whose
+ *   running mass exceeds u times the total, in that order (index order when neither top-k nor
+ *   top-p applies).
  * Sums run in double, as on the CPU, so a draw lands on the other side of a boundary only when
- * it is within ~1e-16 of it. Rows that need an order are sorted with CUB's segmented sort. */
+ * it is within ~1e-16 of it. Rows that need an order are sorted with CUB's segmented sort.
+ * tests/gpu/sample_twin.c is this file's selection on the host, sequentially; the fuzz target
+ * tests/fuzz/fuzz_sampler.c checks it against the CPU sampler. */
 #include <cub/cub.cuh>
 #include <stdlib.h>
 
 #include "cuda_ops.h"
+extern "C" {
+#include "sampler.h" /* srp_sample_normalize */
+}
 
 #define SAMPLE_THREADS 1024
 #define SAMPLE_GROUP   32 /* rows sorted at once: bounds the scratch memory */
@@ -90,26 +97,22 @@ __device__ int first_exceeding(AT at, int n, double target, double *red, int *fo
     return *found;
 }
 
-/* p_i, or -1 for a token min-p drops; values get the token ids (the sort's payload). */
+/* p_i, or -1 for a token min-p drops; values get the token ids (the sort's payload). best holds
+ * each row's argmax (argmax_kernel's output). */
 __global__ void probs_kernel(const float *logits, int64_t ld, int vocab,
-                             const srp_sample_params *sp, const int *rows, float *probs,
-                             int32_t *ids) {
-    __shared__ float red[32];
+                             const srp_sample_params *sp, const int *rows, const int32_t *best,
+                             float *probs, int32_t *ids) {
     const int r = rows[blockIdx.x];
     const srp_sample_params p = sp[r];
     const float *row = logits + (int64_t)r * ld;
-    float mx = -INFINITY;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, row[i]);
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = mx;
-    __syncthreads();
-    mx = red[0];
-    for (int w = 1; w < (int)(blockDim.x / 32); w++) mx = fmaxf(mx, red[w]);
+    const int b = best[r];
+    const float mx = row[b]; /* read only when some logit, hence this one, is finite */
     const double inv_t = 1.0 / p.temperature;
     float *out = probs + (int64_t)blockIdx.x * vocab;
     int32_t *id = ids + (int64_t)blockIdx.x * vocab;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float v = (float)exp((double)(row[i] - mx) * inv_t);
+        const float x = row[i];
+        float v = i == b ? 1.0f : isfinite(x) ? (float)exp((double)(x - mx) * inv_t) : 0.0f;
         out[i] = (p.min_p > 0.0f && v < p.min_p) ? -1.0f : v;
         id[i] = i;
     }
@@ -187,7 +190,8 @@ __global__ void draw_sorted_kernel(const float *sorted, const int32_t *ids, cons
     if (threadIdx.x == 0) tokens[r] = id[pos];
 }
 
-/* One block per row: the index of the largest logit, lowest index among equals. */
+/* One block per row: the index of the largest finite logit, lowest index among equals; 0 when
+ * none is finite. */
 __global__ void argmax_kernel(const float *logits, int64_t ld, int vocab, int32_t *out) {
     __shared__ float best_v[32];
     __shared__ int best_i[32];
@@ -196,7 +200,7 @@ __global__ void argmax_kernel(const float *logits, int64_t ld, int vocab, int32_
     int idx = 0x7fffffff;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float x = row[i];
-        if (x > v) v = x, idx = i; /* strided: a later i never beats an equal earlier one */
+        if (isfinite(x) && x > v) v = x, idx = i; /* strided: a later i never beats an equal one */
     }
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, v, o);
@@ -214,7 +218,7 @@ __global__ void argmax_kernel(const float *logits, int64_t ld, int vocab, int32_
             int oi = __shfl_xor_sync(0xffffffffu, idx, o);
             if (ov > v || (ov == v && oi < idx)) v = ov, idx = oi;
         }
-        if (lane == 0) out[blockIdx.x] = idx;
+        if (lane == 0) out[blockIdx.x] = idx == 0x7fffffff ? 0 : idx;
     }
 }
 
@@ -239,9 +243,8 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
     const int n = (int)logits.rows, vocab = (int)logits.cols;
     if (n == 0) return 0;
     if (n > cb->lim.max_logits) return srp_err_set(e, SRP_EINVAL, "sample: %d rows", n);
-    for (int r = 0; r < n; r++)
-        if (params[r].temperature > 0.0f && params[r].top_k != 1 && !(params[r].top_p > 0.0f))
-            return srp_err_set(e, SRP_EINVAL, "sample: top_p must be in (0, 1]");
+    srp_sample_params *norm = cb->sample_params_host;
+    for (int r = 0; r < n; r++) norm[r] = srp_sample_normalize(&params[r], vocab);
     argmax_kernel<<<n, 256, 0, cb->stream>>>((const float *)logits.data, logits.ld, vocab,
                                              cb->sample_dev);
     CUDA_LAUNCHED(e);
@@ -249,9 +252,9 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
     int *sorted_rows = (int *)cb->sample_rows_host, *plain_rows = sorted_rows + n;
     int n_sorted = 0, n_plain = 0;
     for (int r = 0; r < n; r++) {
-        const srp_sample_params *p = &params[r];
-        if (p->temperature <= 0.0f || p->top_k == 1) continue;
-        if ((p->top_k > 0 && p->top_k < vocab) || p->top_p < 1.0f)
+        const srp_sample_params *p = &norm[r];
+        if (p->temperature == 0.0f) continue;
+        if (p->top_k > 0 || p->top_p < 1.0f)
             sorted_rows[n_sorted++] = r;
         else
             plain_rows[n_plain++] = r;
@@ -260,8 +263,8 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
         int rc = ensure_scratch(cb, vocab, e);
         if (rc) return rc;
         srp_sample_params *dparams = (srp_sample_params *)cb->sample_params_dev;
-        CUDA_TRY(cudaMemcpyAsync(dparams, params, (size_t)n * sizeof *params,
-                                 cudaMemcpyHostToDevice, cb->stream),
+        CUDA_TRY(cudaMemcpyAsync(dparams, norm, (size_t)n * sizeof *norm, cudaMemcpyHostToDevice,
+                                 cb->stream),
                  e);
         const size_t g = (size_t)SAMPLE_GROUP * vocab;
         float *probs = (float *)cb->sample_scratch, *sorted = probs + g;
@@ -279,7 +282,8 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
                                          cudaMemcpyHostToDevice, cb->stream),
                          e);
                 probs_kernel<<<k, SAMPLE_THREADS, 0, cb->stream>>>(
-                    (const float *)logits.data, logits.ld, vocab, dparams, rows_dev, probs, ids);
+                    (const float *)logits.data, logits.ld, vocab, dparams, rows_dev, cb->sample_dev,
+                    probs, ids);
                 CUDA_LAUNCHED(e);
                 if (!pass) {
                     draw_unsorted_kernel<<<k, SAMPLE_THREADS, 0, cb->stream>>>(

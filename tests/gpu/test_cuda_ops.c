@@ -2,10 +2,12 @@
  * ctest label "gpu"). Inputs are rounded to bf16 first and both backends get the same values, so
  * the comparison measures the kernels, not the input rounding. GPU outputs are filled with NaN
  * before each run, so an element a kernel forgets to write fails the test. */
+#include <float.h>
 #include <stdint.h>
 
 #include "backend.h"
 #include "dtype.h"
+#include "sample_twin.h"
 #include "sampler.h"
 #include "test.h"
 
@@ -367,6 +369,21 @@ TEST(gpu_ssd_generic_and_decode) {
     check_ssd(8, 64, 128, 2, 6, dl6, dp6, 1e-2, 1e-5);
 }
 
+/* Each row's GPU token against the CPU sampler's and the host twin's (tests/gpu/sample_twin.c). */
+static void compare_samples(const float *l, int R, int V, const srp_sample_params *sp,
+                            const int32_t *tc, const int32_t *tg) {
+    int same = 0;
+    for (int r = 0; r < R; r++) {
+        const int32_t tw = sample_twin_row(l + (int64_t)r * V, V, &sp[r]);
+        CHECKF(tg[r] >= 0 && tg[r] < V, "V %d row %d: gpu token %d", V, r, tg[r]);
+        same += tc[r] == tg[r] && tw == tg[r];
+        CHECKF(tc[r] == tg[r] && tw == tg[r],
+               "V %d row %d (T %g k %d p %g min-p %g): cpu %d gpu %d twin %d", V, r,
+               sp[r].temperature, sp[r].top_k, sp[r].top_p, sp[r].min_p, tc[r], tg[r], tw);
+    }
+    fprintf(stderr, "  sample V %d: %d of %d rows identical (cpu, gpu, twin)\n", V, same, R);
+}
+
 /* The GPU sampler draws what the CPU sampler draws from the same logits: greedy with ties,
  * temperature, top-k, top-p, min-p and their combinations, in rows of several sizes. */
 static void check_sample(int R, int V, float scale) {
@@ -398,13 +415,7 @@ static void check_sample(int R, int V, float scale) {
     REQUIRE(p.cpu->sample(p.cpu, lc, sp, tc, &e) == 0);
     int rc = p.gpu->sample(p.gpu, lg, sp, tg, &e);
     CHECKF(rc == 0, "%s", e.msg);
-    int same = 0;
-    for (int r = 0; r < R; r++) {
-        same += tc[r] == tg[r];
-        CHECKF(tc[r] == tg[r], "V %d row %d (T %.1f k %d p %.2f min-p %.2f): cpu %d gpu %d", V, r,
-               sp[r].temperature, sp[r].top_k, sp[r].top_p, sp[r].min_p, tc[r], tg[r]);
-    }
-    fprintf(stderr, "  sample V %d: %d of %d rows identical\n", V, same, R);
+    compare_samples(l, R, V, sp, tc, tg);
     free(l), free(sp), free(tc), free(tg);
     release(&p);
 }
@@ -464,4 +475,75 @@ TEST(gpu_rope_and_gated_activation) {
     fprintf(stderr, "  silu(gate) * up: rel err %.2e\n", err);
     free(a), free(b), free(g), free(u);
     release(&p);
+}
+
+/* The sampler is total (issue 11): rows with NaN, +-inf, only non-finite logits, logits at the
+ * ends of the float range, and parameters outside the API's ranges (NaN, +-inf, top_k past the
+ * vocabulary, min_p above 1, top_p <= 0) give a token in range, the same on both backends and
+ * in the host twin. */
+static void check_sample_edges(int V) {
+    enum { KINDS = 8, PARAMS = 24 };
+    const int R = KINDS * PARAMS;
+    pair p = backends(R, R, 1, R, V);
+    srp_err e = { 0 };
+    float *l = randv((int64_t)R * V, 2.0f);
+    for (int r = 0; r < R; r++) {
+        float *row = l + (int64_t)r * V;
+        switch (r % KINDS) {
+        case 0:
+            for (int i = 0; i < V; i++) row[i] = NAN;
+            break;
+        case 1:
+            for (int i = 0; i < V; i++) row[i] = -INFINITY;
+            break;
+        case 2:
+            for (int i = 0; i < V; i++) row[i] = i % 2 ? INFINITY : NAN;
+            break;
+        case 3: /* the largest values are non-finite; finite ones scattered */
+            for (int i = 0; i < V; i += 3) row[i] = i % 2 ? INFINITY : NAN;
+            break;
+        case 4:
+            for (int i = 0; i < V; i++) row[i] = i % 3 ? -FLT_MAX : FLT_MAX;
+            break;
+        case 5: /* one finite logit among NaNs */
+            for (int i = 0; i < V; i++) row[i] = NAN;
+            row[V / 2] = -3.0f;
+            break;
+        case 6:
+            for (int i = 0; i < V; i++) row[i] = (float)(i % 4);
+            break; /* ties */
+        default:
+            break; /* random */
+        }
+    }
+    static const float temps[] = { NAN, -1.0f, 1e-30f, 1e-45f, 1.0f, 2.0f, INFINITY, FLT_MAX };
+    static const int topk[] = { 0, -5, 1, 3, 1 << 30 };
+    static const float topp[] = { 1.0f, NAN, 0.0f, -1.0f, 1e-30f, 0.5f, 2.0f };
+    static const float minp[] = { 0.0f, NAN, 1.0f, 1.5f, -1.0f, 0.5f };
+    srp_sample_params *sp = malloc(sizeof *sp * R);
+    for (int r = 0; r < R; r++) {
+        const int k = r / KINDS;
+        sp[r] = (srp_sample_params){ .temperature = temps[k % 8],
+                                     .top_k = topk[(k / 2) % 5],
+                                     .top_p = topp[(k / 3) % 7],
+                                     .min_p = minp[(k / 5) % 6],
+                                     .seed = 77u + r,
+                                     .step = (uint64_t)r };
+    }
+    srp_mat lc = put(p.cpu, SRP_F32, R, V, l), lg = put(p.gpu, SRP_F32, R, V, l);
+    int32_t *tc = malloc(sizeof(int32_t) * R), *tg = malloc(sizeof(int32_t) * R);
+    REQUIRE(p.cpu->sample(p.cpu, lc, sp, tc, &e) == 0);
+    int rc = p.gpu->sample(p.gpu, lg, sp, tg, &e);
+    CHECKF(rc == 0, "%s", e.msg);
+    for (int r = 0; r < R; r++)
+        if (r % KINDS < 3) CHECKF(tg[r] == 0, "V %d row %d: no finite logit, gpu %d", V, r, tg[r]);
+    compare_samples(l, R, V, sp, tc, tg);
+    free(l), free(sp), free(tc), free(tg);
+    release(&p);
+}
+
+TEST(gpu_sample_edge_cases) {
+    check_sample_edges(1);
+    check_sample_edges(5);
+    check_sample_edges(3000);
 }

@@ -28,6 +28,8 @@ function checkError(r, status, { param, code } = {}) {
   assert.equal(typeof e.message, 'string');
   assert.ok(e.message.length > 0);
   assert.equal(typeof e.type, 'string');
+  const type = status === 401 ? 'authentication_error' : status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error';
+  assert.equal(e.type, type, `type of ${r.text}`);
   assert.ok(e.param === null || typeof e.param === 'string');
   assert.ok(e.code === null || typeof e.code === 'string');
   if (param !== undefined) assert.equal(e.param, param, `param of ${r.text}`);
@@ -104,7 +106,7 @@ const table = [
   ['message content part not text', 'POST', CHAT, { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, auth, 400, { param: 'messages[0]' }],
   ['top_logprobs without logprobs', 'POST', CHAT, { messages: [{ role: 'user', content: 'a' }], top_logprobs: 2 }, auth, 400, { param: 'top_logprobs' }],
   ['chat logprobs not a bool', 'POST', CHAT, { messages: [{ role: 'user', content: 'a' }], logprobs: 3 }, auth, 400, { param: 'logprobs' }],
-  ['chat max_completion_tokens over the length', 'POST', CHAT, { messages: [{ role: 'user', content: 'a' }], max_completion_tokens: 1000 }, auth, 400, { param: 'max_tokens' }],
+  ['chat max_completion_tokens over the length', 'POST', CHAT, { messages: [{ role: 'user', content: 'a' }], max_completion_tokens: 1000 }, auth, 400, { param: 'max_completion_tokens', code: 'context_length_exceeded' }],
   ['tokenize without prompt', 'POST', '/tokenize', { text: 'a' }, auth, 400, { param: 'prompt' }],
   ['detokenize ids out of range', 'POST', '/detokenize', { tokens: [99999] }, auth, 400, { param: 'tokens' }],
   ['detokenize not ids', 'POST', '/detokenize', { tokens: ['a'] }, auth, 400, { param: 'tokens' }],

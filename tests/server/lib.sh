@@ -13,7 +13,8 @@ fixtures="$here/../fixtures"
 for tool in node curl; do
   command -v "$tool" >/dev/null || die "$tool is missing: run tests/server/setup.sh"
 done
-[ -f "$here/node_modules/openai/package.json" ] ||
+[ -f "$here/node_modules/openai/package.json" ] && [ -f "$here/node_modules/@langchain/openai/package.json" ] &&
+  [ -f "$here/node_modules/@ai-sdk/openai/package.json" ] ||
   die "tests/server/node_modules is missing: run tests/server/setup.sh (npm ci)"
 
 work=$(mktemp -d)

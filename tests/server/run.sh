@@ -40,6 +40,12 @@ greedy)
   for pid in "${pids[@]}"; do stop_server "$pid"; done
   stop_server "$SERPENT_URL_PID"
   ;;
+clients)
+  start_server SERPENT_URL "$SERPENT_BIN" --model "$here/../../models/serpent-tiny" \
+    --max-num-seqs 8 --threads 1
+  node --test "$here/clients.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  ;;
 curl) source "$here/curl.sh" ;;
 load)
   make_text_model "$work/text"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Installs what the server tests need (CI calls this before building): libmicrohttpd and the
-# other build dependencies, curl, node + npm, and the openai npm client (npm ci from
-# package-lock.json into tests/server/node_modules). Idempotent; run as root or with sudo.
+# other build dependencies, curl, node + npm, and the client libraries the tests drive: openai,
+# @langchain/openai and the AI SDK (npm ci from package-lock.json into tests/server/node_modules).
+# Idempotent; run as root or with sudo.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 sudo=""
@@ -23,4 +24,4 @@ fi
 
 cd "$here"
 npm ci --no-audit --no-fund
-node -e "import('openai').then(() => console.log('openai client ready'))"
+node --input-type=module -e "await Promise.all(['openai', '@langchain/openai', 'ai', '@ai-sdk/openai'].map((m) => import(m))); console.log('clients ready')"
