@@ -227,6 +227,11 @@ struct srp_backend {
     int (*gated_rmsnorm)(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,
                          float eps, srp_mat out, srp_err *e);
 
+    /* out = rmsnorm_groups(y) * w * silu(z): the gate after the norm (Falcon-H1's
+     * mamba_norm_before_gate); groups and types as gated_rmsnorm. */
+    int (*rmsnorm_gate)(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,
+                        float eps, srp_mat out, srp_err *e);
+
     /* Writes k, v of the batch's tokens into the paged cache, then causal GQA attention of q over
      * each sequence's cached keys (positions 0 .. n_past + i). */
     int (*attention)(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
@@ -245,6 +250,11 @@ struct srp_backend {
 
     /* out[i] = x[logit_rows[i]] (fp32 rows). */
     int (*gather_rows)(srp_backend *be, srp_mat x, srp_mat out, srp_err *e);
+
+    /* out = x + y element by element on fp32 matrices of one shape (y NULL: out = x); out may
+     * be x or y. Zamba2's streams: the residual copied into its concatenation with the
+     * embeddings, the Mamba block's norm input x + aux. */
+    int (*add)(srp_backend *be, srp_mat x, const srp_mat *y, srp_mat out, srp_err *e);
 
     /* Draws one token per logits row (fp32 [n, vocab]) into tokens (host memory). */
     int (*sample)(srp_backend *be, srp_mat logits, const srp_sample_params *params, int32_t *tokens,

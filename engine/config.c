@@ -87,6 +87,16 @@ const char *srp_cfg_string(const srp_cfg_reader *r, const char *key, const char 
     return it->valuestring;
 }
 
+int srp_cfg_int_auto(const srp_cfg_reader *r, const char *key, int auto_value, int *out) {
+    const char *used;
+    const cJSON *it = srp_cfg_find(r, key, NULL, &used);
+    if (!it || (cJSON_IsString(it) && !strcmp(it->valuestring, "auto"))) {
+        *out = auto_value;
+        return 0;
+    }
+    return srp_cfg_int(r, key, NULL, 1, 1, out);
+}
+
 int srp_cfg_range(const srp_cfg_reader *r, const char *key, const char *alt, double *lo,
                   double *hi) {
     const char *used;
@@ -277,6 +287,8 @@ static void defaults(srp_config *c) {
     memset(c, 0, sizeof *c);
     c->embed_mult = c->resid_mult = c->logits_mult = 1.0f;
     c->mamba2.in_mult = c->mamba2.out_mult = 1.0f;
+    c->mamba2.out_bias = -1;  /* proj_bias unless the parser says */
+    c->mamba2.norm_eps = NAN; /* norm_eps unless the parser says */
     for (int i = 0; i < 5; i++) c->mamba2.part_mult[i] = 1.0f;
     c->attn.in_mult = c->attn.key_mult = c->attn.out_mult = 1.0f;
     c->mlp.gate_mult = c->mlp.out_mult = 1.0f;
@@ -305,6 +317,8 @@ static int config_from_json(srp_config *cfg, const cJSON *root, const char *name
                            name, arch, srp_arch_supported_list());
     cfg->arch = a->arch;
     int rc = a->parse(cfg, &r);
+    if (cfg->mamba2.out_bias < 0) cfg->mamba2.out_bias = cfg->mamba2.proj_bias;
+    if (isnan(cfg->mamba2.norm_eps)) cfg->mamba2.norm_eps = cfg->norm_eps;
     if (!rc) rc = parse_ids(cfg, &r);
     if (!rc) rc = check(cfg, name, e);
     return rc;
@@ -371,6 +385,24 @@ int srp_config_count(const srp_config *cfg, srp_mixer_kind kind) {
     for (int i = 0; i < cfg->n_blocks; i++)
         for (int k = 0; k < cfg->blocks[i].n_mixers; k++) n += cfg->blocks[i].mixer[k] == kind;
     return n;
+}
+
+int srp_config_norm_width(const srp_config *cfg, int b) {
+    return cfg->blocks[b].in == SRP_IN_CONCAT_EMBED ? 2 * cfg->d_model : cfg->d_model;
+}
+
+int srp_config_uses_aux(const srp_config *cfg) {
+    for (int i = 0; i < cfg->n_blocks; i++)
+        if (cfg->blocks[i].out == SRP_OUT_AUX || cfg->blocks[i].in == SRP_IN_AUX ||
+            cfg->blocks[i].in == SRP_IN_RESID_AUX)
+            return 1;
+    return 0;
+}
+
+int srp_config_uses_embed(const srp_config *cfg) {
+    for (int i = 0; i < cfg->n_blocks; i++)
+        if (cfg->blocks[i].in == SRP_IN_CONCAT_EMBED) return 1;
+    return 0;
 }
 
 const char *srp_mixer_kind_name(srp_mixer_kind kind) {

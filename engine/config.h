@@ -19,8 +19,12 @@
 typedef enum {
     SRP_ARCH_NEMOTRON_H,
     SRP_ARCH_MAMBA2,
+    SRP_ARCH_BAMBA,
+    SRP_ARCH_FALCON_H1,
+    SRP_ARCH_ZAMBA2,
+    SRP_ARCH_LLAMA,
     SRP_ARCH_MAMBA1,
-    SRP_ARCH_FALCON_MAMBA
+    SRP_ARCH_FALCON_MAMBA,
 } srp_arch;
 
 typedef enum {
@@ -33,6 +37,13 @@ typedef enum {
 
 typedef enum { SRP_ACT_RELU2, SRP_ACT_RELU, SRP_ACT_GELU, SRP_ACT_GELU_TANH, SRP_ACT_SILU } srp_act;
 
+/* How the Mamba-2 mixer gates its scan output y with z before out_proj. */
+typedef enum {
+    SRP_GATE_NORM_AFTER = 0, /* rmsnorm_groups(y * silu(z)) * w: Mamba-2, Nemotron-H, Zamba2 */
+    SRP_GATE_NORM_BEFORE,    /* rmsnorm_groups(y) * w * silu(z): Falcon-H1 norm_before_gate */
+    SRP_GATE_NO_NORM,        /* y * silu(z): Falcon-H1 without mamba_rms_norm */
+} srp_gate_norm;
+
 /* The Mamba-2 mixer (research/model-spec.md section 1). */
 typedef struct srp_mamba2_config {
     int heads, head_dim, groups, state, conv_kernel, chunk_size;
@@ -40,8 +51,11 @@ typedef struct srp_mamba2_config {
     int conv_dim;  /* d_inner + 2 * groups * state */
     int d_in_proj; /* 2 * d_inner + 2 * groups * state + heads: [z | x B C | dt] */
     int proj_bias, conv_bias;
+    int out_bias;         /* out_proj has a bias: proj_bias unless the architecture says */
     float dt_min, dt_max; /* clamp of softplus(dt + dt_bias) */
     int norm_group;       /* elements per group of the gated RMSNorm */
+    srp_gate_norm gate_norm;
+    float norm_eps; /* of the gated norm: the model's norm_eps unless the architecture says */
     /* µP multipliers (1 when absent): in_mult scales the mixer's input, out_mult its output;
      * part_mult scales the in_proj outputs z, x, B, C and dt (folded into in_proj at load). */
     float in_mult, out_mult;
@@ -82,6 +96,9 @@ typedef struct srp_rope_config {
 
 typedef struct srp_attn_config {
     int heads, kv_heads, head_dim;
+    int d_in; /* input width: d_model unless set (Zamba2's shared blocks read 2 * d_model) */
+    /* rank of the per-use low-rank adapters added to q, k and v (Zamba2; 0: none) */
+    int adapter_rank;
     float scale; /* softmax scale: head_dim^-0.5 unless the config sets it */
     int qkv_bias, o_bias;
     /* multipliers (1 when absent): on the mixer's input (q, k and v alike), on k alone, and on
@@ -97,13 +114,36 @@ typedef struct srp_mlp_config {
     int gated;
     int bias;
     float gate_mult, out_mult; /* multipliers on the gate projection and on the output */
+    int adapter_rank;          /* per-use low-rank adapter on [gate | up] (Zamba2; 0: none) */
+    int post_proj;             /* a d_model x d_model projection after down (Zamba2's linear) */
 } srp_mlp_config;
 
-/* One residual block: x += sum over its mixers of mixer(norm(x)), times resid_mult. */
+/* What a block normalises, and where its mixers' outputs go. Every family but Zamba2 uses the
+ * defaults (0): norm(x) in, x += out. Zamba2's shared transformer reads the residual stream
+ * concatenated with the step's token embeddings and hands its result, through an auxiliary fp32
+ * stream, to the next Mamba block's norm input (not to the residual stream). */
+typedef enum {
+    SRP_IN_RESID = 0,    /* norm(x) */
+    SRP_IN_CONCAT_EMBED, /* norm([x | e]), e the token embeddings: 2 * d_model wide */
+    SRP_IN_AUX,          /* norm(aux) */
+    SRP_IN_RESID_AUX,    /* norm(x + aux) */
+} srp_block_in;
+
+typedef enum {
+    SRP_OUT_RESID = 0, /* x += sum of the mixers' outputs */
+    SRP_OUT_AUX,       /* aux = sum of the mixers' outputs */
+} srp_block_out;
+
+/* One block: out (+)= sum over its mixers of mixer(norm(in)), times resid_mult. */
 typedef struct srp_block_desc {
     int layer; /* the config.json layer it belongs to */
     int n_mixers;
     srp_mixer_kind mixer[SRP_MAX_MIXERS];
+    srp_block_in in;
+    srp_block_out out;
+    /* > 0: the block uses shared weights, those of the first block with the same id (Zamba2's
+     * shared transformer blocks, used by several layers); 0: its own. */
+    int shared_id;
 } srp_block_desc;
 
 typedef struct srp_config {
@@ -138,6 +178,11 @@ int srp_config_parse(srp_config *cfg, const char *text, unsigned long len, const
 
 /* How many blocks hold a mixer of this kind. */
 int srp_config_count(const srp_config *cfg, srp_mixer_kind kind);
+/* Columns of block b's norm input (2 * d_model for SRP_IN_CONCAT_EMBED, else d_model). */
+int srp_config_norm_width(const srp_config *cfg, int b);
+/* Whether some block reads (in) or writes (out) the auxiliary stream, or the embeddings. */
+int srp_config_uses_aux(const srp_config *cfg);
+int srp_config_uses_embed(const srp_config *cfg);
 const char *srp_mixer_kind_name(srp_mixer_kind kind);
 const char *srp_act_name(srp_act act);
 

@@ -30,6 +30,8 @@ int srp_cfg_bool(const srp_cfg_reader *r, const char *key, const char *alt, int 
 /* A string (owned by the JSON tree) or def; NULL with *err set when the field is not a string. */
 const char *srp_cfg_string(const srp_cfg_reader *r, const char *key, const char *alt,
                            const char *def, int *err);
+/* An integer >= 1 that may also be the string "auto" (or absent): then auto_value. */
+int srp_cfg_int_auto(const srp_cfg_reader *r, const char *key, int auto_value, int *out);
 /* A [lo, hi] pair such as time_step_limit; either end may be Infinity. Untouched when absent. */
 int srp_cfg_range(const srp_cfg_reader *r, const char *key, const char *alt, double *lo,
                   double *hi);

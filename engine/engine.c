@@ -43,39 +43,51 @@ static srp_ws_need workspace_widths(const srp_config *c) {
     return n;
 }
 
+#define WS_BUFFERS 10
+
+/* The widest norm input of any block. */
+static int64_t norm_width(const srp_config *c) {
+    int64_t w = c->d_model;
+    for (int i = 0; i < c->n_blocks; i++) srp_ws_raise(&w, srp_config_norm_width(c, i));
+    return w;
+}
+
 /* The activation buffers with their shapes (data not yet allocated), listed once for sizing,
  * allocating and freeing. */
-static int workspace_buffers(srp_engine *eng, srp_mat *bufs[8]) {
+static int workspace_buffers(srp_engine *eng, srp_mat *bufs[WS_BUFFERS]) {
     const srp_config *c = &eng->model.cfg;
     srp_workspace *ws = &eng->ws;
     const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
     const srp_dtype act = eng->be->act_dtype;
     const srp_ws_need w = workspace_widths(c);
+    const int64_t T_aux = srp_config_uses_aux(c) ? T : 1, T_wide = srp_config_uses_embed(c) ? T : 1;
     const struct {
         srp_mat *m;
         srp_dtype t;
         int64_t rows, cols;
-    } shapes[8] = {
+    } shapes[WS_BUFFERS] = {
         { &ws->resid, SRP_F32, T, c->d_model },
-        { &ws->normed, act, T, c->d_model },
+        { &ws->normed, act, T, norm_width(c) },
         { &ws->proj, act, T, w.proj },
         { &ws->conv_out, act, T, w.conv },
         { &ws->mix, act, T, w.mix },
         { &ws->head_in, SRP_F32, L, c->d_model },
         { &ws->head_norm, act, L, c->d_model },
         { &ws->logits, SRP_F32, L, c->vocab_size },
+        { &ws->aux, SRP_F32, T_aux, c->d_model },
+        { &ws->wide, SRP_F32, T_wide, 2 * (int64_t)c->d_model },
     };
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < WS_BUFFERS; i++) {
         if (!shapes[i].m->data)
             *shapes[i].m =
                 (srp_mat){ NULL, shapes[i].t, shapes[i].rows, shapes[i].cols, shapes[i].cols };
         bufs[i] = shapes[i].m;
     }
-    return 8;
+    return WS_BUFFERS;
 }
 
 static int64_t workspace_bytes(srp_engine *eng) {
-    srp_mat *bufs[8];
+    srp_mat *bufs[WS_BUFFERS];
     int64_t bytes = 0;
     for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++)
         bytes += bufs[i]->rows * bufs[i]->cols * (int64_t)srp_dtype_size(bufs[i]->dtype);
@@ -172,7 +184,7 @@ static int size_pools(srp_engine *eng, srp_err *e) {
 }
 
 static int alloc_workspace(srp_engine *eng, srp_err *e) {
-    srp_mat *bufs[8];
+    srp_mat *bufs[WS_BUFFERS];
     for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++) {
         int rc = eng->be->alloc(
             eng->be, (size_t)(bufs[i]->rows * bufs[i]->cols) * srp_dtype_size(bufs[i]->dtype),
@@ -293,7 +305,7 @@ void srp_engine_close(srp_engine *eng) {
     if (!eng) return;
     srp_backend *be = eng->be;
     if (be) {
-        srp_mat *bufs[8];
+        srp_mat *bufs[WS_BUFFERS];
         for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++)
             if (bufs[i]->data) be->free(be, bufs[i]->data);
         for (int l = 0; eng->mamba && l < eng->model.n_mamba; l++) {

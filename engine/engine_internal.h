@@ -7,14 +7,25 @@
 /* Activation buffers of one step, sized for max_batch_tokens tokens and max_logits rows. */
 typedef struct srp_workspace {
     srp_mat resid;     /* fp32 [T, d]: the residual stream */
-    srp_mat normed;    /* act [T, d] */
+    srp_mat normed;    /* act [T, widest norm input: d, or 2d for a concatenation] */
     srp_mat proj;      /* act [T, widest input projection] */
     srp_mat conv_out;  /* act [T, conv_dim] */
     srp_mat mix;       /* act [T, max(d_inner, heads * head_dim)]: scan or attention output */
     srp_mat head_in;   /* fp32 [L, d] */
     srp_mat head_norm; /* act [L, d] */
     srp_mat logits;    /* fp32 [L, vocab] */
+    /* Only for models whose blocks use them (Zamba2), else one row: */
+    srp_mat aux;  /* fp32 [T, d]: the auxiliary stream (engine/config.h srp_block_out) */
+    srp_mat wide; /* fp32 [T, 2d]: [x | e], e the step's token embeddings */
 } srp_workspace;
+
+/* The block being run (set by forward.c for each of its mixers): the normalised input the
+ * mixers read, and where each puts its output — added to what is there when acc, else written
+ * (the first mixer of a block that writes the auxiliary stream). */
+typedef struct srp_block_io {
+    srp_mat in, out;
+    int acc;
+} srp_block_io;
 
 struct srp_engine {
     srp_model model;
@@ -32,6 +43,7 @@ struct srp_engine {
     int32_t *free_blocks;
     int n_free_blocks;
     srp_workspace ws;
+    srp_block_io io;
 
     /* host arrays of the batch being built */
     int32_t *tokens, *seq_start, *n_past, *slot, *block_table, *logit_rows;

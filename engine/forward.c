@@ -20,6 +20,28 @@ const srp_mixer_ops *srp_mixer_ops_of(srp_mixer_kind kind) {
     return NULL;
 }
 
+/* The norm input of block i (engine/config.h srp_block_in), built in the workspace. */
+static int block_input(srp_engine *eng, const srp_block_desc *bd, int T, srp_mat *x, srp_err *e) {
+    srp_backend *be = eng->be;
+    const int64_t d = eng->model.cfg.d_model;
+    const srp_mat resid = srp_ws_rows(eng->ws.resid, T), aux = srp_ws_rows(eng->ws.aux, T);
+    switch (bd->in) {
+    case SRP_IN_RESID:
+        *x = resid;
+        return 0;
+    case SRP_IN_CONCAT_EMBED: /* ws.wide holds e in its right half since the embedding */
+        *x = srp_ws_rows(eng->ws.wide, T);
+        return be->add(be, resid, NULL, srp_mat_cols(*x, 0, d), e);
+    case SRP_IN_AUX:
+        *x = aux;
+        return 0;
+    case SRP_IN_RESID_AUX: /* the aux stream is consumed here: x + aux takes its place */
+        *x = aux;
+        return be->add(be, resid, &aux, aux, e);
+    }
+    return srp_err_set(e, SRP_EINVAL, "block input mode %d", (int)bd->in);
+}
+
 /* Everything after begin_step: embedding, blocks, head. */
 static int run_layers(srp_engine *eng, const srp_batch *b, srp_err *e) {
     srp_backend *be = eng->be;
@@ -27,16 +49,24 @@ static int run_layers(srp_engine *eng, const srp_batch *b, srp_err *e) {
     const int T = b->n_tokens;
     srp_mat resid = srp_ws_rows(eng->ws.resid, T);
     SRP_TRY(be->embed(be, &m->embed, m->cfg.embed_mult, resid, e));
+    if (srp_config_uses_embed(&m->cfg))
+        SRP_TRY(be->add(be, resid, NULL,
+                        srp_mat_cols(srp_ws_rows(eng->ws.wide, T), m->cfg.d_model, m->cfg.d_model),
+                        e));
     for (int i = 0; i < m->cfg.n_blocks; i++) {
         const srp_block *bl = &m->blocks[i];
-        SRP_TRY(
-            be->rmsnorm(be, resid, &bl->norm, m->cfg.norm_eps, srp_ws_rows(eng->ws.normed, T), e));
+        const srp_block_desc *bd = &m->cfg.blocks[i];
+        srp_mat x;
+        SRP_TRY(block_input(eng, bd, T, &x, e));
+        eng->io.in = srp_mat_cols(srp_ws_rows(eng->ws.normed, T), 0, x.cols);
+        SRP_TRY(be->rmsnorm(be, x, &bl->norm, m->cfg.norm_eps, eng->io.in, e));
+        eng->io.out = bd->out == SRP_OUT_AUX ? srp_ws_rows(eng->ws.aux, T) : resid;
         for (int k = 0; k < bl->n_mixers; k++) {
             const srp_mixer *mx = &bl->mixer[k];
+            eng->io.acc = bd->out == SRP_OUT_RESID || k > 0;
             int rc = srp_mixer_ops_of(mx->kind)->run(eng, mx, T, e);
             if (rc)
-                return srp_err_prefix(e, "layer %d (%s)", m->cfg.blocks[i].layer,
-                                      srp_mixer_kind_name(mx->kind));
+                return srp_err_prefix(e, "layer %d (%s)", bd->layer, srp_mixer_kind_name(mx->kind));
         }
     }
     if (b->n_logits == 0) return 0;

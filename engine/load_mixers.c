@@ -51,12 +51,12 @@ int srp_load_mamba2_mixer(srp_loader *L, srp_block *bl, const char *prefix_in) {
     if (!rc)
         rc = srp_load(L, &w->A_log, 1, c->heads, SRP_INIT_A_LOG, srp_lname(L, "%sA_log", prefix));
     if (!rc) rc = srp_load(L, &w->D, 1, c->heads, SRP_INIT_D, srp_lname(L, "%sD", prefix));
-    if (!rc)
+    if (!rc && c->gate_norm != SRP_GATE_NO_NORM)
         rc = srp_load(L, &w->norm, 1, Di, SRP_INIT_NORM, srp_lname(L, "%snorm.weight", prefix));
     if (!rc)
         rc = srp_load(L, &w->out_proj, d, Di, SRP_INIT_MATRIX,
                       srp_lname(L, "%sout_proj.weight", prefix));
-    if (!rc && c->proj_bias) {
+    if (!rc && c->out_bias) {
         const srp_load_part b = { srp_lname(L, "%sout_proj.bias", prefix), d, 0, d,
                                   c->out_mult * cfg->resid_mult };
         rc = srp_load_concat(L, &w->out_proj_bias, 1, SRP_INIT_BIAS, 1, &b);
@@ -90,21 +90,21 @@ static void rope_inv_freq(const srp_rope_config *r, float *out) {
     }
 }
 
-int srp_load_attn_mixer(srp_loader *L, srp_block *bl, const char *prefix_in) {
+srp_attn_weights *srp_load_attn_weights(srp_loader *L, const char *prefix_in) {
     char prefix[256]; /* prefix_in may be a srp_lname buffer, which later calls reuse */
     snprintf(prefix, sizeof prefix, "%s", prefix_in);
     const srp_config *cfg = &srp_loader_model(L)->cfg;
     const srp_attn_config *c = &cfg->attn;
     const int64_t d = cfg->d_model, qd = (int64_t)c->heads * c->head_dim,
-                  kvd = (int64_t)c->kv_heads * c->head_dim;
+                  kvd = (int64_t)c->kv_heads * c->head_dim, d_in = c->d_in ? c->d_in : d;
     srp_attn_weights *w = srp_load_alloc(L, sizeof *w);
-    if (!w) return SRP_ENOMEM;
+    if (!w) return NULL;
     const srp_load_part qkv[3] = {
         { srp_lname(L, "%sq_proj.weight", prefix), qd, 0, qd, 1.0f },
         { srp_lname(L, "%sk_proj.weight", prefix), kvd, 0, kvd, c->key_mult },
         { srp_lname(L, "%sv_proj.weight", prefix), kvd, 0, kvd, 1.0f },
     };
-    int rc = srp_load_concat(L, &w->qkv, d, SRP_INIT_MATRIX, 3, qkv);
+    int rc = srp_load_concat(L, &w->qkv, d_in, SRP_INIT_MATRIX, 3, qkv);
     if (!rc && c->qkv_bias) {
         /* the input multiplier scales x only: the gemm adds the bias after alpha */
         const srp_load_part b[3] = {
@@ -123,19 +123,33 @@ int srp_load_attn_mixer(srp_loader *L, srp_block *bl, const char *prefix_in) {
     }
     if (!rc && c->rope.kind != SRP_ROPE_NONE) {
         float f[512];
-        if (c->rope.dim / 2 > 512 || c->rope.dim <= 0)
-            return srp_err_set(srp_loader_err(L), SRP_EUNSUPPORTED,
-                               "%s: %d rotary channels per head (at most 1024)", srp_loader_dir(L),
-                               c->rope.dim);
+        if (c->rope.dim / 2 > 512 || c->rope.dim <= 0) {
+            srp_err_set(srp_loader_err(L), SRP_EUNSUPPORTED,
+                        "%s: %d rotary channels per head (at most 1024)", srp_loader_dir(L),
+                        c->rope.dim);
+            return NULL;
+        }
         rope_inv_freq(&c->rope, f);
         rc = srp_load_host_vector(L, &w->inv_freq, f, c->rope.dim / 2);
     }
-    if (rc) return rc;
+    return rc ? NULL : w;
+}
+
+int srp_load_attn_mixer(srp_loader *L, srp_block *bl, const char *prefix) {
+    srp_attn_weights *w = srp_load_attn_weights(L, prefix);
+    if (!w) return srp_loader_failed(L);
     return srp_block_add_mixer(L, bl, SRP_MIXER_ATTENTION, w, NULL, 1) ? 0 : SRP_EINVAL;
 }
 
-int srp_load_mlp_mixer(srp_loader *L, srp_block *bl, const char *prefix_in,
-                       const srp_mlp_names *n) {
+/* "x.weight" -> "x.bias" under prefix. */
+static const char *bias_of(srp_loader *L, const char *prefix, const char *weight) {
+    const size_t n = strlen(weight);
+    const size_t stem = n > 7 && !strcmp(weight + n - 7, ".weight") ? n - 7 : n;
+    return srp_lname(L, "%s%.*s.bias", prefix, (int)stem, weight);
+}
+
+srp_mlp_weights *srp_load_mlp_weights(srp_loader *L, const char *prefix_in,
+                                      const srp_mlp_names *n) {
     char prefix[256]; /* prefix_in may be a srp_lname buffer, which later calls reuse */
     snprintf(prefix, sizeof prefix, "%s", prefix_in);
     const srp_config *cfg = &srp_loader_model(L)->cfg;
@@ -145,34 +159,50 @@ int srp_load_mlp_mixer(srp_loader *L, srp_block *bl, const char *prefix_in,
                                             "down_proj.weight", NULL };
     if (!n) n = &defaults;
     srp_mlp_weights *w = srp_load_alloc(L, sizeof *w);
-    if (!w) return SRP_ENOMEM;
+    if (!w) return NULL;
     int rc;
+    /* [gate | up] rows with gate_mult folded into the gate's (its bias too: transformers
+     * multiplies gate(x), bias included) */
+    srp_load_part p[2];
+    int np = 1;
     if (!c->gated) {
-        rc = srp_load(L, &w->up, H, d, SRP_INIT_MATRIX, srp_lname(L, "%s%s", prefix, n->up));
+        p[0] = (srp_load_part){ srp_lname(L, "%s%s", prefix, n->up), H, 0, H, 1.0f };
     } else if (n->gate_up) {
         const char *gu = srp_lname(L, "%s%s", prefix, n->gate_up);
-        const srp_load_part p[2] = { { gu, 2 * H, 0, H, c->gate_mult }, { gu, 2 * H, H, H, 1.0f } };
-        rc = srp_load_concat(L, &w->up, d, SRP_INIT_MATRIX, 2, p);
+        p[0] = (srp_load_part){ gu, 2 * H, 0, H, c->gate_mult };
+        p[1] = (srp_load_part){ gu, 2 * H, H, H, 1.0f };
+        np = 2;
     } else {
-        const srp_load_part p[2] = { { srp_lname(L, "%s%s", prefix, n->gate), H, 0, H,
-                                       c->gate_mult },
-                                     { srp_lname(L, "%s%s", prefix, n->up), H, 0, H, 1.0f } };
-        rc = srp_load_concat(L, &w->up, d, SRP_INIT_MATRIX, 2, p);
+        p[0] = (srp_load_part){ srp_lname(L, "%s%s", prefix, n->gate), H, 0, H, c->gate_mult };
+        p[1] = (srp_load_part){ srp_lname(L, "%s%s", prefix, n->up), H, 0, H, 1.0f };
+        np = 2;
     }
+    rc = srp_load_concat(L, &w->up, d, SRP_INIT_MATRIX, np, p);
     if (!rc && c->bias) {
-        if (c->gated)
-            return srp_err_set(srp_loader_err(L), SRP_EUNSUPPORTED,
-                               "%s: gated MLPs with biases are not supported", srp_loader_dir(L));
-        rc = srp_load(L, &w->up_bias, 1, H, SRP_INIT_BIAS, srp_lname(L, "%sup_proj.bias", prefix));
+        srp_load_part b[2];
+        const char *wn[2] = { !c->gated    ? n->up
+                              : n->gate_up ? n->gate_up
+                                           : n->gate,
+                              n->gate_up ? n->gate_up : n->up };
+        for (int i = 0; i < np; i++) {
+            b[i] = p[i];
+            b[i].name = bias_of(L, prefix, wn[i]);
+        }
+        rc = srp_load_concat(L, &w->up_bias, 1, SRP_INIT_BIAS, np, b);
     }
     if (!rc)
         rc = srp_load(L, &w->down, d, H, SRP_INIT_MATRIX, srp_lname(L, "%s%s", prefix, n->down));
     if (!rc && c->bias) {
-        const srp_load_part b = { srp_lname(L, "%sdown_proj.bias", prefix), d, 0, d,
+        const srp_load_part b = { bias_of(L, prefix, n->down), d, 0, d,
                                   c->out_mult * cfg->resid_mult };
         rc = srp_load_concat(L, &w->down_bias, 1, SRP_INIT_BIAS, 1, &b);
     }
-    if (rc) return rc;
+    return rc ? NULL : w;
+}
+
+int srp_load_mlp_mixer(srp_loader *L, srp_block *bl, const char *prefix, const srp_mlp_names *n) {
+    srp_mlp_weights *w = srp_load_mlp_weights(L, prefix, n);
+    if (!w) return srp_loader_failed(L);
     return srp_block_add_mixer(L, bl, SRP_MIXER_MLP, w, NULL, 0) ? 0 : SRP_EINVAL;
 }
 

@@ -1,7 +1,8 @@
 /* The mixers the layer stack runs (private to engine/): one file each (engine/mixer_*.c), each
  * a short sequence of backend operations. A mixer reads the block's normalised input
- * (ws.normed) and adds its output, times the block's multipliers, into the residual stream
- * (ws.resid). */
+ * (srp_mixer_in: ws.normed) and adds its output, times the block's multipliers, into the
+ * block's output (srp_mixer_out: the residual stream ws.resid unless the block says otherwise;
+ * eng->io.acc says whether to add to it or write it). */
 #ifndef SRP_MIXER_H
 #define SRP_MIXER_H
 
@@ -26,6 +27,14 @@ extern const srp_mixer_ops srp_mixer_mamba1_ops;
 
 static inline srp_mat srp_ws_rows(srp_mat m, int n) {
     return srp_mat_rows(m, 0, n);
+}
+
+/* The block's normalised input and its output, first T rows (engine_internal.h srp_block_io). */
+static inline srp_mat srp_mixer_in(const srp_engine *eng, int T) {
+    return srp_ws_rows(eng->io.in, T);
+}
+static inline srp_mat srp_mixer_out(const srp_engine *eng, int T) {
+    return srp_ws_rows(eng->io.out, T);
 }
 
 static inline const srp_weight *srp_opt(const srp_weight *w) {

@@ -1,5 +1,6 @@
 /* The Mamba-2 mixer: in_proj -> causal conv1d over x, B, C -> SSD scan (or the one-token state
- * update) -> gated RMSNorm -> out_proj (research/model-spec.md section 1). */
+ * update) -> gated RMSNorm (or Falcon-H1's norm-then-gate, or the gate alone) -> out_proj
+ * (research/model-spec.md section 1). */
 #include "mixer.h"
 
 static int run(srp_engine *eng, const srp_mixer *mx, int T, srp_err *e) {
@@ -10,8 +11,8 @@ static int run(srp_engine *eng, const srp_mixer *mx, int T, srp_err *e) {
     const srp_mamba_state *st = &eng->mamba[mx->state_index];
     const int Di = c->d_inner, GN = c->groups * c->state;
     srp_mat proj = srp_mat_cols(srp_ws_rows(eng->ws.proj, T), 0, c->d_in_proj);
-    SRP_TRY(be->gemm(be, srp_ws_rows(eng->ws.normed, T), &w->in_proj, srp_opt(&w->in_proj_bias),
-                     proj, c->in_mult, 0, e));
+    SRP_TRY(be->gemm(be, srp_mixer_in(eng, T), &w->in_proj, srp_opt(&w->in_proj_bias), proj,
+                     c->in_mult, 0, e));
     /* in_proj output order: [z | xBC | dt] (mamba2.py "Order: [z, x, B, C, dt]") */
     srp_mat z = srp_mat_cols(proj, 0, Di);
     srp_mat xbc = srp_mat_cols(proj, Di, c->conv_dim);
@@ -26,9 +27,19 @@ static int run(srp_engine *eng, const srp_mixer *mx, int T, srp_err *e) {
                            c->conv_kernel, c->chunk_size, c->dt_min, c->dt_max,
                            &w->A_log,      &w->dt_bias,   &w->D };
     SRP_TRY(be->ssd(be, &p, x, B, C, dt, st, y, e));
-    SRP_TRY(be->gated_rmsnorm(be, y, z, &w->norm, c->norm_group, cfg->norm_eps, y, e));
-    return be->gemm(be, y, &w->out_proj, srp_opt(&w->out_proj_bias), srp_ws_rows(eng->ws.resid, T),
-                    c->out_mult * cfg->resid_mult, 1, e);
+    switch (c->gate_norm) {
+    case SRP_GATE_NORM_AFTER:
+        SRP_TRY(be->gated_rmsnorm(be, y, z, &w->norm, c->norm_group, c->norm_eps, y, e));
+        break;
+    case SRP_GATE_NORM_BEFORE:
+        SRP_TRY(be->rmsnorm_gate(be, y, z, &w->norm, c->norm_group, c->norm_eps, y, e));
+        break;
+    case SRP_GATE_NO_NORM:
+        SRP_TRY(be->activate_gated(be, SRP_ACT_SILU, z, y, y, e));
+        break;
+    }
+    return be->gemm(be, y, &w->out_proj, srp_opt(&w->out_proj_bias), srp_mixer_out(eng, T),
+                    c->out_mult * cfg->resid_mult, eng->io.acc, e);
 }
 
 static void ws_need(const srp_config *c, srp_ws_need *n) {

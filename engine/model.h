@@ -21,14 +21,21 @@ typedef struct srp_mamba1_weights {
         out_proj_bias, dt_norm, b_norm, c_norm;
 } srp_mamba1_weights;
 
-/* q, k and v are one matrix [q | k | v] (one GEMM); inv_freq holds RoPE's frequencies. */
+/* q, k and v are one matrix [q | k | v] (one GEMM); inv_freq holds RoPE's frequencies.
+ * Optional low-rank adapters (Zamba2: one per use of a shared block, the rest of the struct a
+ * copy of the shared weights): adapter_a is [A_q; A_k; A_v] (3 * rank rows), the B's map rank
+ * back to q, k and v. */
 typedef struct srp_attn_weights {
     srp_weight qkv, qkv_bias, o, o_bias, inv_freq;
+    srp_weight adapter_a, adapter_bq, adapter_bk, adapter_bv;
 } srp_attn_weights;
 
-/* Gated: up is [gate | up] (2 * hidden rows), else [hidden] rows. */
+/* Gated: up is [gate | up] (2 * hidden rows), else [hidden] rows. Optional: a low-rank adapter
+ * added to up's output (adapter_b * adapter_a), and post, a projection of down's output
+ * (Zamba2). */
 typedef struct srp_mlp_weights {
     srp_weight up, up_bias, down, down_bias;
+    srp_weight adapter_a, adapter_b, post;
 } srp_mlp_weights;
 
 /* One mixer of a block: its kind, its weights (of the kind's type; several blocks may share

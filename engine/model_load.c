@@ -25,6 +25,9 @@ srp_model *srp_loader_model(srp_loader *L) {
 srp_err *srp_loader_err(srp_loader *L) {
     return L->e;
 }
+int srp_loader_failed(srp_loader *L) {
+    return L->e && L->e->code ? L->e->code : SRP_EINVAL;
+}
 const char *srp_loader_dir(srp_loader *L) {
     return L->dir;
 }

@@ -60,6 +60,9 @@ void *srp_load_alloc(srp_loader *L, size_t bytes);
 /* The model being loaded. */
 srp_model *srp_loader_model(srp_loader *L);
 srp_err *srp_loader_err(srp_loader *L);
+/* The error code L's error holds (SRP_EINVAL if none was recorded), for returning after a
+ * function that returned NULL. */
+int srp_loader_failed(srp_loader *L);
 const char *srp_loader_dir(srp_loader *L);
 
 /* Adds a block for config block `b` with its norm loaded from `norm` (rows = width). */
@@ -77,6 +80,10 @@ typedef struct srp_mlp_names {
     const char *gate_up;
 } srp_mlp_names;
 int srp_load_mlp_mixer(srp_loader *L, srp_block *bl, const char *prefix, const srp_mlp_names *n);
+/* The weights alone, for mixers that several blocks share (Zamba2): NULL with L's error set.
+ * A block adds them with srp_block_add_mixer (or a copy with its own adapters). */
+srp_attn_weights *srp_load_attn_weights(srp_loader *L, const char *prefix);
+srp_mlp_weights *srp_load_mlp_weights(srp_loader *L, const char *prefix, const srp_mlp_names *n);
 /* Mamba-1 (engine/load_mamba1.c): in_proj, conv1d, x_proj, dt_proj (weight and bias), A_log, D,
  * out_proj (+ in/out biases and the conv bias as the config says), and with weighted dt/B/C norms
  * (bcdt_norm 2) the norm weights named in n (NULL: Jamba's dt_layernorm, b_layernorm,

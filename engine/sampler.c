@@ -63,7 +63,13 @@ static int process_row(const float *logits, int n, const srp_sample_params *p, f
     for (int i = 0; i < n; i++) out[i] = isfinite(logits[i]) ? logits[i] : -INFINITY;
     for (int i = 0; i < p->n_logit_bias; i++) {
         int32_t id = p->logit_bias_ids[i];
-        if (id >= 0 && id < n && isfinite(p->logit_bias[i])) out[id] += p->logit_bias[i];
+        if (id < 0 || id >= n) continue;
+        /* -inf bans the token (min_tokens holds the stop ids off this way); NaN and +inf are
+         * not biases anyone can mean and are ignored */
+        if (p->logit_bias[i] == -INFINITY)
+            out[id] = -INFINITY;
+        else if (isfinite(p->logit_bias[i]))
+            out[id] += p->logit_bias[i];
     }
     if (rep) {
         for (int i = 0; i < n; i++) {

@@ -2,6 +2,9 @@
  * reference fixtures (tests/reference/make_fixtures.py), and the engine against itself: prefill
  * against step-by-step decode, packed batches against single sequences, chunked prefill against
  * one prefill, reused slots against fresh ones. */
+#include <dirent.h>
+#include <unistd.h>
+
 #include "engine.h"
 #include "json_file.h"
 #include "test.h"
@@ -12,7 +15,9 @@ typedef struct {
     int n_ids, n_greedy;
     int32_t ids[1024], greedy[128];
     float margins[128];
-    float *logits; /* [n_ids x vocab] */
+    float *logits;   /* [n_ids x vocab] */
+    float *stepwise; /* [n_ids x vocab], fed a token at a time (dynamic RoPE fixtures), or NULL */
+    int uncached_agrees; /* transformers' greedy (cached) tokens are its uncached argmax too */
 } ref_prompt;
 
 typedef struct {
@@ -22,19 +27,88 @@ typedef struct {
     ref_prompt p[MAX_PROMPTS];
 } reference;
 
-static const char *const FIXTURES[] = {
+/* The committed fixtures. SERPENT_FIXTURES_DIR runs the same tests over another folder (the
+ * hold-out set: every subfolder with a reference.json, or the comma-separated names in
+ * SERPENT_FIXTURES). */
+static const char *const DEFAULT_FIXTURES[] = {
     "nemotron_h_pattern",
     "nemotron_h_list",
     "mamba2_tied",
     "mamba2_untied",
     "nemotron_h_spm",
+    "bamba",
+    "falcon_h1_bpe",
+    "falcon_h1_no_mixer_norm",
+    "falcon_h1_norm_before_gate",
+    "zamba2_bpe",
+    "zamba2_plain",
+    "llama_default_untied",
+    "llama_dynamic",
+    "llama_linear_tied",
+    "llama_llama3",
     /* Mamba-1 and FalconMamba (issue 13) */
     "mamba_tied",
     "mamba_untied",
     "mamba_bpe",
     "falcon_mamba",
 };
-#define N_FIXTURES ((int)(sizeof FIXTURES / sizeof FIXTURES[0]))
+#define MAX_FIXTURES 64
+static char fixture_names[MAX_FIXTURES][256];
+static int n_fixture_names = -1;
+
+static const char *fixtures_dir(void) {
+    const char *d = getenv("SERPENT_FIXTURES_DIR");
+    return d && *d ? d : srp_test_path("fixtures");
+}
+
+static int cmp_names(const void *a, const void *b) {
+    return strcmp((const char *)a, (const char *)b);
+}
+
+static int n_fixtures(void) {
+    if (n_fixture_names >= 0) return n_fixture_names;
+    n_fixture_names = 0;
+    const char *list = getenv("SERPENT_FIXTURES"), *dir = getenv("SERPENT_FIXTURES_DIR");
+    if (list && *list) {
+        char buf[4096];
+        snprintf(buf, sizeof buf, "%s", list);
+        for (char *t = strtok(buf, ","); t && n_fixture_names < MAX_FIXTURES; t = strtok(NULL, ","))
+            snprintf(fixture_names[n_fixture_names++], 256, "%s", t);
+    } else if (dir && *dir) {
+        DIR *dp = opendir(dir);
+        struct dirent *de;
+        while (dp && (de = readdir(dp)) && n_fixture_names < MAX_FIXTURES) {
+            char path[1024];
+            snprintf(path, sizeof path, "%s/%s/reference.json", dir, de->d_name);
+            if (de->d_name[0] != '.' && access(path, R_OK) == 0)
+                snprintf(fixture_names[n_fixture_names++], 256, "%s", de->d_name);
+        }
+        if (dp) closedir(dp);
+        qsort(fixture_names, (size_t)n_fixture_names, sizeof fixture_names[0], cmp_names);
+    } else {
+        for (size_t i = 0; i < sizeof DEFAULT_FIXTURES / sizeof DEFAULT_FIXTURES[0]; i++)
+            snprintf(fixture_names[n_fixture_names++], 256, "%s", DEFAULT_FIXTURES[i]);
+    }
+    return n_fixture_names;
+}
+
+#define N_FIXTURES n_fixtures()
+#define FIXTURES   fixture_names
+
+static float *read_f32(const char *dir, const char *name, size_t n) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    float *v = malloc(n * sizeof(float));
+    if (!f || !v || fread(v, sizeof(float), n, f) != n) {
+        fprintf(stderr, "cannot read %s\n", path);
+        if (f) fclose(f);
+        free(v);
+        return NULL;
+    }
+    fclose(f);
+    return v;
+}
 
 static int read_ints(const cJSON *arr, int32_t *out, int cap) {
     int n = 0;
@@ -45,47 +119,47 @@ static int read_ints(const cJSON *arr, int32_t *out, int cap) {
 
 static int load_reference(reference *r, const char *name) {
     memset(r, 0, sizeof *r);
-    snprintf(r->dir, sizeof r->dir, "%s", srp_test_path("fixtures"));
-    snprintf(r->dir + strlen(r->dir), sizeof r->dir - strlen(r->dir), "/%s", name);
+    snprintf(r->dir, sizeof r->dir, "%s/%s", fixtures_dir(), name);
     char path[700];
     srp_err e = { 0 };
     snprintf(path, sizeof path, "%s/config.json", r->dir);
     cJSON *cfg = srp_json_load_file(path, &e);
     snprintf(path, sizeof path, "%s/reference.json", r->dir);
-    cJSON *ref = srp_json_load_file(path, &e);
+    cJSON *ref = cfg ? srp_json_load_file(path, &e) : NULL;
     if (!cfg || !ref) {
         fprintf(stderr, "%s\n", e.msg);
+        cJSON_Delete(cfg);
         return -1;
     }
     r->vocab = cJSON_GetObjectItem(cfg, "vocab_size")->valueint;
     const cJSON *pr;
+    int rc = 0;
     cJSON_ArrayForEach(pr, cJSON_GetObjectItem(ref, "prompts")) {
         if (r->n_prompts == MAX_PROMPTS) break;
         ref_prompt *p = &r->p[r->n_prompts++];
         p->n_ids = read_ints(cJSON_GetObjectItem(pr, "ids"), p->ids, 1024);
         p->n_greedy = read_ints(cJSON_GetObjectItem(pr, "greedy"), p->greedy, 128);
+        p->uncached_agrees = !cJSON_IsFalse(cJSON_GetObjectItem(pr, "uncached_agrees"));
         int k = 0;
         const cJSON *m;
         cJSON_ArrayForEach(m, cJSON_GetObjectItem(pr, "margins")) if (k < 128) p->margins[k++] =
             (float)m->valuedouble;
-        snprintf(path, sizeof path, "%s/%s", r->dir,
-                 cJSON_GetObjectItem(pr, "logits")->valuestring);
-        FILE *f = fopen(path, "rb");
-        size_t n = (size_t)p->n_ids * r->vocab;
-        p->logits = malloc(n * sizeof(float));
-        if (!f || fread(p->logits, sizeof(float), n, f) != n) {
-            fprintf(stderr, "cannot read %s\n", path);
-            return -1;
-        }
-        fclose(f);
+        const size_t n = (size_t)p->n_ids * r->vocab;
+        p->logits = read_f32(r->dir, cJSON_GetObjectItem(pr, "logits")->valuestring, n);
+        const cJSON *sw = cJSON_GetObjectItem(pr, "logits_stepwise");
+        if (cJSON_IsString(sw)) p->stepwise = read_f32(r->dir, sw->valuestring, n);
+        if (!p->logits || (cJSON_IsString(sw) && !p->stepwise)) rc = -1;
     }
     cJSON_Delete(cfg);
     cJSON_Delete(ref);
-    return 0;
+    return rc;
 }
 
 static void free_reference(reference *r) {
-    for (int i = 0; i < r->n_prompts; i++) free(r->p[i].logits);
+    for (int i = 0; i < r->n_prompts; i++) {
+        free(r->p[i].logits);
+        free(r->p[i].stepwise);
+    }
 }
 
 /* The same tests run on the GPU machine with SERPENT_TEST_BACKEND=cuda (ctest label gpu). */
@@ -179,7 +253,11 @@ TEST(fixtures_prefill_logits_match_transformers) {
 
 TEST(fixtures_greedy_matches_transformers) {
     /* Tokens must agree up to the first position where the reference's top two logits are
-     * closer than near_tie(): beyond a near-tie, rounding may rightly pick the other one. */
+     * closer than near_tie(): beyond a near-tie, rounding may rightly pick the other one. Where
+     * transformers' own cached generate() left its uncached argmax (uncached_agrees false: the
+     * Zamba2 fixture's first prompt), the engine follows the uncached computation, which the
+     * logits test checks, so the comparison ends at the first difference; dynamic-RoPE fixtures
+     * are the exception (uncached_agrees false by design, and the engine follows generate()). */
     for (int f = 0; f < N_FIXTURES; f++) {
         reference r;
         REQUIRE(load_reference(&r, FIXTURES[f]) == 0);
@@ -203,9 +281,18 @@ TEST(fixtures_greedy_matches_transformers) {
                                          .step = (uint64_t)k };
                 int32_t tok;
                 REQUIRE(srp_engine_sample(eng, lg, &sp, &tok, &e) == 0);
-                CHECKF(tok == p->greedy[k], "%s prompt %d: token %d is %d, transformers %d",
-                       FIXTURES[f], i, k, tok, p->greedy[k]);
-                if (tok != p->greedy[k]) break;
+                const int strict = p->uncached_agrees || p->stepwise;
+                CHECKF(tok == p->greedy[k] || !strict,
+                       "%s prompt %d: token %d is %d, transformers %d", FIXTURES[f], i, k, tok,
+                       p->greedy[k]);
+                if (tok != p->greedy[k]) {
+                    if (!strict)
+                        fprintf(stderr,
+                                "  %s prompt %d: token %d is %d, transformers' cached generate %d "
+                                "(its uncached pass disagrees with it on this prompt)\n",
+                                FIXTURES[f], i, k, tok, p->greedy[k]);
+                    break;
+                }
                 compared++;
                 srp_step_item next = { &s, &tok, 1, SRP_LOGITS_LAST };
                 REQUIRE(srp_engine_step(eng, &next, 1, &lg, &e) == 0);
@@ -232,6 +319,20 @@ TEST(engine_prefill_equals_stepwise_decode) {
         float *whole = malloc(n * sizeof(float)), *steps = malloc(n * sizeof(float));
         REQUIRE(prefill_logits(eng, p->ids, p->n_ids, 0, whole) == 0);
         REQUIRE(prefill_logits(eng, p->ids, p->n_ids, 1, steps) == 0);
+        if (p->stepwise) {
+            /* dynamic RoPE: a token at a time is its own computation (the base grows with each
+             * step), which transformers' cached forward gives too; chunks would be another */
+            double err = rel_err(steps, p->stepwise, (int64_t)n);
+            CHECKF(err < logits_tol(), "%s: decode vs transformers' stepwise relative error %.3g",
+                   FIXTURES[f], err);
+            fprintf(stderr, "  %s: decode vs transformers' token-by-token logits %.2e\n",
+                    FIXTURES[f], err);
+            free(whole);
+            free(steps);
+            srp_engine_close(eng);
+            free_reference(&r);
+            continue;
+        }
         double err = rel_err(steps, whole, (int64_t)n);
         CHECKF(err < self_tol(), "%s: decode vs prefill relative error %.3g", FIXTURES[f], err);
         fprintf(stderr, "  %s: decode vs prefill relative error %.2e\n", FIXTURES[f], err);

@@ -111,7 +111,7 @@ TEST(config_errors_name_the_field) {
         const char *json, *want;
         int code;
     } cases[] = {
-        { "{\"architectures\":[\"LlamaForCausalLM\"]}", "LlamaForCausalLM", SRP_EUNSUPPORTED },
+        { "{\"architectures\":[\"GPT2LMHeadModel\"]}", "GPT2LMHeadModel", SRP_EUNSUPPORTED },
         { "{\"hidden_size\":8}", "architectures", SRP_EFORMAT },
         { "{\"model_type\":\"mamba2\",\"hidden_size\":\"big\"}", "hidden_size", SRP_EFORMAT },
         { "{\"model_type\":\"mamba2\",\"hidden_size\":-4}", "hidden_size", SRP_EFORMAT },

@@ -321,6 +321,12 @@ TEST(sampler_nonfinite_processor_values_ignored) {
     p = sampled(0.0f, 0, 1.0f, 0.0f, 0);
     p.n_logit_bias = 2, p.logit_bias_ids = far, p.logit_bias = big;
     CHECK(row_token(l, 4, &p) == 1);
+    /* -inf bans a token (min_tokens uses it on the stop ids) */
+    int32_t ban[1] = { 1 };
+    float minus_inf[1] = { -INFINITY };
+    p = sampled(0.0f, 0, 1.0f, 0.0f, 0);
+    p.n_logit_bias = 1, p.logit_bias_ids = ban, p.logit_bias = minus_inf;
+    CHECK(row_token(l, 4, &p) == 2);
 }
 
 TEST(sampler_forced_token_outside_the_row_is_drawn) {

@@ -318,11 +318,13 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->ssd = srp_cpu_ssd;
     b->selective_scan = srp_cpu_selective_scan;
     b->gated_rmsnorm = cpu_gated_rmsnorm;
+    b->rmsnorm_gate = srp_cpu_rmsnorm_gate;
     b->attention = srp_cpu_attention;
     b->activate = cpu_activate;
     b->activate_gated = cpu_activate_gated;
     b->rope = srp_cpu_rope;
     b->gather_rows = cpu_gather_rows;
+    b->add = srp_cpu_add;
     b->sample = cpu_sample;
     b->sample_extras = 1;
     b->sync = cpu_sync;

@@ -45,6 +45,9 @@ int srp_cpu_selective_scan(srp_backend *be, const srp_s6_params *p, srp_mat x, s
                            srp_mat B, srp_mat C, srp_mat z, const srp_mamba_state *st, srp_mat y,
                            srp_err *e);
 int srp_cpu_rope(srp_backend *be, const srp_rope_params *p, srp_mat q, srp_mat k, srp_err *e);
+int srp_cpu_rmsnorm_gate(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,
+                         float eps, srp_mat out, srp_err *e);
+int srp_cpu_add(srp_backend *be, srp_mat x, const srp_mat *y, srp_mat out, srp_err *e);
 int srp_cpu_attention(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
                       const srp_kv_layer *kv, srp_mat out, srp_err *e);
 

@@ -381,6 +381,13 @@ static int op_gated(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, 
                     float eps, srp_mat out, srp_err *e) {
     return srp_cuda_gated_rmsnorm(cuda_of(be), y, z, w, group, eps, out, e);
 }
+static int op_rmsnorm_gate(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,
+                           float eps, srp_mat out, srp_err *e) {
+    return srp_cuda_rmsnorm_gate(cuda_of(be), y, z, w, group, eps, out, e);
+}
+static int op_add(srp_backend *be, srp_mat x, const srp_mat *y, srp_mat out, srp_err *e) {
+    return srp_cuda_add(cuda_of(be), x, y, out, e);
+}
 static int op_attention(srp_backend *be, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
                         const srp_kv_layer *kv, srp_mat out, srp_err *e) {
     return srp_cuda_attention(cuda_of(be), p, q, k, v, kv, out, e);
@@ -466,11 +473,13 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     b->ssd = op_ssd;
     b->selective_scan = op_selective_scan;
     b->gated_rmsnorm = op_gated;
+    b->rmsnorm_gate = op_rmsnorm_gate;
     b->attention = op_attention;
     b->activate = op_activate;
     b->activate_gated = op_activate_gated;
     b->rope = op_rope;
     b->gather_rows = op_gather;
+    b->add = op_add;
     b->sample = op_sample;
     b->sync = cuda_sync;
     *out = b;

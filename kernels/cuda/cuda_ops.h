@@ -121,6 +121,10 @@ int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps
                      srp_err *e);
 int srp_cuda_gated_rmsnorm(cuda_backend *cb, srp_mat y, srp_mat z, const srp_weight *w, int group,
                            float eps, srp_mat out, srp_err *e);
+/* kernels/cuda/streams.cu: the hybrid families' wiring */
+int srp_cuda_rmsnorm_gate(cuda_backend *cb, srp_mat y, srp_mat z, const srp_weight *w, int group,
+                          float eps, srp_mat out, srp_err *e);
+int srp_cuda_add(cuda_backend *cb, srp_mat x, const srp_mat *y, srp_mat out, srp_err *e);
 int srp_cuda_activate(cuda_backend *cb, srp_act act, srp_mat x, srp_err *e);
 int srp_cuda_activate_gated(cuda_backend *cb, srp_act act, srp_mat gate, srp_mat up, srp_mat out,
                             srp_err *e);

@@ -547,3 +547,72 @@ TEST(gpu_sample_edge_cases) {
     check_sample_edges(5);
     check_sample_edges(3000);
 }
+
+/* The hybrid families' wiring ops (kernels/cuda/streams.cu): Falcon-H1's norm-then-gate on
+ * column slices, the fp32 stream add (a copy into half of a wider buffer, an in-place sum), and
+ * the bf16 GEMM accumulation the low-rank adapters use. */
+TEST(gpu_hybrid_wiring_ops) {
+    const int R = 21, C = 768, LD = 800, G = 192;
+    pair p = backends(R, 1, 1, 1, 1);
+    srp_err e = { 0 };
+    float *y = randv((int64_t)R * LD, 2), *z = randv((int64_t)R * LD, 2), *w = randv(C, 1);
+    srp_weight wc = weight(p.cpu, w, 1, C, 0), wg = weight(p.gpu, w, 1, C, 0);
+    for (int g = G; g <= C; g *= 4) {
+        srp_mat yc = put(p.cpu, SRP_F32, R, LD, y), yg = put(p.gpu, SRP_BF16, R, LD, y);
+        srp_mat zc = put(p.cpu, SRP_F32, R, LD, z), zg = put(p.gpu, SRP_BF16, R, LD, z);
+        REQUIRE(p.cpu->rmsnorm_gate(p.cpu, srp_mat_cols(yc, 16, C), srp_mat_cols(zc, 8, C), &wc, g,
+                                    1e-5f, srp_mat_cols(yc, 16, C), &e) == 0);
+        REQUIRE(p.gpu->rmsnorm_gate(p.gpu, srp_mat_cols(yg, 16, C), srp_mat_cols(zg, 8, C), &wg, g,
+                                    1e-5f, srp_mat_cols(yg, 16, C), &e) == 0);
+        float *a = get(p.gpu, yg), *b = get(p.cpu, yc);
+        const double err = rel(a, b, (int64_t)R * LD);
+        CHECKF(err < 1e-2, "rmsnorm_gate group %d: %.3g", g, err);
+        fprintf(stderr, "  rmsnorm_gate group %d: rel err %.2e\n", g, err);
+        free(a), free(b);
+    }
+    /* add: x copied into the left half of [x | e], then e + x summed in place into e */
+    const int D = 300;
+    float *x = randv((int64_t)R * D, 1), *wide = randv((int64_t)R * 2 * D, 1);
+    srp_mat xc = put(p.cpu, SRP_F32, R, D, x), xg = put(p.gpu, SRP_F32, R, D, x);
+    srp_mat dc = put(p.cpu, SRP_F32, R, 2 * D, wide), dg = put(p.gpu, SRP_F32, R, 2 * D, wide);
+    REQUIRE(p.cpu->add(p.cpu, xc, NULL, srp_mat_cols(dc, 0, D), &e) == 0);
+    REQUIRE(p.gpu->add(p.gpu, xg, NULL, srp_mat_cols(dg, 0, D), &e) == 0);
+    srp_mat rc = srp_mat_cols(dc, D, D), rg = srp_mat_cols(dg, D, D);
+    REQUIRE(p.cpu->add(p.cpu, xc, &rc, rc, &e) == 0);
+    REQUIRE(p.gpu->add(p.gpu, xg, &rg, rg, &e) == 0);
+    float *a = get(p.gpu, dg), *b = get(p.cpu, dc);
+    CHECKF(rel(a, b, (int64_t)R * 2 * D) < 1e-6, "add %.3g", rel(a, b, (int64_t)R * 2 * D));
+    free(a), free(b);
+    /* adapters: out (bf16 slice) += (x A^T) B^T */
+    const int K = 96, r = 8, N = 72;
+    float *xi = randv((int64_t)R * K, 1), *A = randv((int64_t)r * K, 0.3f),
+          *Bm = randv((int64_t)N * r, 0.3f), *o0 = randv((int64_t)R * (N + 20), 1);
+    srp_weight Ac = weight(p.cpu, A, r, K, 1), Ag = weight(p.gpu, A, r, K, 1);
+    srp_weight Bc = weight(p.cpu, Bm, N, r, 1), Bg = weight(p.gpu, Bm, N, r, 1);
+    srp_mat ic = put(p.cpu, SRP_F32, R, K, xi), ig = put(p.gpu, SRP_BF16, R, K, xi);
+    srp_mat oc = put(p.cpu, SRP_F32, R, N + 20, o0), og = put(p.gpu, SRP_BF16, R, N + 20, o0);
+    srp_mat mc = put(p.cpu, SRP_F32, R, r, NULL), mg = put(p.gpu, SRP_BF16, R, r, NULL);
+    REQUIRE(p.cpu->gemm(p.cpu, ic, &Ac, NULL, mc, 1.0f, 0, &e) == 0);
+    REQUIRE(p.gpu->gemm(p.gpu, ig, &Ag, NULL, mg, 1.0f, 0, &e) == 0);
+    REQUIRE(p.cpu->gemm(p.cpu, mc, &Bc, NULL, srp_mat_cols(oc, 10, N), 1.0f, 1, &e) == 0);
+    REQUIRE(p.gpu->gemm(p.gpu, mg, &Bg, NULL, srp_mat_cols(og, 10, N), 1.0f, 1, &e) == 0);
+    a = get(p.gpu, og), b = get(p.cpu, oc);
+    const double err = rel(a, b, (int64_t)R * (N + 20));
+    CHECKF(err < 1e-2, "adapter gemm accumulate %.3g", err);
+    fprintf(stderr, "  adapter gemms into a bf16 slice: rel err %.2e\n", err);
+    free(a), free(b), free(y), free(z), free(w), free(x), free(wide), free(xi), free(A), free(Bm),
+        free(o0);
+    release(&p);
+}
+
+/* The SSD shapes of the new families that the tensor-core kernel does not take: Falcon-H1's and
+ * Bamba's d_state 256 (the generic kernel, whose tiles must still fit on chip), and small heads
+ * (Falcon-H1's mamba_d_head 12 or 16) with states of 32 to 64. */
+TEST(gpu_ssd_families_shapes) {
+    int len[5] = { 1, 37, 3, 70, 1 }, past[5] = { 4, 0, 7, 2, 9 };
+    check_ssd(4, 64, 256, 1, 5, len, past, 1e-2, 1e-2);
+    check_ssd(8, 16, 64, 2, 5, len, past, 1e-2, 1e-2);
+    check_ssd(4, 12, 64, 2, 5, len, past, 1e-2, 1e-2);
+    int dl[4] = { 1, 1, 1, 1 }, dp[4] = { 3, 0, 100, 1 };
+    check_ssd(4, 64, 256, 1, 4, dl, dp, 1e-2, 1e-5);
+}

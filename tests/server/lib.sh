@@ -43,11 +43,13 @@ make_text_model() {
 }
 
 # start_server VAR BIN ARGS...: starts a server on a free port, waits for /health 200 and sets
-# VAR to its base URL and VAR_PID to its pid; the log is $work/VAR.log.
+# VAR to its base URL and VAR_PID to its pid; the log is $work/VAR.N.log, N counting the
+# servers. (One name per VAR raced: the background shell truncates the file only when it gets to
+# run, so the wait could read the previous server's port from it and hand out that URL.)
 start_server() {
   local var=$1 bin=$2
   shift 2
-  local log="$work/$var.log"
+  local log="$work/$var.${#servers[@]}.log"
   "$bin" serve --port 0 --backend cpu "$@" >"$log" 2>&1 &
   local pid=$!
   servers+=("$pid")
