@@ -1,7 +1,7 @@
 /* The Mamba-1 mixer: in_proj -> [x | z], causal conv1d over x (continuing from the slot's conv
  * window) -> x_proj -> [dt | B | C] (RMS-normalised for FalconMamba and Jamba) -> dt_proj -> the
  * selective scan (softplus of dt + bias inside; the one-token update for decoding sequences),
- * gated by silu(z) -> out_proj into the residual stream.
+ * gated by silu(z) -> out_proj into the block's output.
  *
  * The step's projection buffer holds, side by side: [x | z] (2 d_inner), dt (d_inner), and
  * x_proj's output [dt_rank | B | C]. */
@@ -16,8 +16,8 @@ static int run(srp_engine *eng, const srp_mixer *mx, int T, srp_err *e) {
     const int Di = c->d_inner, N = c->state, R = c->dt_rank;
     srp_mat proj = srp_ws_rows(eng->ws.proj, T);
     srp_mat xz = srp_mat_cols(proj, 0, 2 * Di);
-    SRP_TRY(be->gemm(be, srp_ws_rows(eng->ws.normed, T), &w->in_proj, srp_opt(&w->in_proj_bias), xz,
-                     1.0f, 0, e));
+    SRP_TRY(
+        be->gemm(be, srp_mixer_in(eng, T), &w->in_proj, srp_opt(&w->in_proj_bias), xz, 1.0f, 0, e));
     /* in_proj output order: [x | z] (modeling_mamba.py: hidden_states, gate = chunk(2)) */
     srp_mat x_in = srp_mat_cols(xz, 0, Di), z = srp_mat_cols(xz, Di, Di);
     srp_mat x = srp_mat_cols(srp_ws_rows(eng->ws.conv_out, T), 0, Di);
@@ -38,8 +38,8 @@ static int run(srp_engine *eng, const srp_mixer *mx, int T, srp_err *e) {
     srp_mat y = srp_mat_cols(srp_ws_rows(eng->ws.mix, T), 0, Di);
     const srp_s6_params p = { Di, N, &w->A_log, &w->dt_bias, &w->D };
     SRP_TRY(be->selective_scan(be, &p, x, dt, B, C, z, st, y, e));
-    return be->gemm(be, y, &w->out_proj, srp_opt(&w->out_proj_bias), srp_ws_rows(eng->ws.resid, T),
-                    cfg->resid_mult, 1, e);
+    return be->gemm(be, y, &w->out_proj, srp_opt(&w->out_proj_bias), srp_mixer_out(eng, T),
+                    cfg->resid_mult, eng->io.acc, e);
 }
 
 static void ws_need(const srp_config *c, srp_ws_need *n) {
