@@ -131,12 +131,12 @@ int main(int argc, char **argv) {
     const srp_config *c = srp_engine_config(eng);
     const double weight_bytes = (double)srp_engine_matrix_bytes(eng);
     const double state_bytes = (double)srp_engine_slot_bytes(eng);
-    printf("model: %s, %d layers (%d Mamba-2, %d attention, %d MLP), %.2f GB of matrices; "
-           "%d slots, %d KV blocks; loaded in %.1f s\n",
+    printf("model: %s, %d layers (%d Mamba-2, %d Mamba-1, %d attention, %d MLP), %.2f GB of "
+           "matrices; %.2f MB of state per sequence; %d slots, %d KV blocks; loaded in %.1f s\n",
            config, c->n_layers, srp_config_count(c, SRP_MIXER_MAMBA2),
-           srp_config_count(c, SRP_MIXER_ATTENTION), srp_config_count(c, SRP_MIXER_MLP),
-           weight_bytes / 1e9, srp_engine_total_slots(eng), srp_engine_total_blocks(eng),
-           now() - t0);
+           srp_config_count(c, SRP_MIXER_MAMBA1), srp_config_count(c, SRP_MIXER_ATTENTION),
+           srp_config_count(c, SRP_MIXER_MLP), weight_bytes / 1e9, state_bytes / 1e6,
+           srp_engine_total_slots(eng), srp_engine_total_blocks(eng), now() - t0);
     printf("ceilings: %.2f TB/s copy, %.0f TFLOP/s bf16\n\n", bw / 1e12, peak / 1e12);
 
     static int32_t ids[8192];

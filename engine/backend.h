@@ -83,6 +83,15 @@ typedef struct srp_mamba_params {
     const srp_weight *A_log, *dt_bias, *D; /* [heads] each */
 } srp_mamba_params;
 
+/* Mamba-1's selective scan (S6). A = -exp(A_log) has a row per channel; dt_bias and D may be
+ * NULL (zero). */
+typedef struct srp_s6_params {
+    int d_inner, state;
+    const srp_weight *A_log;   /* [d_inner, state] fp32 */
+    const srp_weight *dt_bias; /* [d_inner] */
+    const srp_weight *D;       /* [d_inner] */
+} srp_s6_params;
+
 typedef struct srp_attn_params {
     int heads, kv_heads, head_dim;
     float scale;
@@ -183,7 +192,8 @@ struct srp_backend {
      * [n_tokens, d]. */
     int (*embed)(srp_backend *be, const srp_weight *table, float scale, srp_mat out, srp_err *e);
 
-    /* out = x / sqrt(mean(x^2) + eps) * w, row by row; x fp32, out in act_dtype. */
+    /* out = x / sqrt(mean(x^2) + eps) * w, row by row; x fp32 or act_dtype, out in act_dtype
+     * (out may be x). w NULL: no weight (FalconMamba's norms of dt, B and C). */
     int (*rmsnorm)(srp_backend *be, srp_mat x, const srp_weight *w, float eps, srp_mat out,
                    srp_err *e);
 
@@ -203,6 +213,15 @@ struct srp_backend {
      * [T, heads] (softplus(dt + dt_bias) clamped to [dt_min, dt_max] inside). */
     int (*ssd)(srp_backend *be, const srp_mamba_params *p, srp_mat x, srp_mat B, srp_mat C,
                srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e);
+
+    /* Mamba-1's selective scan over every sequence, channel by channel, from the slot's SSM
+     * state h [d_inner][state] (zero when n_past = 0), writing the final state back:
+     *   delta = softplus(dt + dt_bias),  h = exp(delta A) * h + delta x B,
+     *   y = (C . h + D x) * silu(z)       (no gate when z.data is NULL).
+     * x, dt, z, y [T, d_inner] (dt raw, before the bias); B, C [T, state]. y may not alias the
+     * inputs. One-token sequences are the decode step's state update. */
+    int (*selective_scan)(srp_backend *be, const srp_s6_params *p, srp_mat x, srp_mat dt, srp_mat B,
+                          srp_mat C, srp_mat z, const srp_mamba_state *st, srp_mat y, srp_err *e);
 
     /* out = rmsnorm_groups(y * silu(z)) * w with groups of `group` consecutive elements. */
     int (*gated_rmsnorm)(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,

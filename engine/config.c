@@ -413,6 +413,8 @@ const char *srp_mixer_kind_name(srp_mixer_kind kind) {
         return "attention";
     case SRP_MIXER_MLP:
         return "mlp";
+    case SRP_MIXER_MAMBA1:
+        return "mamba1";
     case SRP_MIXER_COUNT:
         break;
     }

@@ -23,12 +23,15 @@ typedef enum {
     SRP_ARCH_FALCON_H1,
     SRP_ARCH_ZAMBA2,
     SRP_ARCH_LLAMA,
+    SRP_ARCH_MAMBA1,
+    SRP_ARCH_FALCON_MAMBA,
 } srp_arch;
 
 typedef enum {
     SRP_MIXER_MAMBA2,
     SRP_MIXER_ATTENTION,
     SRP_MIXER_MLP,
+    SRP_MIXER_MAMBA1,
     SRP_MIXER_COUNT /* not a mixer */
 } srp_mixer_kind;
 
@@ -58,6 +61,18 @@ typedef struct srp_mamba2_config {
     float in_mult, out_mult;
     float part_mult[5];
 } srp_mamba2_config;
+
+/* The Mamba-1 mixer (Gu & Dao 2023; transformers' modeling_mamba.py): in_proj -> [x | z], causal
+ * conv1d over x, x_proj -> [dt (dt_rank) | B (state) | C (state)], dt_proj, the selective scan S6
+ * with a per-channel A [d_inner, state], gated by silu(z), out_proj. */
+typedef struct srp_mamba1_config {
+    int d_inner, state, conv_kernel, dt_rank;
+    int proj_bias, conv_bias;
+    /* RMS norms of dt, B and C right after x_proj (dt before dt_proj): 0 none, 1 without weight
+     * (FalconMamba), 2 with learned weights (Jamba); eps is their epsilon. */
+    int bcdt_norm;
+    float bcdt_eps;
+} srp_mamba1_config;
 
 typedef enum {
     SRP_ROPE_NONE,    /* no position embedding */
@@ -147,6 +162,7 @@ typedef struct srp_config {
     srp_mamba2_config mamba2;
     srp_attn_config attn;
     srp_mlp_config mlp;
+    srp_mamba1_config mamba1;
 
     int bos_id, pad_id; /* -1 when absent */
     int n_eos;

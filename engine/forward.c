@@ -12,6 +12,8 @@ const srp_mixer_ops *srp_mixer_ops_of(srp_mixer_kind kind) {
         return &srp_mixer_attention_ops;
     case SRP_MIXER_MLP:
         return &srp_mixer_mlp_ops;
+    case SRP_MIXER_MAMBA1:
+        return &srp_mixer_mamba1_ops;
     case SRP_MIXER_COUNT:
         break;
     }

@@ -23,6 +23,7 @@ typedef struct srp_mixer_ops {
 const srp_mixer_ops *srp_mixer_ops_of(srp_mixer_kind kind);
 
 extern const srp_mixer_ops srp_mixer_mamba2_ops, srp_mixer_attention_ops, srp_mixer_mlp_ops;
+extern const srp_mixer_ops srp_mixer_mamba1_ops;
 
 static inline srp_mat srp_ws_rows(srp_mat m, int n) {
     return srp_mat_rows(m, 0, n);

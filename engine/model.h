@@ -13,6 +13,14 @@ typedef struct srp_mamba2_weights {
         out_proj_bias;
 } srp_mamba2_weights;
 
+/* Mamba-1: in_proj is [x | z] (2 * d_inner rows), x_proj [dt | B | C], dt_bias is dt_proj's bias,
+ * A_log [d_inner, state]; dt_norm, b_norm and c_norm are the learned weights of the dt, B and C
+ * norms (empty when the norms have none). */
+typedef struct srp_mamba1_weights {
+    srp_weight in_proj, in_proj_bias, conv, conv_bias, x_proj, dt_proj, dt_bias, A_log, D, out_proj,
+        out_proj_bias, dt_norm, b_norm, c_norm;
+} srp_mamba1_weights;
+
 /* q, k and v are one matrix [q | k | v] (one GEMM); inv_freq holds RoPE's frequencies.
  * Optional low-rank adapters (Zamba2: one per use of a shared block, the rest of the struct a
  * copy of the shared weights): adapter_a is [A_q; A_k; A_v] (3 * rank rows), the B's map rank

@@ -84,6 +84,15 @@ int srp_load_mlp_mixer(srp_loader *L, srp_block *bl, const char *prefix, const s
  * A block adds them with srp_block_add_mixer (or a copy with its own adapters). */
 srp_attn_weights *srp_load_attn_weights(srp_loader *L, const char *prefix);
 srp_mlp_weights *srp_load_mlp_weights(srp_loader *L, const char *prefix, const srp_mlp_names *n);
+/* Mamba-1 (engine/load_mamba1.c): in_proj, conv1d, x_proj, dt_proj (weight and bias), A_log, D,
+ * out_proj (+ in/out biases and the conv bias as the config says), and with weighted dt/B/C norms
+ * (bcdt_norm 2) the norm weights named in n (NULL: Jamba's dt_layernorm, b_layernorm,
+ * c_layernorm). */
+typedef struct srp_mamba1_names {
+    const char *dt_norm, *b_norm, *c_norm; /* e.g. "dt_layernorm.weight" */
+} srp_mamba1_names;
+int srp_load_mamba1_mixer(srp_loader *L, srp_block *bl, const char *prefix,
+                          const srp_mamba1_names *n);
 
 /* Adds a mixer of kind to bl with weights w; with `state` it gets a recurrent-state layer of
  * that shape in the slot pool, with wants_kv a KV-cache layer. */

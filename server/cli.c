@@ -214,6 +214,12 @@ int cli_open_engine(const cli_model_args *a, int max_seq_len, int max_batch_toke
         fprintf(stderr, "serpent: %s\n", e.msg);
         return 1;
     }
+    /* a recurrent model's memory per sequence does not grow with its length: say what it is */
+    const int64_t slot = srp_engine_slot_bytes(*eng);
+    if (slot >= 1000000)
+        fprintf(stderr, "serpent: recurrent state per sequence: %.2f MB\n", (double)slot / 1e6);
+    else if (slot > 0)
+        fprintf(stderr, "serpent: recurrent state per sequence: %.1f KB\n", (double)slot / 1e3);
     return 0;
 }
 

@@ -300,8 +300,12 @@ int cmd_serve(int argc, char **argv) {
     eo.gpu_memory_utilization = gpu_mem;
     if ((rc = load_model(srv, &ma, &eo, max_queue))) goto out;
     atomic_store(&srv->state, SRV_READY);
-    fprintf(stderr, "serpent: ready: model '%s', %d state slots, %d KV blocks, %s\n",
-            srv->cfg.model_name, srp_engine_total_slots(srv->eng),
+    const double slot = (double)srp_engine_slot_bytes(srv->eng);
+    fprintf(stderr,
+            "serpent: ready: model '%s', %d state slots (%.*f %s of recurrent state each), %d KV "
+            "blocks, %s\n",
+            srv->cfg.model_name, srp_engine_total_slots(srv->eng), slot < 1e6 ? 1 : 2,
+            slot < 1e6 ? slot / 1e3 : slot / 1e6, slot < 1e6 ? "KB" : "MB",
             srp_engine_total_blocks(srv->eng), srv->tok ? "tokenizer loaded" : "no tokenizer");
 
     int sig = 0;

@@ -128,6 +128,54 @@ assert abs(float(vals["perplexity"]) - math.exp(nll)) < 1e-3 * math.exp(nll), va
 assert int(vals["tokens"]) == len(ids)
 EOF
 
+# Mamba-1 as state-spaces/mamba-*-hf ship it (issue 13): text through the GPT-NeoX byte-level BPE
+# tokenizer.json (nothing prepended) gives transformers' greedy ids and text; score's logits of a
+# FalconMamba prompt are transformers'
+m=mamba_bpe
+mkdir -p "$tmp/bpe"
+python3 "$tests/text_cases.py" "$fx/$m/reference.json" "$tmp/bpe" 1e-2
+cases=0
+for f in "$tmp"/bpe/case_*.txt; do
+  want=$(cat "${f%.txt}.ids")
+  n=$(wc -w <<<"$want")
+  [ "$n" -gt 0 ] || continue
+  got=$("$bin" generate --model "$fx/$m" --prompt "$(cat "$f")" --max-tokens "$n" --temperature 0 \
+        --print-ids --ignore-eos --backend cpu 2>/dev/null)
+  [ "$got" = "$want" ] || fail "$m text prompt $(cat "$f"): got '$got', want '$want'"
+  cases=$((cases + 1))
+done
+[ "$cases" -ge 3 ] || fail "$m: only $cases text prompts compared"
+python3 - "$fx/$m/reference.json" "$tmp/bpe" <<'EOF2' || fail "$m: cannot list the full-length text cases"
+import json, sys
+for i, r in enumerate(json.load(open(sys.argv[1]))["prompts"]):
+    if min(r["margins"]) >= 1e-2:
+        open("%s/full_%d.txt" % (sys.argv[2], i), "w", encoding="utf-8").write(r["text"])
+        open("%s/full_%d.want" % (sys.argv[2], i), "w", encoding="utf-8").write(r["greedy_text"])
+        open("%s/full_%d.n" % (sys.argv[2], i), "w").write(str(len(r["greedy"])))
+EOF2
+for f in "$tmp"/bpe/full_*.txt; do
+  [ -e "$f" ] || continue
+  "$bin" generate --model "$fx/$m" --prompt "$(cat "$f")" --max-tokens "$(cat "${f%.txt}.n")" \
+    --temperature 0 --ignore-eos --backend cpu >"$tmp/bpe/got" 2>/dev/null || fail "$m generate"
+  printf '%s\n' "$(cat "${f%.txt}.want")" | cmp -s - "$tmp/bpe/got" ||
+    fail "$m text prompt $(cat "$f"): got '$(cat "$tmp/bpe/got")', want '$(cat "${f%.txt}.want")'"
+done
+m=falcon_mamba
+ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('$fx/$m/reference.json'))['prompts'][3]['ids'])))")
+"$bin" score --model "$fx/$m" --prompt-ids "$ids" --logits-out "$tmp/fm.f32" --backend cpu >/dev/null 2>&1 \
+  || fail "$m score failed"
+python3 - "$tmp/fm.f32" "$fx/$m" <<'EOF2' || fail "$m: score's logits differ from transformers'"
+import json, math, struct, sys
+got, d = open(sys.argv[1], "rb").read(), sys.argv[2]
+p = json.load(open(d + "/reference.json"))["prompts"][3]
+want = open(d + "/" + p["logits"], "rb").read()
+n = len(want) // 4
+assert len(got) == len(want), (len(got), len(want))
+g, w = struct.unpack("<%df" % n, got), struct.unpack("<%df" % n, want)
+err = math.sqrt(sum((a - b) ** 2 for a, b in zip(g, w)) / sum(b * b for b in w))
+assert err < 1e-3, err
+EOF2
+
 # generate stops at any end-of-sequence id of config.json, generation_config.json or the
 # tokenizer: serpent-tiny ends a chat turn with <|im_end|> (4), which only
 # generation_config.json names; the ids printed stop before it.

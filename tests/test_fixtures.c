@@ -46,6 +46,11 @@ static const char *const DEFAULT_FIXTURES[] = {
     "llama_dynamic",
     "llama_linear_tied",
     "llama_llama3",
+    /* Mamba-1 and FalconMamba (issue 13) */
+    "mamba_tied",
+    "mamba_untied",
+    "mamba_bpe",
+    "falcon_mamba",
 };
 #define MAX_FIXTURES 64
 static char fixture_names[MAX_FIXTURES][256];

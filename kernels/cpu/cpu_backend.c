@@ -121,8 +121,10 @@ static int cpu_embed(srp_backend *be, const srp_weight *table, float scale, srp_
 static int cpu_rmsnorm(srp_backend *be, srp_mat x, const srp_weight *w, float eps, srp_mat out,
                        srp_err *e) {
     (void)be;
-    (void)e;
-    const float *wt = w->m.data;
+    if (w && w->m.cols != x.cols)
+        return srp_err_set(e, SRP_EINVAL, "rmsnorm: weight of %lld for rows of %lld",
+                           (long long)w->m.cols, (long long)x.cols);
+    const float *wt = w ? w->m.data : NULL;
 #pragma omp parallel for schedule(static) if (x.rows * x.cols > CPU_PAR_MIN)
     for (int64_t r = 0; r < x.rows; r++) {
         const float *xr = cpu_row(x, r);
@@ -130,7 +132,10 @@ static int cpu_rmsnorm(srp_backend *be, srp_mat x, const srp_weight *w, float ep
         double ss = 0.0;
         for (int64_t c = 0; c < x.cols; c++) ss += (double)xr[c] * xr[c];
         float inv = (float)(1.0 / sqrt(ss / (double)x.cols + eps));
-        for (int64_t c = 0; c < x.cols; c++) o[c] = xr[c] * inv * wt[c];
+        if (wt)
+            for (int64_t c = 0; c < x.cols; c++) o[c] = xr[c] * inv * wt[c];
+        else
+            for (int64_t c = 0; c < x.cols; c++) o[c] = xr[c] * inv;
     }
     return 0;
 }
@@ -311,6 +316,7 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->gemm = cpu_gemm;
     b->conv1d = srp_cpu_conv1d;
     b->ssd = srp_cpu_ssd;
+    b->selective_scan = srp_cpu_selective_scan;
     b->gated_rmsnorm = cpu_gated_rmsnorm;
     b->rmsnorm_gate = srp_cpu_rmsnorm_gate;
     b->attention = srp_cpu_attention;

@@ -41,6 +41,9 @@ int srp_cpu_conv1d(srp_backend *be, srp_mat xbc, const srp_weight *w, const srp_
                    int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e);
 int srp_cpu_ssd(srp_backend *be, const srp_mamba_params *p, srp_mat x, srp_mat B, srp_mat C,
                 srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e);
+int srp_cpu_selective_scan(srp_backend *be, const srp_s6_params *p, srp_mat x, srp_mat dt,
+                           srp_mat B, srp_mat C, srp_mat z, const srp_mamba_state *st, srp_mat y,
+                           srp_err *e);
 int srp_cpu_rope(srp_backend *be, const srp_rope_params *p, srp_mat q, srp_mat k, srp_err *e);
 int srp_cpu_rmsnorm_gate(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,
                          float eps, srp_mat out, srp_err *e);

@@ -391,6 +391,11 @@ static int op_ssd(srp_backend *be, const srp_mamba_params *p, srp_mat x, srp_mat
                   srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e) {
     return srp_cuda_ssd(cuda_of(be), p, x, B, C, dt, st, y, e);
 }
+static int op_selective_scan(srp_backend *be, const srp_s6_params *p, srp_mat x, srp_mat dt,
+                             srp_mat B, srp_mat C, srp_mat z, const srp_mamba_state *st, srp_mat y,
+                             srp_err *e) {
+    return srp_cuda_selective_scan(cuda_of(be), p, x, dt, B, C, z, st, y, e);
+}
 static int op_gated(srp_backend *be, srp_mat y, srp_mat z, const srp_weight *w, int group,
                     float eps, srp_mat out, srp_err *e) {
     return srp_cuda_gated_rmsnorm(cuda_of(be), y, z, w, group, eps, out, e);
@@ -485,6 +490,7 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     b->gemm = op_gemm;
     b->conv1d = op_conv1d;
     b->ssd = op_ssd;
+    b->selective_scan = op_selective_scan;
     b->gated_rmsnorm = op_gated;
     b->rmsnorm_gate = op_rmsnorm_gate;
     b->attention = op_attention;

@@ -142,6 +142,9 @@ int srp_cuda_conv1d(cuda_backend *cb, srp_mat xbc, const srp_weight *w, const sr
                     int kernel, const srp_mamba_state *st, srp_mat out, srp_err *e);
 int srp_cuda_ssd(cuda_backend *cb, const srp_mamba_params *p, srp_mat x, srp_mat B, srp_mat C,
                  srp_mat dt, const srp_mamba_state *st, srp_mat y, srp_err *e);
+int srp_cuda_selective_scan(cuda_backend *cb, const srp_s6_params *p, srp_mat x, srp_mat dt,
+                            srp_mat B, srp_mat C, srp_mat z, const srp_mamba_state *st, srp_mat y,
+                            srp_err *e);
 int srp_cuda_attention(cuda_backend *cb, const srp_attn_params *p, srp_mat q, srp_mat k, srp_mat v,
                        const srp_kv_layer *kv, srp_mat out, srp_err *e);
 /* ---- attention (kernels/cuda/attention.cu) ---- */

@@ -65,7 +65,8 @@ __global__ void rmsnorm_kernel(const void *x, int x_bf16, int64_t ldx, const flo
     }
     const float inv = rsqrtf(block_sum(ss, red) / d + eps);
     for (int c = threadIdx.x; c < d; c += blockDim.x)
-        store_el(out, out_bf16, r * ldo + c, load_el(x, x_bf16, r * ldx + c) * inv * w[c]);
+        store_el(out, out_bf16, r * ldo + c,
+                 load_el(x, x_bf16, r * ldx + c) * inv * (w ? w[c] : 1.0f));
 }
 
 int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps, srp_mat out,
@@ -73,12 +74,14 @@ int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps
     int rc = check_act("rmsnorm", x, e);
     if (!rc) rc = check_act("rmsnorm", out, e);
     if (rc) return rc;
-    if (w->m.dtype != SRP_F32 || w->m.cols != x.cols)
+    if (w && (w->m.dtype != SRP_F32 || w->m.cols != x.cols))
         return srp_err_set(e, SRP_EINVAL, "rmsnorm: weight of %lld for rows of %lld",
                            (long long)w->m.cols, (long long)x.cols);
     if (x.rows == 0) return 0;
-    rmsnorm_kernel<<<(unsigned)x.rows, 256, 0, cb->stream>>>(
-        x.data, x.dtype == SRP_BF16, x.ld, (const float *)w->m.data, eps, out.data,
+    /* short rows (FalconMamba's dt, B and C: 16 to a few hundred values) need fewer threads */
+    const int threads = x.cols <= 64 ? 32 : x.cols <= 1024 ? 128 : 256;
+    rmsnorm_kernel<<<(unsigned)x.rows, threads, 0, cb->stream>>>(
+        x.data, x.dtype == SRP_BF16, x.ld, w ? (const float *)w->m.data : NULL, eps, out.data,
         out.dtype == SRP_BF16, out.ld, (int)x.cols);
     CUDA_LAUNCHED(e);
     return 0;
