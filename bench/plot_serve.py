@@ -5,6 +5,12 @@ prints the same figures as a Markdown table (mixed-load runs too, group by group
 
     bench/plot_serve.py serve-serpent.json serve-llama.json -o serve.png [--title TEXT]
     bench/plot_serve.py serve-*.json --table-only
+    bench/plot_serve.py --mixed mixed-X-decode.json mixed-X-long.json mixed-X.json
+
+--mixed checks issue 15's goals for latency under mixed load: the streams' inter-token p99
+while 16K-token prompts prefill, against the decode-only step at that batch (the p50 gap of the
+same clients alone), at most 3x; and the long prompts' prefill rate, against theirs alone, at
+least 80%.
 """
 import argparse
 import json
@@ -81,7 +87,7 @@ def plot(docs, out, title):
                     label=f"{label} p99")
     if not drawn:
         sys.exit("plot_serve.py: no closed-loop runs to draw")
-    io = {(r["input_len"], r["output_len"]) for d in docs for r in d["runs"]}
+    io = {(r["input_len"], r["output_len"]) for d in docs for r in d["runs"] if r["mode"] == "closed"}
     sub = ", ".join(f"{i} in / {o} out" for i, o in sorted(io))
     for ax, (key, ylabel, ylabel0) in zip(axes, panels):
         ax.set_xscale("log", base=2)
@@ -101,13 +107,36 @@ def plot(docs, out, title):
     print(f"plot: {out}")
 
 
+def mixed_check(decode_path, long_path, mixed_path):
+    dec, lng, mix = load([decode_path, long_path, mixed_path])
+    step = dec["runs"][0]["itl_ms"]["p50"]
+    alone = lng["runs"][0]["prefill_throughput"]
+    groups = mix["runs"][0]["groups"]
+    short, long_ = groups["short"], groups["long"]
+    p99, loaded = short["itl_ms"]["p99"], long_["prefill_throughput"]
+    ok_itl = p99 is not None and step and p99 <= 3 * step
+    ok_pf = loaded is not None and alone and loaded >= 0.8 * alone
+    label = mix["server"]["label"]
+    print(f"{label}: decode-only step at {short['clients']} clients {step:.2f} ms; under 16K "
+          f"prefill: inter-token p50 {short['itl_ms']['p50']:.2f} / p90 {short['itl_ms']['p90']:.2f}"
+          f" / p99 {p99:.2f} ms = {p99 / step:.2f}x the step ({'met' if ok_itl else 'NOT met'}: "
+          f"<= 3x); prefill {loaded:,.0f} tok/s against {alone:,.0f} alone = "
+          f"{loaded / alone:.0%} ({'met' if ok_pf else 'NOT met'}: >= 80%); "
+          f"{mix['server']['settings']}")
+    return ok_itl and ok_pf
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("results", nargs="+", help="serve_bench.py --result-json files")
+    ap.add_argument("results", nargs="*", help="serve_bench.py --result-json files")
+    ap.add_argument("--mixed", nargs=3, metavar=("DECODE", "LONG", "MIXED"),
+                    help="check the mixed-load goals on these three results")
     ap.add_argument("-o", "--output", default="serve.png")
     ap.add_argument("--title")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
+    if args.mixed:
+        sys.exit(0 if mixed_check(*args.mixed) else 1)
     docs = load(args.results)
     print(table(docs))
     if not args.table_only:

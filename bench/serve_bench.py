@@ -476,7 +476,9 @@ def main():
                     help="run groups of clients at once: name=N,clients=C,input=I,output=O"
                          "[,rate=R][,prompts=P] (repeat); with --duration, each runs that long")
     ap.add_argument("--duration", type=float, default=0,
-                    help="stop sending new requests after this many seconds (0: no limit)")
+                    help="stop sending new requests after this many seconds (0: no limit); "
+                         "requests in flight then finish. --group runs without prompts= send "
+                         "until then")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false")
     ap.add_argument("--warmup-input-len", type=int, default=16)
     ap.add_argument("--warmup-output-len", type=int, default=16)
@@ -523,7 +525,7 @@ def main():
     else:
         for c in args.concurrency.split(","):
             c = int(c)
-            n = max(args.num_prompts, c * args.prompts_per_client) if not args.duration else 10 ** 9
+            n = max(args.num_prompts, c * args.prompts_per_client)
             plans.append(({"mode": "closed", "concurrency": c, "request_rate": None},
                           [Group("all", c, args.input_len, args.output_len, n, None, args.seed)]))
 
