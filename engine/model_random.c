@@ -38,7 +38,21 @@ static int fill(gen *g, srp_weight *w, int64_t rows, int64_t cols, int is_matrix
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < (int64_t)n; i++)
         buf[i] = lo + (hi - lo) * (float)((mix(base + (uint64_t)i) >> 40) * (1.0 / 16777216.0));
-    return g->be->weight_load(g->be, buf, SRP_F32, rows, cols, is_matrix, w, g->e);
+    int rc = g->be->weight_load(g->be, buf, SRP_F32, rows, cols, is_matrix, w, g->e);
+    if (rc || w->owned) return rc;
+    /* the backend points into buf (the CPU backend does with fp32), which the next tensor
+     * overwrites: give the weight memory of its own */
+    const size_t bytes = n * sizeof(float);
+    void *own = NULL;
+    rc = g->be->alloc(g->be, bytes, &own, g->e);
+    if (!rc) rc = g->be->upload(g->be, own, buf, bytes, g->e);
+    if (rc) {
+        if (own) g->be->free(g->be, own);
+        return rc;
+    }
+    w->m.data = own;
+    w->owned = 1;
+    return 0;
 }
 
 static int fill_matrix(gen *g, srp_weight *w, int64_t rows, int64_t cols) {
