@@ -103,7 +103,8 @@ def main():
             legacy[cfg_key] = by_text[tok]
     legacy.pop("pad_token_id", None)
 
-    config = NemotronHConfig(**legacy)
+    config = NemotronHConfig(**{k: v for k, v in legacy.items()
+                                if k not in ("model_type", "architectures")})
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = NemotronHForCausalLM(config)
