@@ -177,7 +177,10 @@ async def send_request(session, url, body, rec, timeout):
                         rec.n_output = usage.get("completion_tokens", rec.n_output)
                         rec.n_prompt = usage.get("prompt_tokens", rec.n_prompt)
                     for ch in obj.get("choices") or ():
-                        if ch.get("text") or ch.get("delta", {}).get("content"):
+                        # a chunk with text, or with ids (serpent's return_token_ids: a
+                        # server without a tokenizer streams ids, no text)
+                        if (ch.get("text") or ch.get("token_ids")
+                                or (ch.get("delta") or {}).get("content")):
                             times.append(now)
                             break
             rec.t_end = time.perf_counter()
