@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sched_budget.h"
 #include "sched_internal.h"
 
 double srp_sched_now(void) {
@@ -16,6 +17,7 @@ struct srp_sched {
     srp_engine *eng;
     srp_sched_opts opts;
     int vocab, max_seq_len, max_batch_tokens, max_logits, max_seqs;
+    srp_budget budget; /* the engine thread's */
     pthread_t thread;
     int thread_started;
 
@@ -145,10 +147,26 @@ static void add_row(srp_sched *s, int *rows, srp_request *r, int prompt_row, int
     }
 }
 
+/* Prompt tokens this step may take beside n_decode decode tokens (sched_budget.c). */
+static int prefill_budget(srp_sched *s, int n_decode) {
+    int pending = 0;
+    for (int i = 0; i < s->n_running && !pending; i++)
+        pending = s->running[i]->n_fed < s->running[i]->n_prompt;
+    if (!pending) return 0;
+    int budget = srp_budget_prefill(&s->budget, n_decode);
+    if (budget > s->max_batch_tokens - n_decode) budget = s->max_batch_tokens - n_decode;
+    pthread_mutex_lock(&s->mu);
+    s->stats.prefill_budget = budget;
+    s->stats.decode_step_s = s->budget.last_decode_s;
+    s->stats.step_target_s = s->budget.last_target_s;
+    pthread_mutex_unlock(&s->mu);
+    return budget;
+}
+
 /* Lays out one step: a decode token of every request past its prompt, then prompt chunks in
- * admission order while the token budget and the logits rows last. Returns the item count. */
-static int plan_step(srp_sched *s, int *n_rows, int *prefill_tokens) {
-    int n = 0, rows = 0, budget = s->max_batch_tokens;
+ * admission order while the prefill budget and the logits rows last. Returns the item count. */
+static int plan_step(srp_sched *s, int *n_rows, int *n_decode, int *prefill_tokens) {
+    int n = 0, rows = 0;
     *prefill_tokens = 0;
     for (int i = 0; i < s->n_running; i++) {
         srp_request *r = s->running[i];
@@ -156,8 +174,9 @@ static int plan_step(srp_sched *s, int *n_rows, int *prefill_tokens) {
         s->items[n] = (srp_step_item){ &r->seq, &r->last_token, 1, SRP_LOGITS_LAST };
         s->item_req[n++] = r;
         add_row(s, &rows, r, 0, 0);
-        budget--;
     }
+    *n_decode = n;
+    int budget = prefill_budget(s, n);
     for (int i = 0; i < s->n_running && budget > 0; i++) {
         srp_request *r = s->running[i];
         if (r->n_fed >= r->n_prompt) continue;
@@ -213,11 +232,12 @@ static void fail_step(srp_sched *s, int n_items, const char *msg) {
 }
 
 static void run_step(srp_sched *s) {
-    int n_rows = 0, prefill_tokens = 0;
-    int n_items = plan_step(s, &n_rows, &prefill_tokens);
+    int n_rows = 0, n_decode = 0, prefill_tokens = 0;
+    int n_items = plan_step(s, &n_rows, &n_decode, &prefill_tokens);
     if (n_items == 0) return;
     srp_err e = { 0 };
     srp_mat logits;
+    const double t_start = srp_sched_now();
     if (srp_engine_step(s->eng, s->items, n_items, &logits, &e)) {
         fail_step(s, n_items, e.msg);
         return;
@@ -231,6 +251,10 @@ static void run_step(srp_sched *s) {
         return;
     }
     const double now = srp_sched_now();
+    srp_budget_observe(&s->budget, n_decode, prefill_tokens,
+                       s->opts.step_seconds ? s->opts.step_seconds(s->opts.step_seconds_user,
+                                                                   n_decode, prefill_tokens)
+                                            : now - t_start);
     int generated = 0;
     for (int i = 0; i < n_rows; i++) {
         srp_request *r = s->row_req[i];
@@ -250,6 +274,7 @@ static void run_step(srp_sched *s) {
     s->stats.prompt_tokens += (uint64_t)prefill_tokens;
     s->stats.generation_tokens += (uint64_t)generated;
     s->stats.steps++;
+    s->stats.mixed_steps += n_decode > 0 && prefill_tokens > 0;
     pthread_mutex_unlock(&s->mu);
     /* finishes, in running order */
     for (int i = 0; i < s->n_running;) {
@@ -328,7 +353,18 @@ static void sched_free(srp_sched *s) {
     free(s->row_req);
     free(s->row_prompt);
     free(s->row_ev);
+    srp_budget_free(&s->budget);
     free(s);
+}
+
+void srp_sched_opts_default(srp_sched_opts *o) {
+    *o = (srp_sched_opts){ 0 };
+    o->max_queue = 1024;
+    srp_budget_opts b;
+    srp_budget_opts_default(&b);
+    o->itl_slowdown = b.itl_slowdown;
+    o->step_target_s = b.step_target_s;
+    o->min_prefill = b.min_prefill;
 }
 
 int srp_sched_start(srp_engine *eng, const srp_sched_opts *o, srp_sched **out, srp_err *e) {
@@ -357,6 +393,16 @@ int srp_sched_start(srp_engine *eng, const srp_sched_opts *o, srp_sched **out, s
         !s->row_prompt || !s->row_ev) {
         sched_free(s);
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    }
+    srp_budget_opts bo;
+    srp_budget_opts_default(&bo);
+    bo.itl_slowdown = o->itl_slowdown;
+    bo.step_target_s = o->step_target_s;
+    if (o->min_prefill > 0) bo.min_prefill = o->min_prefill;
+    int rc = srp_budget_init(&s->budget, &bo, s->max_seqs, s->max_batch_tokens, e);
+    if (rc) {
+        sched_free(s);
+        return rc;
     }
     s->stats.slots_total = s->stats.slots_free = s->max_seqs;
     s->stats.blocks_total = srp_engine_total_blocks(eng);

@@ -26,7 +26,20 @@ typedef struct srp_request srp_request;
 
 typedef struct srp_sched_opts {
     int max_queue; /* requests waiting beyond those the free slots can take; then SRP_EFULL */
+    /* The per-step prefill budget (sched_budget.h): while requests decode, a step that also
+     * prefills prompts takes at most itl_slowdown times a decode-only step of that batch
+     * (0: unbounded) and at most step_target_s seconds (0: no such bound); it carries at least
+     * min_prefill prompt tokens (0: 32). Both bounds 0: prefill fills max_batch_tokens. */
+    double itl_slowdown;
+    double step_target_s;
+    int min_prefill;
+    /* Tests: a step's duration from what it held, in place of the clock (NULL: measured). */
+    double (*step_seconds)(void *user, int n_decode, int n_prefill);
+    void *step_seconds_user;
 } srp_sched_opts;
+
+/* max_queue 1024, itl_slowdown 2.5, no step target, min_prefill 32. */
+void srp_sched_opts_default(srp_sched_opts *o);
 
 /* Starts the engine thread. The engine must not be used by anyone else until srp_sched_stop. */
 int srp_sched_start(srp_engine *eng, const srp_sched_opts *o, srp_sched **out, srp_err *e);
@@ -108,6 +121,10 @@ typedef struct srp_sched_stats {
     uint64_t finished[SRP_FINISH_ERROR + 1]; /* requests by finish reason */
     uint64_t rejected;                       /* submissions refused with SRP_EFULL */
     uint64_t steps;
+    uint64_t mixed_steps; /* steps that held decode and prefill tokens */
+    int prefill_budget;   /* prompt tokens the last step with prompts pending could take */
+    double decode_step_s; /* the decode-only step time that bounded it (0: not bounded) */
+    double step_target_s; /* the step time it aimed at (0: not bounded) */
 } srp_sched_stats;
 
 void srp_sched_get_stats(srp_sched *s, srp_sched_stats *st);

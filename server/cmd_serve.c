@@ -64,7 +64,7 @@ static void read_special_texts(srv_server *srv, const char *dir) {
 }
 
 static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts *eo,
-                      int max_queue) {
+                      const srp_sched_opts *so) {
     srp_err e = { 0 };
     int rc = srp_tokenizer_load(ma->model, &srv->tok, &e);
     if (rc == SRP_EIO) {
@@ -99,8 +99,7 @@ static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts
     int have = 0;
     for (int i = 0; i < srv->n_eos; i++) have |= srv->eos_ids[i] == teos;
     if (teos >= 0 && !have && srv->n_eos < 8) srv->eos_ids[srv->n_eos++] = teos;
-    srp_sched_opts so = { max_queue };
-    if (srp_sched_start(srv->eng, &so, &srv->sched, &e)) {
+    if (srp_sched_start(srv->eng, so, &srv->sched, &e)) {
         fprintf(stderr, "serpent: %s\n", e.msg);
         return 1;
     }
@@ -184,8 +183,10 @@ int cmd_serve(int argc, char **argv) {
     cli_model_args ma = { NULL, "auto", 0 };
     const char *host = "127.0.0.1", *name = NULL, *api_key = NULL, *origins = "*";
     int port = 8000, max_seqs = 0, max_len = 4096, max_batched = 512, max_queue = 1024;
-    int timeout = 30, max_body_mb = 16, http_threads = 2;
-    float gpu_mem = 0.0f;
+    int timeout = 30, max_body_mb = 16, http_threads = 2, random_weights = 0;
+    int min_prefill = 32;
+    float gpu_mem = 0.0f, itl_slowdown = 2.5f, step_target_ms = 0.0f;
+    uint64_t seed = 1;
     cli_opt opts[] = {
         { "model", CLI_STR, &ma.model, "DIR",
           "model folder (config.json + safetensors); default: $SERPENT_MODEL, else the shipped "
@@ -204,7 +205,20 @@ int cmd_serve(int argc, char **argv) {
         { "max-model-len", CLI_INT, &max_len, "N",
           "longest prompt + completion in tokens (default 4096)", 0 },
         { "max-num-batched-tokens", CLI_INT, &max_batched, "N",
-          "tokens in one forward step: the prefill chunk budget (default 512)", 0 },
+          "most tokens in one forward step: prompt chunks fill it while nothing decodes (default "
+          "512)",
+          0 },
+        { "itl-slowdown", CLI_FLOAT, &itl_slowdown, "F",
+          "while requests decode, a step that also prefills prompts takes at most F times a "
+          "decode-only step of that batch (measured), bounding the time between their tokens; "
+          "0: no bound, prompts fill --max-num-batched-tokens (default 2.5)",
+          0 },
+        { "step-target-ms", CLI_FLOAT, &step_target_ms, "MS",
+          "and at most MS milliseconds (default 0: no absolute bound)", 0 },
+        { "min-prefill-tokens", CLI_INT, &min_prefill, "N",
+          "prompt tokens every step may take whatever the bounds say, so prompts progress "
+          "(default 32)",
+          0 },
         { "max-queue", CLI_INT, &max_queue, "N",
           "requests waiting for a slot before 429 (default 1024)", 0 },
         { "timeout", CLI_INT, &timeout, "S",
@@ -221,6 +235,11 @@ int cmd_serve(int argc, char **argv) {
           "share of GPU memory serpent may use (default 0.9)", 0 },
         { "backend", CLI_STR, &ma.backend, "NAME", "cpu, cuda or auto (default auto)", 0 },
         { "threads", CLI_INT, &ma.threads, "N", "CPU threads (default: all cores)", 0 },
+        { "random-weights", CLI_FLAG, &random_weights, NULL,
+          "benchmarks: --model's config.json shape with random weights (no checkpoint needed; "
+          "token-id prompts unless the folder has a tokenizer)",
+          0 },
+        { "seed", CLI_U64, &seed, "S", "seed of --random-weights (default 1)", 0 },
     };
     const int n_opts = sizeof opts / sizeof opts[0];
     int p = cli_parse("serve", summary, opts, n_opts, argc, argv, 2);
@@ -234,16 +253,19 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     const char *bad =
-        (port < 0 || port > 65535)                ? "--port must be in [0, 65535]"
-        : max_seqs < 0                            ? "--max-num-seqs must be >= 0"
-        : max_len < 2                             ? "--max-model-len must be >= 2"
-        : max_batched < 1                         ? "--max-num-batched-tokens must be >= 1"
-        : max_queue < 0                           ? "--max-queue must be >= 0"
-        : timeout < 0                             ? "--timeout must be >= 0"
-        : (max_body_mb < 1 || max_body_mb > 4096) ? "--max-request-mb must be in [1, 4096]"
-        : (http_threads < 1 || http_threads > 64) ? "--http-threads must be in [1, 64]"
-        : (gpu_mem < 0 || gpu_mem > 1)            ? "--gpu-memory-utilization must be in (0, 1]"
-                                                  : NULL;
+        (port < 0 || port > 65535)                    ? "--port must be in [0, 65535]"
+        : max_seqs < 0                                ? "--max-num-seqs must be >= 0"
+        : max_len < 2                                 ? "--max-model-len must be >= 2"
+        : max_batched < 1                             ? "--max-num-batched-tokens must be >= 1"
+        : max_queue < 0                               ? "--max-queue must be >= 0"
+        : timeout < 0                                 ? "--timeout must be >= 0"
+        : (max_body_mb < 1 || max_body_mb > 4096)     ? "--max-request-mb must be in [1, 4096]"
+        : (http_threads < 1 || http_threads > 64)     ? "--http-threads must be in [1, 64]"
+        : (gpu_mem < 0 || gpu_mem > 1)                ? "--gpu-memory-utilization must be in (0, 1]"
+        : (itl_slowdown != 0 && !(itl_slowdown >= 1)) ? "--itl-slowdown must be 0 (off) or >= 1"
+        : !(step_target_ms >= 0)                      ? "--step-target-ms must be >= 0"
+        : min_prefill < 1                             ? "--min-prefill-tokens must be >= 1"
+                                                      : NULL;
     if (bad) {
         fprintf(stderr, "serpent serve: %s\n\n", bad);
         cli_print_help(stderr, "serve", summary, opts, n_opts);
@@ -298,7 +320,15 @@ int cmd_serve(int argc, char **argv) {
     eo.max_seq_len = max_len;
     eo.max_batch_tokens = max_batched;
     eo.gpu_memory_utilization = gpu_mem;
-    if ((rc = load_model(srv, &ma, &eo, max_queue))) goto out;
+    eo.random_weights = random_weights;
+    eo.seed = seed;
+    srp_sched_opts so;
+    srp_sched_opts_default(&so);
+    so.max_queue = max_queue;
+    so.itl_slowdown = itl_slowdown;
+    so.step_target_s = step_target_ms * 1e-3;
+    so.min_prefill = min_prefill;
+    if ((rc = load_model(srv, &ma, &eo, &so))) goto out;
     atomic_store(&srv->state, SRV_READY);
     const double slot = (double)srp_engine_slot_bytes(srv->eng);
     fprintf(stderr,

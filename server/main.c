@@ -10,7 +10,8 @@ static void usage(FILE *f) {
                "  generate   continue a prompt and stream the text\n"
                "  score      negative log-likelihood, perplexity and logits of token ids\n"
                "  tokenize   text to token ids and back, one line at a time\n"
-               "  serve      OpenAI-compatible HTTP server with continuous batching\n\n"
+               "  serve      OpenAI-compatible HTTP server with continuous batching\n"
+               "  bench      prefill and decode speed (llama-bench-style rows)\n\n"
                "`serpent <command> --help` describes each command's options.\n");
 }
 
@@ -24,6 +25,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "score")) return cmd_score(argc, argv);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -137,6 +137,16 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g) {
     gauge(&b, "generation_tokens_total", "Tokens generated.", "counter", mn,
           (double)st->generation_tokens);
     gauge(&b, "engine_steps_total", "Forward steps run.", "counter", mn, (double)st->steps);
+    gauge(&b, "engine_mixed_steps_total", "Steps that held decode and prefill tokens.", "counter",
+          mn, (double)st->mixed_steps);
+    gauge(&b, "prefill_budget_tokens",
+          "Prompt tokens the last step with prompts pending could take beside decode tokens.",
+          "gauge", mn, st->prefill_budget);
+    gauge(&b, "decode_step_seconds",
+          "Measured decode-only step time that bounded that budget (0: unbounded).", "gauge", mn,
+          st->decode_step_s);
+    gauge(&b, "step_target_seconds", "Step time that budget aimed at (0: unbounded).", "gauge", mn,
+          st->step_target_s);
     pthread_mutex_lock(&m->mu);
     static const char *reasons[] = { "none", "stop", "length", "abort", "error" };
     sb_printf(&b, "# HELP serpent:request_finished_total Requests (choices) finished by reason.\n"

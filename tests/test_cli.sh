@@ -206,6 +206,27 @@ grep -q 'loading .*models/serpent-tiny' "$tmp/serve.log" ||
   fail "serve from an out-of-tree executable did not find the default model: $(cat "$tmp/serve.log")"
 kill -TERM "$serve_pid" 2>/dev/null
 wait "$serve_pid" 2>/dev/null
+# bench: llama-bench-style rows and JSON, on a checkpoint and on random weights of its shape
+expect 0 'usage: serpent bench' -- "$bin" bench --help
+expect 2 '--batch must be' -- "$bin" bench --model "$fx/nemotron_h_pattern" --batch 0
+expect 2 '--prompt-tokens must be' -- "$bin" bench --model "$fx/nemotron_h_pattern" --prompt-tokens 5,x
+expect 1 '/nonexistent/config.json' -- "$bin" bench --model /nonexistent --backend cpu
+expect 0 '\| tg4 b2 @ d8 \| [0-9.]+ ± [0-9.]+ \|' -- "$bin" bench --model "$fx/nemotron_h_pattern" \
+  --backend cpu --threads 1 --prompt-tokens 16 --gen-tokens 4 --batch 1,2 --depth 8 --reps 2 \
+  --json "$tmp/bench.json"
+grep -Eq '\| pp16 @ d8 \|' "$tmp/out" || fail "bench: no pp16 row: $(cat "$tmp/out")"
+python3 - "$tmp/bench.json" <<'EOF' || fail "bench JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["benchmark"] == "serpent-bench" and d["backend"] == "cpu" and d["threads"] == 1, d
+assert [r["test"] for r in d["results"]] == ["pp16 @ d8", "tg4 b1 @ d8", "tg4 b2 @ d8"], d
+assert all(r["tokens_per_s"] > 0 for r in d["results"]), d
+EOF
+expect 0 '\(random\) .*\| tg2 b1 \|' -- "$bin" bench --model "$fx/nemotron_h_pattern" --random-weights \
+  --backend cpu --threads 1 --prompt-tokens 0 --gen-tokens 2 --reps 1 --no-warmup
+# serve's scheduler flags are checked before anything loads
+expect 2 'itl-slowdown must be' -- "$bin" serve --model "$fx/nemotron_h_pattern" --itl-slowdown 0.5
+expect 2 'min-prefill-tokens must be' -- "$bin" serve --model "$fx/nemotron_h_pattern" --min-prefill-tokens 0
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures CLI checks failed" >&2

@@ -100,7 +100,7 @@ TEST(sched_batched_greedy_matches_reference) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 8 };
+    srp_sched_opts so = { .max_queue = 8 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request *r[8];
     for (int i = 0; i < 8; i++) {
@@ -133,7 +133,7 @@ TEST(sched_stop_token_and_cancel_free_resources) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 4 };
+    srp_sched_opts so = { .max_queue = 4 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     /* the third greedy token as a stop id ends the request there */
     srp_request_params rp = greedy_params(&ps[1], 24);
@@ -180,7 +180,7 @@ TEST(sched_queue_bound_and_release_without_waiting) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 2 };
+    srp_sched_opts so = { .max_queue = 2 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request *r[8];
     int accepted = 0, full = 0;
@@ -223,7 +223,7 @@ TEST(sched_seeded_sampling_independent_of_batch) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 8 };
+    srp_sched_opts so = { .max_queue = 8 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request_params rp = greedy_params(&ps[1], 20);
     rp.sample.temperature = 1.0f;
@@ -275,7 +275,7 @@ static void prompt_logprobs_match_scoring(int backend_extras) {
      * host */
     srp_engine_backend(eng)->sample_extras = backend_extras;
     srp_sched *s = NULL;
-    srp_sched_opts so = { 2 };
+    srp_sched_opts so = { .max_queue = 2 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request_params rp = greedy_params(p, 3);
     rp.prompt_logprobs = 2;
@@ -332,7 +332,7 @@ TEST(sched_extreme_sampling_params_give_valid_tokens) {
     const int vocab = srp_engine_config(eng)->vocab_size;
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 16 };
+    srp_sched_opts so = { .max_queue = 16 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     int32_t bias_ids[3] = { 1, 2, 3 };
     float bias[3] = { NAN, INFINITY, -INFINITY };
@@ -394,4 +394,244 @@ TEST(sched_extreme_sampling_params_give_valid_tokens) {
     srp_sched_stop(s);
     CHECK(srp_engine_free_slots(eng) == srp_engine_total_slots(eng));
     srp_engine_close(eng);
+}
+/* --- the per-step prefill budget (sched_budget.c), on injected step times ------------------- */
+
+#include "sched_budget.h"
+
+/* A GPU-like step: weights read once (w), each sequence's state (s per sequence), and compute
+ * only past the point where the matrix products stop being bound by the weight reads. */
+typedef struct step_model {
+    double w, s, c;
+    int knee;
+} step_model;
+
+static double model_time(const step_model *m, int d, int p) {
+    int over = d + p - m->knee;
+    return m->w + m->s * d + (over > 0 ? m->c * over : 0);
+}
+
+/* Runs `steps` steps of d decode tokens beside an endless prompt; returns the last plan and the
+ * worst step time over the bound `limit` (after the first `skip` steps). */
+static int simulate(srp_budget *b, const step_model *m, int d, int steps, int skip, double limit,
+                    double *worst) {
+    int p = 0;
+    *worst = 0;
+    for (int i = 0; i < steps; i++) {
+        p = srp_budget_prefill(b, d);
+        double t = model_time(m, d, p);
+        if (i >= skip && p > 0 && t / limit > *worst) *worst = t / limit;
+        srp_budget_observe(b, d, p, t);
+    }
+    return p;
+}
+
+TEST(budget_fills_the_step_when_off_or_nothing_decodes) {
+    srp_budget b;
+    srp_budget_opts o = { 0, 0, 32 };
+    srp_err e = { 0 };
+    REQUIRE(srp_budget_init(&b, &o, 64, 8192, &e) == 0);
+    CHECK(!srp_budget_active(&b));
+    CHECK(srp_budget_prefill(&b, 64) == 8192 - 64);
+    srp_budget_observe(&b, 64, 8000, 0.2);
+    CHECK(srp_budget_prefill(&b, 1) == 8191);
+    srp_budget_free(&b);
+    srp_budget_opts_default(&o);
+    REQUIRE(srp_budget_init(&b, &o, 64, 8192, &e) == 0);
+    CHECK(srp_budget_active(&b));
+    CHECK(srp_budget_prefill(&b, 0) == 8192); /* nobody waits for a token */
+    srp_budget_free(&b);
+    /* bad options are refused with a message */
+    o.itl_slowdown = 0.5;
+    CHECK(srp_budget_init(&b, &o, 64, 8192, &e) == SRP_EINVAL);
+    CHECK_STR_CONTAINS(e.msg, "itl_slowdown");
+    srp_budget_opts_default(&o);
+    o.min_prefill = 0;
+    CHECK(srp_budget_init(&b, &o, 64, 8192, &e) == SRP_EINVAL);
+}
+
+TEST(budget_converges_to_the_slowdown_bound) {
+    const step_model m = { 3.4e-3, 50e-6, 25e-6, 128 };
+    srp_budget b;
+    srp_budget_opts o;
+    srp_budget_opts_default(&o); /* 2.5 decode-only steps */
+    srp_err e = { 0 };
+    REQUIRE(srp_budget_init(&b, &o, 256, 16384, &e) == 0);
+    const int d = 64;
+    const double t_dec = model_time(&m, d, 0), limit = 2.5 * t_dec;
+    /* no decode-only time for this batch yet: one decode-only step measures it */
+    CHECK(srp_budget_prefill(&b, d) == 0);
+    srp_budget_observe(&b, d, 0, t_dec);
+    /* then chunks grow from 64, at most doubling, until the step time meets the bound */
+    int sizes[6];
+    for (int i = 0; i < 6; i++) {
+        sizes[i] = srp_budget_prefill(&b, d);
+        srp_budget_observe(&b, d, sizes[i], model_time(&m, d, sizes[i]));
+    }
+    CHECKF(sizes[0] == 64, "first chunk %d", sizes[0]);
+    for (int i = 1; i < 6; i++) CHECKF(sizes[i] <= 2 * sizes[i - 1], "chunk %d: %d", i, sizes[i]);
+    double worst;
+    int p = simulate(&b, &m, d, 40, 0, limit, &worst);
+    CHECKF(worst < 1.10, "a step took %.3f times the bound while converging", worst);
+    double t = model_time(&m, d, p);
+    CHECKF(fabs(t / limit - 1) < 0.02, "converged to %d tokens: %.2f ms against %.2f ms", p,
+           t * 1e3, limit * 1e3);
+    /* without the budget this step would hold 16K - 64 prompt tokens: ~400 ms */
+    CHECK(p > 300 && p < 600);
+    CHECK(fabs(b.last_decode_s - t_dec) < 1e-9 && fabs(b.last_target_s - limit) < 1e-9);
+    srp_budget_free(&b);
+}
+
+TEST(budget_absolute_target_floor_and_room) {
+    const step_model m = { 3.4e-3, 50e-6, 25e-6, 128 };
+    srp_budget b;
+    srp_err e = { 0 };
+    /* an absolute target alone, and the tighter of the two when both are set (d = 8: a
+     * decode-only step of 3.8 ms) */
+    const double cases[3][3] = { { 0, 10e-3, 10e-3 },
+                                 { 3.0, 10e-3, 10e-3 },
+                                 { 2.0, 10e-3, 7.6e-3 } };
+    for (int k = 0; k < 3; k++) {
+        srp_budget_opts o = { cases[k][0], cases[k][1], 32 };
+        REQUIRE(srp_budget_init(&b, &o, 256, 16384, &e) == 0);
+        srp_budget_observe(&b, 8, 0, model_time(&m, 8, 0));
+        double worst;
+        int p = simulate(&b, &m, 8, 40, 0, 1, &worst);
+        CHECKF(fabs(model_time(&m, 8, p) / cases[k][2] - 1) < 0.02, "case %d: %d tokens: %.2f ms",
+               k, p, model_time(&m, 8, p) * 1e3);
+        srp_budget_free(&b);
+    }
+    /* a bound no prefill fits under (slowdown 1) still lets min_prefill tokens through */
+    srp_budget_opts o = { 1.0, 0, 48 };
+    REQUIRE(srp_budget_init(&b, &o, 256, 16384, &e) == 0);
+    srp_budget_observe(&b, 32, 0, model_time(&m, 32, 0));
+    double worst;
+    CHECK(simulate(&b, &m, 32, 20, 0, 1, &worst) == 48);
+    srp_budget_free(&b);
+    /* never more than the step holds */
+    srp_budget_opts_default(&o);
+    REQUIRE(srp_budget_init(&b, &o, 256, 300, &e) == 0);
+    srp_budget_observe(&b, 250, 0, model_time(&m, 250, 0));
+    CHECK(simulate(&b, &m, 250, 20, 0, 1, &worst) == 50);
+    CHECK(srp_budget_prefill(&b, 300) == 0);
+    srp_budget_free(&b);
+}
+
+TEST(budget_survives_outliers_and_batch_changes) {
+    const step_model m = { 3.4e-3, 50e-6, 25e-6, 128 };
+    srp_budget b;
+    srp_budget_opts o;
+    srp_budget_opts_default(&o);
+    srp_err e = { 0 };
+    REQUIRE(srp_budget_init(&b, &o, 256, 16384, &e) == 0);
+    srp_budget_observe(&b, 64, 0, model_time(&m, 64, 0));
+    double worst, limit64 = 2.5 * model_time(&m, 64, 0);
+    simulate(&b, &m, 64, 40, 0, limit64, &worst);
+    /* one decode-only step ten times too slow (a graph capture, a preempted thread) moves the
+     * bound by a bounded amount, and the next steps bring it back */
+    srp_budget_observe(&b, 64, 0, 10 * model_time(&m, 64, 0));
+    int p = srp_budget_prefill(&b, 64);
+    CHECKF(model_time(&m, 64, p) < 1.35 * limit64, "after an outlier: %.2f ms (bound %.2f)",
+           model_time(&m, 64, p) * 1e3, limit64 * 1e3);
+    for (int i = 0; i < 12; i++) srp_budget_observe(&b, 64, 0, model_time(&m, 64, 0));
+    p = simulate(&b, &m, 64, 20, 0, limit64, &worst);
+    CHECK(fabs(model_time(&m, 64, p) / limit64 - 1) < 0.05);
+    /* a batch near a measured one borrows its time (from below: the bound stays safe) */
+    const double limit70 = 2.5 * model_time(&m, 70, 0);
+    simulate(&b, &m, 70, 20, 0, limit70, &worst);
+    CHECKF(worst <= 1.0 + 1e-9, "batch 70: %.3f of its bound", worst);
+    /* and from above, scaled down */
+    const double limit60 = 2.5 * model_time(&m, 60, 0);
+    p = srp_budget_prefill(&b, 60);
+    CHECKF(p > 0 && model_time(&m, 60, p) <= limit60, "batch 60: %d tokens", p);
+    /* one far from any measurement is measured first */
+    CHECK(srp_budget_prefill(&b, 8) == 0);
+    srp_budget_free(&b);
+}
+
+/* The scheduler with the budget on: a long prompt arrives while three requests decode. Step
+ * times come from a model of the step (the clock plays no part), so every mixed step must meet
+ * the bound up to the convergence allowance, and the decoders' tokens stay transformers'. */
+typedef struct fake_steps {
+    step_model m;
+    double slowdown;
+    int mixed, max_mixed_prefill;
+    double worst; /* a mixed step's time over its bound */
+} fake_steps;
+
+static double fake_step_seconds(void *user, int d, int p) {
+    fake_steps *f = user;
+    double t = model_time(&f->m, d, p);
+    if (d > 0 && p > 0) {
+        f->mixed++;
+        if (p > f->max_mixed_prefill) f->max_mixed_prefill = p;
+        double r = t / (f->slowdown * model_time(&f->m, d, 0));
+        if (r > f->worst) f->worst = r;
+    }
+    return t;
+}
+
+static void run_long_prompt_beside_decoders(double slowdown, fake_steps *f) {
+    prompt ps[4];
+    REQUIRE(load_reference(ps, 4) == 4);
+    srp_engine *eng = open_engine(4, 256);
+    REQUIRE(eng);
+    *f = (fake_steps){ { 1e-3, 1e-4, 2e-5, 16 }, slowdown, 0, 0, 0 };
+    srp_sched_opts so = { .max_queue = 4, .itl_slowdown = slowdown, .min_prefill = 4 };
+    so.step_seconds = fake_step_seconds;
+    so.step_seconds_user = f;
+    srp_sched *s = NULL;
+    srp_err e = { 0 };
+    REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
+    srp_request *r[3], *lr;
+    for (int i = 0; i < 3; i++) {
+        srp_request_params rp = greedy_params(&ps[i], 100);
+        REQUIRE(srp_sched_submit(s, &rp, &r[i], &e) == 0);
+    }
+    for (int i = 0; i < 3; i++) { /* all three decoding */
+        srp_request_status st;
+        for (;;) {
+            srp_token_event ev;
+            int k;
+            srp_request_take(r[i], &ev, 0, &k, &st);
+            if (st.n_generated > 0) break;
+            sleep_ms(1);
+        }
+    }
+    prompt longp = { .n = 0 };
+    int32_t ids[200];
+    for (int i = 0; i < 200; i++) ids[i] = ps[i % 4].ids[(i / 4) % ps[i % 4].n];
+    srp_request_params lp = greedy_params(&longp, 4);
+    lp.prompt = ids;
+    lp.n_prompt = 200;
+    REQUIRE(srp_sched_submit(s, &lp, &lr, &e) == 0);
+    int32_t out[128];
+    int n;
+    CHECK(collect(lr, out, 128, &n, NULL) == SRP_FINISH_LENGTH && n == 4);
+    srp_request_release(lr);
+    for (int i = 0; i < 3; i++) {
+        CHECK(collect(r[i], out, 128, &n, NULL) == SRP_FINISH_LENGTH && n == 100);
+        int m = ps[i].n_greedy < n ? ps[i].n_greedy : n;
+        CHECKF(!memcmp(out, ps[i].greedy, (size_t)m * sizeof *out),
+               "request %d differs from transformers' greedy tokens", i);
+        srp_request_release(r[i]);
+    }
+    srp_sched_stats st;
+    srp_sched_get_stats(s, &st);
+    CHECK(st.mixed_steps == (uint64_t)f->mixed);
+    srp_sched_stop(s);
+    srp_engine_close(eng);
+}
+
+TEST(sched_budget_bounds_steps_beside_decoders) {
+    fake_steps on, off;
+    run_long_prompt_beside_decoders(2.0, &on);
+    REQUIRE(on.mixed > 0);
+    /* d = 3: decode step 1.3 ms, bound 2.6 ms: ~78 prompt tokens a step, first chunk 64 */
+    CHECKF(on.max_mixed_prefill <= 90, "a mixed step held %d prompt tokens", on.max_mixed_prefill);
+    CHECKF(on.worst < 1.10, "a mixed step took %.3f times its bound", on.worst);
+    /* off: the 200-token prompt goes in one step, ~3x over the same bound */
+    run_long_prompt_beside_decoders(0.0, &off);
+    off.slowdown = 2.0;
+    CHECKF(off.max_mixed_prefill == 200, "off: %d", off.max_mixed_prefill);
 }

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config python3 curl nginx-light
       libcjson-dev libsentencepiece-dev sentencepiece libmicrohttpd-dev libpcre2-dev libutf8proc-dev
-      libopenblas0-openmp libgomp1)
+      libopenblas0-openmp libgomp1 python3-aiohttp)
 # node and npm run the reference implementations in tests; a machine may already have them
 # from elsewhere (NodeSource), whose nodejs package conflicts with Debian's npm
 command -v npm >/dev/null || pkgs+=(nodejs npm)
