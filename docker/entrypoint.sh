@@ -8,5 +8,7 @@ set -- --model "${SERPENT_MODEL}" --host "${SERPENT_HOST:-0.0.0.0}" --port "${SE
     ${SERPENT_MAX_MODEL_LEN:+--max-model-len "$SERPENT_MAX_MODEL_LEN"} \
     ${SERPENT_GPU_MEMORY_UTILIZATION:+--gpu-memory-utilization "$SERPENT_GPU_MEMORY_UTILIZATION"} \
     ${SERPENT_TIMEOUT:+--timeout "$SERPENT_TIMEOUT"} \
+    ${SERPENT_MAX_CONNECTIONS_PER_IP:+--max-connections-per-ip "$SERPENT_MAX_CONNECTIONS_PER_IP"} \
+    ${SERPENT_ALLOWED_ORIGINS:+--allowed-origins "$SERPENT_ALLOWED_ORIGINS"} \
     "$@"
 exec serpent serve "$@"

@@ -23,6 +23,7 @@ int srp_request_new(const srp_request_params *p, int vocab, srp_request **out, s
     r->prompt_logprobs = p->prompt_logprobs;
     r->n_stop_ids = p->n_stop_ids;
     r->notify = p->notify;
+    r->alive = p->alive;
     r->user = p->user;
     r->sample = p->sample;
     const srp_sample_params *sp = &p->sample;
@@ -147,6 +148,15 @@ void srp_request_take(srp_request *r, srp_token_event *ev, int cap, int *n,
     pthread_mutex_unlock(&r->mu);
 }
 
+int srp_request_wanted(srp_request *r) {
+    if (atomic_load(&r->cancel)) return 0;
+    pthread_mutex_lock(&r->mu);
+    int ok = !r->alive || r->alive(r->user);
+    pthread_mutex_unlock(&r->mu);
+    if (!ok) atomic_store(&r->cancel, 1);
+    return ok;
+}
+
 void srp_request_cancel(srp_request *r) {
     atomic_store(&r->cancel, 1);
 }
@@ -155,6 +165,7 @@ void srp_request_release(srp_request *r) {
     if (!r) return;
     pthread_mutex_lock(&r->mu);
     r->notify = NULL;
+    r->alive = NULL;
     pthread_mutex_unlock(&r->mu);
     atomic_store(&r->cancel, 1);
     srp_request_unref(r);

@@ -42,6 +42,7 @@ struct srp_request {
     int n_generated_pub;
     char error[256];
     void (*notify)(void *user);
+    int (*alive)(void *user);
     void *user;
 };
 
@@ -51,5 +52,8 @@ void srp_request_unref(srp_request *r);
 /* Engine thread: appends an event / sets the finish, and calls notify. */
 void srp_request_push(srp_request *r, const srp_token_event *ev);
 void srp_request_finish(srp_request *r, srp_finish_reason why, const char *msg);
+/* Engine thread: whether the request is still wanted (not cancelled, its alive callback says
+ * so); an unwanted one is marked cancelled. */
+int srp_request_wanted(srp_request *r);
 
 #endif

@@ -96,6 +96,13 @@ static void admit(srp_sched *s) {
     while (s->wait_head && s->n_running < s->max_seqs) {
         srp_request *r = s->wait_head;
         srp_err e = { 0 };
+        if (!srp_request_wanted(r)) { /* its client left while it waited */
+            s->wait_head = r->next;
+            if (!s->wait_head) s->wait_tail = NULL;
+            s->n_wait--;
+            finish(s, r, SRP_FINISH_CANCELLED, NULL);
+            continue;
+        }
         if (srp_seq_open(s->eng, &r->seq, &e)) break;
         if (srp_seq_reserve(s->eng, &r->seq, r->n_prompt + r->max_tokens, &e)) {
             srp_seq_close(s->eng, &r->seq);
@@ -180,6 +187,7 @@ static int plan_step(srp_sched *s, int *n_rows, int *n_decode, int *prefill_toke
     for (int i = 0; i < s->n_running && budget > 0; i++) {
         srp_request *r = s->running[i];
         if (r->n_fed >= r->n_prompt) continue;
+        if (!srp_request_wanted(r)) continue; /* dropped at the next step, unprefilled */
         int left = r->n_prompt - r->n_fed, k = left < budget ? left : budget;
         int room = s->max_logits - rows;
         srp_logits_mode mode;

@@ -73,6 +73,10 @@ typedef struct srp_request_params {
      * finish are added to the channel. Must be quick and must not call into the request (it
      * may take the caller's own lock to wake a waiter). */
     void (*notify)(void *user);
+    /* Called on the engine thread, with the request's lock held, before the request is
+     * admitted and before each of its prompt chunks; returning 0 cancels it there (its client
+     * is gone: no slot, no prefill for nobody). NULL: always wanted. Must be quick. */
+    int (*alive)(void *user);
     void *user;
 } srp_request_params;
 

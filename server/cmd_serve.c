@@ -19,7 +19,8 @@
 
 static const char *summary =
     "Serves the model over HTTP with OpenAI's API: POST /v1/completions,\n"
-    "POST /v1/chat/completions, GET /v1/models[/ID], POST /tokenize, POST /detokenize, GET /health\n"
+    "POST /v1/chat/completions, GET /v1/models[/ID], POST /tokenize, POST /detokenize, GET "
+    "/health\n"
     "(200 ready, 503 loading or draining) and GET /metrics (Prometheus). Requests are batched\n"
     "continuously; SIGTERM drains in-flight requests (at most --timeout seconds) and exits 0.";
 
@@ -171,19 +172,23 @@ static int wait_idle(srv_server *srv, double deadline) {
     }
 }
 
-static void raise_fd_limit(void) {
+/* Raises the descriptor limit to the hard one; returns the limit in force. */
+static int raise_fd_limit(void) {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur > 1 << 20 ? 1 << 20 : (int)rl.rlim_cur;
 }
 
 int cmd_serve(int argc, char **argv) {
     cli_model_args ma = { NULL, "auto", 0 };
     const char *host = "127.0.0.1", *name = NULL, *api_key = NULL, *origins = "*";
     int port = 8000, max_seqs = 0, max_len = 4096, max_batched = 512, max_queue = 1024;
-    int timeout = 30, max_body_mb = 16, http_threads = 2, random_weights = 0;
+    int timeout = 30, max_body_mb = 16, http_threads = 2, tok_threads = 2, req_timeout = 10;
+    int max_conns = 0, max_conns_ip = 1024, max_logprobs = 262144, random_weights = 0;
     int min_prefill = 32;
     float gpu_mem = 0.0f, itl_slowdown = 2.5f, step_target_ms = 0.0f;
     uint64_t seed = 1;
@@ -227,6 +232,22 @@ int cmd_serve(int argc, char **argv) {
           "largest request body, MiB; then 413 (default 16)", 0 },
         { "http-threads", CLI_INT, &http_threads, "N", "threads serving connections (default 2)",
           0 },
+        { "tokenizer-threads", CLI_INT, &tok_threads, "N",
+          "threads that parse, render and tokenize requests (default 2)", 0 },
+        { "request-timeout", CLI_INT, &req_timeout, "S",
+          "seconds a connection may stay silent before its request is complete (default 10)", 0 },
+        { "max-connections", CLI_INT, &max_conns, "N",
+          "connections open at once; past it idle ones are closed and busy ones get 503 "
+          "(default: 8192, or less below the descriptor limit)",
+          0 },
+        { "max-connections-per-ip", CLI_INT, &max_conns_ip, "N",
+          "connections from one address (default 1024; 0: no limit; behind a proxy all come "
+          "from its address)",
+          0 },
+        { "max-logprobs", CLI_INT, &max_logprobs, "N",
+          "logprob entries one request may ask for: choices x tokens x (top_logprobs + 1) "
+          "(default 262144)",
+          0 },
         { "allowed-origins", CLI_STR, &origins, "LIST",
           "origins browsers may call from (CORS): a JSON list or comma-separated; \"*\" is any "
           "(default \"*\")",
@@ -261,6 +282,11 @@ int cmd_serve(int argc, char **argv) {
         : timeout < 0                                 ? "--timeout must be >= 0"
         : (max_body_mb < 1 || max_body_mb > 4096)     ? "--max-request-mb must be in [1, 4096]"
         : (http_threads < 1 || http_threads > 64)     ? "--http-threads must be in [1, 64]"
+        : (tok_threads < 1 || tok_threads > 64)       ? "--tokenizer-threads must be in [1, 64]"
+        : (req_timeout < 1 || req_timeout > 3600)     ? "--request-timeout must be in [1, 3600]"
+        : max_conns < 0                               ? "--max-connections must be >= 0"
+        : max_conns_ip < 0                            ? "--max-connections-per-ip must be >= 0"
+        : max_logprobs < 1                            ? "--max-logprobs must be >= 1"
         : (gpu_mem < 0 || gpu_mem > 1)                ? "--gpu-memory-utilization must be in (0, 1]"
         : (itl_slowdown != 0 && !(itl_slowdown >= 1)) ? "--itl-slowdown must be 0 (off) or >= 1"
         : !(step_target_ms >= 0)                      ? "--step-target-ms must be >= 0"
@@ -272,7 +298,16 @@ int cmd_serve(int argc, char **argv) {
         return 2;
     }
     if (!api_key) api_key = getenv("SERPENT_API_KEY");
-    if (api_key && !*api_key) api_key = NULL;
+    /* a key read from a file or a variable may carry a newline */
+    char key_buf[1024];
+    if (api_key) {
+        while (*api_key == ' ' || *api_key == '\t' || *api_key == '\n' || *api_key == '\r')
+            api_key++;
+        size_t kl = strlen(api_key);
+        while (kl && strchr(" \t\r\n", api_key[kl - 1])) kl--;
+        snprintf(key_buf, sizeof key_buf, "%.*s", (int)kl, api_key);
+        api_key = key_buf[0] ? key_buf : NULL;
+    }
 
     /* Signals are taken by sigwait below; every thread started from here on blocks them. */
     sigset_t sigs;
@@ -281,7 +316,19 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit();
+    int fd_limit = raise_fd_limit();
+    /* below the descriptor limit, with room for the model files, the reserve libmicrohttpd
+     * accepts past the cap, and whatever else the process holds */
+    int conn_room = fd_limit - SRV_CONNECTION_RESERVE - 256;
+    if (conn_room < 16) conn_room = 16;
+    if (!max_conns) max_conns = conn_room < 8192 ? conn_room : 8192;
+    if (max_conns > conn_room) {
+        fprintf(stderr,
+                "serpent serve: --max-connections %d is above what %d descriptors allow; "
+                "using %d\n",
+                max_conns, fd_limit, conn_room);
+        max_conns = conn_room;
+    }
 
     srv_server *srv = calloc(1, sizeof *srv);
     if (!srv) return 1;
@@ -293,7 +340,12 @@ int cmd_serve(int argc, char **argv) {
                              .api_key = api_key,
                              .max_model_len = max_len,
                              .max_body_bytes = (size_t)max_body_mb << 20,
-                             .http_threads = http_threads };
+                             .http_threads = http_threads,
+                             .tokenizer_threads = tok_threads,
+                             .request_timeout = req_timeout,
+                             .max_connections = max_conns,
+                             .max_connections_per_ip = max_conns_ip,
+                             .max_logprobs = max_logprobs };
     if (parse_origins(origins, &srv->cfg)) {
         fprintf(stderr, "serpent serve: --allowed-origins: not a JSON list of strings\n");
         free(srv);

@@ -1,6 +1,7 @@
 /* One HTTP request's generation: n choices per prompt, each an engine request whose token
  * events become text here (incremental detokenization, stop strings held back until they can
  * no longer match, logprobs), and the latency metrics they imply. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include <time.h>
 
 #include <microhttpd.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include "server.h"
 
@@ -53,6 +56,79 @@ static void gen_notify(void *user) {
     pthread_mutex_unlock(&g->wmu);
 }
 
+int srv_peer_state(int fd) {
+    if (fd < 0) return SRV_PEER_OK;
+    /* after the peer's FIN, recv reports the end of file even once a reset has come: the
+     * reset shows as POLLHUP (both directions shut) */
+    struct pollfd p = { fd, POLLIN | POLLRDHUP, 0 };
+    if (poll(&p, 1, 0) <= 0) return SRV_PEER_OK;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) return SRV_PEER_GONE;
+    if (p.revents & POLLRDHUP) return SRV_PEER_EOF;
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return SRV_PEER_OK;
+    if (n == 0) return SRV_PEER_EOF;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? SRV_PEER_OK : SRV_PEER_GONE;
+}
+
+#define SRV_PROBE_WAIT_MS 20
+
+/* Sent on the socket directly, before anything else is: legal for an HTTP/1.1 client (which
+ * must skip a 1xx it did not expect), and a gone client's system answers it with a reset. */
+static void send_probe(srv_gen *g) {
+    static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    ssize_t n = send(g->peer.fd, probe, sizeof probe - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) atomic_store(&g->peer_gone, 1);
+    /* a partial write of 25 bytes into an empty send buffer does not happen; were it to, the
+     * reply would be garbled for a client that is already gone or half-closed */
+}
+
+int srv_gen_check_peer(srv_gen *g, int on_conn_thread) {
+    if (atomic_load(&g->peer_gone)) return 0;
+    int st = srv_peer_state(g->peer.fd);
+    if (st == SRV_PEER_GONE) {
+        atomic_store(&g->peer_gone, 1);
+        return 0;
+    }
+    if (st != SRV_PEER_EOF) return 1;
+    int sent = 0;
+    pthread_mutex_lock(&g->wmu);
+    if (!g->probed) {
+        if (g->opts.stream && !g->job_phase) {
+            /* headers are out: a comment in the stream is the probe, written by the
+             * connection's own thread */
+            g->probed = 1;
+            atomic_store(&g->want_ping, 1);
+            if (!on_conn_thread && g->suspended) {
+                g->suspended = 0;
+                atomic_fetch_sub(&g->srv->n_suspended, 1);
+                MHD_resume_connection(g->mc);
+            }
+        } else if (!g->opts.stream || g->job_phase) {
+            /* nothing written yet, and nobody else writes: the connection is suspended, or
+             * this is its thread before the response is queued */
+            if ((g->job_phase || g->suspended || on_conn_thread) && g->peer.http11) {
+                g->probed = 1;
+                send_probe(g);
+                sent = 1;
+            }
+        }
+    }
+    pthread_mutex_unlock(&g->wmu);
+    if (sent && !on_conn_thread) {
+        /* the engine asks before it spends work: wait a moment for the verdict (a reset comes
+         * back within a round trip; a half-closed client costs this wait once) */
+        struct pollfd p = { g->peer.fd, 0, 0 }; /* only a hang-up or an error wakes it */
+        if (poll(&p, 1, SRV_PROBE_WAIT_MS) > 0 && (p.revents & (POLLHUP | POLLERR)))
+            atomic_store(&g->peer_gone, 1);
+    }
+    return !atomic_load(&g->peer_gone);
+}
+
+static int gen_alive(void *user) {
+    return srv_gen_check_peer(user, 0);
+}
+
 void srv_gen_free(srv_gen *g) {
     if (!g) return;
     for (int i = 0; i < g->n_choices; i++) {
@@ -87,7 +163,7 @@ static uint64_t random_seed(void) {
 }
 
 int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int n_prompts,
-                  srv_gen_opts *opts, srv_gen **out, srv_error *e) {
+                  srv_gen_opts *opts, const srv_peer *peer, srv_gen **out, srv_error *e) {
     srv_gen *g = calloc(1, sizeof *g);
     int n_choices = n_prompts * opts->n;
     if (g) g->choices = calloc((size_t)n_choices, sizeof *g->choices);
@@ -103,6 +179,8 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
     }
     atomic_fetch_add(&srv->n_gens, 1);
     pthread_mutex_init(&g->wmu, NULL);
+    g->peer = peer ? *peer : (srv_peer){ -1, 0 };
+    g->job_phase = 1; /* until the connection takes it over (http.c) */
     g->srv = srv;
     g->api = api;
     g->opts = *opts;
@@ -148,6 +226,7 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
             rp.prompt_logprobs =
                 g->opts.echo && g->opts.logprobs >= 0 && j == 0 ? g->opts.logprobs : -1;
             rp.notify = gen_notify;
+            rp.alive = gen_alive;
             rp.user = g;
             srp_err se = { 0 };
             int rc = srp_sched_submit(srv->sched, &rp, &c->req, &se);

@@ -1,10 +1,17 @@
 /* libmicrohttpd: routing, request bodies, auth, error answers, and the suspend/resume dance
  * that lets a waiting or streaming request hold no thread.
  *
+ * What can be refused cheaply is refused when the headers arrive, before any body byte is
+ * read: a malformed path, an unknown route or method, a missing key, a body announced larger
+ * than the limit or framed ambiguously, and (at the connection cap) everything but /health and
+ * /metrics. A body is parsed, rendered and tokenized by the request workers (workers.c) while
+ * its connection is suspended, so no HTTP thread ever waits on that work.
+ *
  * A connection waiting for tokens is suspended; the engine thread's notify (gen.c) resumes it.
  * A non-stream request is answered once every choice has finished; a stream's content reader
  * hands out SSE chunks as they come and suspends the connection while there are none. */
 #include <arpa/inet.h>
+#include <strings.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +31,6 @@ typedef enum {
     R_CHAT,
     R_TOKENIZE,
     R_DETOKENIZE,
-    R_MODEL, /* /v1/models/{id} */
 } route_id;
 
 static const struct {
@@ -42,14 +48,29 @@ static const struct {
     { "/detokenize", "POST", R_DETOKENIZE, 1 },
 };
 
+/* A request's place in its life: headers checked, body arriving, with the workers, done
+ * there (results to send), handed to the connection. */
+typedef enum { JOB_NONE, JOB_QUEUED, JOB_DONE, JOB_TAKEN } job_state;
+
+#define R_MODEL_INDEX (-2) /* GET /v1/models/{id}: no entry in routes[] */
+
 typedef struct conn_ctx {
     srv_server *srv;
     struct MHD_Connection *mc;
     char request_id[80]; /* x-request-id: the client's, or one made here */
     const char *origin;  /* the Origin CORS lets through, or NULL */
+    srv_peer peer;
+    int route; /* index into routes[] */
     char *body;
-    size_t len, cap;
-    int too_large;
+    size_t len, cap, discarded;
+    int too_large, body_expected;
+    int refused; /* refused at the headers: the body is dropped, then refusal is sent */
+    srv_error refusal;
+    char allow[64];
+    pthread_mutex_t jmu; /* job and the suspension it holds */
+    job_state job;
+    srv_error job_err;
+    char *job_body;
     srv_gen *gen;
 } conn_ctx;
 
@@ -130,12 +151,18 @@ static enum MHD_Result fail(conn_ctx *c, int status, const char *code, const cha
     return respond_error(c, &e);
 }
 
+/* "Authorization: Bearer KEY": the scheme in any case, the key without the whitespace around
+ * it (RFC 9110 5.5), compared in constant time. */
 static int authorized(const srv_server *srv, struct MHD_Connection *mc) {
     if (!srv->cfg.api_key) return 1;
     const char *h = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
-    const char *k = h + 7, *want = srv->cfg.api_key;
+    if (!h) return 0;
+    while (*h == ' ' || *h == '\t') h++;
+    if (strncasecmp(h, "Bearer", 6) || (h[6] != ' ' && h[6] != '\t')) return 0;
+    const char *k = h + 6, *want = srv->cfg.api_key;
+    while (*k == ' ' || *k == '\t') k++;
     size_t kl = strlen(k), wl = strlen(want);
+    while (kl && (k[kl - 1] == ' ' || k[kl - 1] == '\t')) kl--;
     unsigned diff = (unsigned)(kl ^ wl);
     for (size_t i = 0; i < kl; i++) diff |= (unsigned)(k[i] ^ want[i % (wl ? wl : 1)]);
     return diff == 0;
@@ -152,9 +179,9 @@ static int poll_or_suspend(conn_ctx *c, int (*has_output)(const srv_gen *)) {
         g->pending = 0;
         pthread_mutex_unlock(&g->wmu);
         srv_gen_poll(g);
-        if (srv_gen_done(g) || has_output(g)) return 1;
+        if (srv_gen_done(g) || has_output(g) || atomic_load(&g->want_ping)) return 1;
         pthread_mutex_lock(&g->wmu);
-        if (g->pending) {
+        if (g->pending || atomic_load(&g->want_ping)) {
             pthread_mutex_unlock(&g->wmu);
             continue;
         }
@@ -194,19 +221,11 @@ static enum MHD_Result finish_plain(conn_ctx *c) {
     return body ? respond_json(c, 200, body) : respond_error(c, &e);
 }
 
-/* libmicrohttpd does not watch a suspended connection, so a client that gave up on a plain
- * (non-stream) request would hold its slot until the end. Every wake-up peeks at the socket:
- * end of file means the client is gone. */
-static int peer_closed(struct MHD_Connection *mc) {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci) return 0;
-    char b;
-    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
+/* libmicrohttpd does not watch a suspended connection, so every wake-up asks whether the client
+ * is still there: a reset means gone (closing cancels the requests, on_completed); an end of
+ * file may be a half-close, which still gets its reply, and is probed once (gen.c). */
 static enum MHD_Result progress_plain(conn_ctx *c) {
+    if (!srv_gen_check_peer(c->gen, 1)) return MHD_NO;
     if (!poll_or_suspend(c, no_output)) return MHD_YES;
     return finish_plain(c);
 }
@@ -227,7 +246,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         if (g->stream_ended) return MHD_CONTENT_READER_END_OF_STREAM;
         /* tokens without text write nothing, so a write would not find the client gone */
-        if (peer_closed(c->mc)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!srv_gen_check_peer(g, 1)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (atomic_exchange(&g->want_ping, 0)) {
+            srv_out_append(g, ": ping\n\n", 8); /* an SSE comment: clients skip it */
+            continue;
+        }
         if (!poll_or_suspend(c, stream_output)) return 0;
         if (srv_gen_done(g) && !stream_output(g)) {
             if (g->failed || g->cancelled) {
@@ -265,79 +288,108 @@ static enum MHD_Result start_stream(conn_ctx *c) {
 
 static enum MHD_Result serve_metrics(conn_ctx *c) {
     srv_server *srv = c->srv;
-    srv_metrics_gauges g = { srv->cfg.model_name, atomic_load(&srv->state) == SRV_READY, 0, { 0 } };
+    srv_metrics_gauges g = {
+        srv->cfg.model_name, atomic_load(&srv->state) == SRV_READY, 0, { 0 }, 0, 0, 0
+    };
     pthread_rwlock_rdlock(&srv->life);
     if (srv->sched) {
         srp_sched_get_stats(srv->sched, &g.stats);
         g.have_stats = 1;
     }
     pthread_rwlock_unlock(&srv->life);
+    srv_conns_stats(&srv->conns, &g.conns_open, &g.conns_cap, &g.conns_evicted);
     char *text = srv_metrics_render(&srv->metrics, &g);
     if (!text) return fail(c, 500, NULL, NULL, "out of memory");
     return respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, NULL, NULL);
 }
 
-/* Parses the JSON body: an object, in valid UTF-8, with nothing after it. */
-static cJSON *parse_body(conn_ctx *c, srv_error *e) {
-    if (c->len == 0) return srv_fail(e, 400, NULL, "the request body is empty; send JSON"), NULL;
-    if (!srv_utf8_valid(c->body, c->len))
-        return srv_fail(e, 400, NULL, "the request body is not valid UTF-8"), NULL;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(c->body, c->len, &end, 0);
-    if (!root) {
-        size_t at = end && end >= c->body ? (size_t)(end - c->body) : 0;
-        return srv_fail(e, 400, NULL, "malformed JSON near byte %zu", at), NULL;
-    }
-    while (end && (size_t)(end - c->body) < c->len && strchr(" \t\r\n", *end)) end++;
-    if (end && (size_t)(end - c->body) < c->len) {
-        cJSON_Delete(root);
-        return srv_fail(e, 400, NULL, "malformed JSON: data after the object"), NULL;
-    }
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return srv_fail(e, 400, NULL, "the request body must be a JSON object"), NULL;
-    }
-    if (srv_json_dedupe(root)) { /* duplicate keys: the last one wins, as in JS and Python */
-        cJSON_Delete(root);
-        return srv_fail(e, 500, NULL, "out of memory"), NULL;
-    }
-    return root;
-}
-
-static enum MHD_Result serve_post(conn_ctx *c, route_id id) {
+/* A worker's job: the request body to a generation (or a body, or an error), then the
+ * connection is resumed to send it. */
+static void run_post(void *arg) {
+    conn_ctx *c = arg;
     srv_server *srv = c->srv;
     srv_error e = { 0 };
+    char *body = NULL;
+    srv_gen *gen = NULL;
+    /* a generous bound: every prompt of a full batch as long as the context */
+    size_t max_values = (size_t)srv->cfg.max_model_len * 8 + (1u << 20);
+    cJSON *root = srv_parse_request(c->body, c->len, max_values, &e);
+    free(c->body); /* parsed: the bytes are not needed any more */
+    c->body = NULL;
+    c->len = c->cap = 0;
+    if (root) {
+        /* the life lock keeps the scheduler alive from the state check through the
+         * submission */
+        pthread_rwlock_rdlock(&srv->life);
+        int state = atomic_load(&srv->state);
+        route_id id = routes[c->route].id;
+        if (state != SRV_READY)
+            srv_fail(&e, 503, NULL,
+                     state == SRV_LOADING ? "the model is still loading"
+                                          : "the server is shutting down");
+        else if (id == R_COMPLETIONS)
+            srv_handle_completions(srv, root, &c->peer, &gen, &e);
+        else if (id == R_CHAT)
+            srv_handle_chat(srv, root, &c->peer, &gen, &e);
+        else if (id == R_TOKENIZE)
+            srv_handle_tokenize(srv, root, &body, &e);
+        else
+            srv_handle_detokenize(srv, root, &body, &e);
+        pthread_rwlock_unlock(&srv->life);
+        cJSON_Delete(root);
+    }
+    if (gen) {
+        pthread_mutex_lock(&gen->wmu);
+        gen->mc = c->mc; /* read by the engine's notify only once the connection is suspended */
+        pthread_mutex_unlock(&gen->wmu);
+        srv_gen_check_peer(gen, 0); /* a client that left at once is probed now */
+    }
+    pthread_mutex_lock(&c->jmu);
+    c->job_err = e;
+    c->job_body = body;
+    c->gen = gen;
+    c->job = JOB_DONE;
+    atomic_fetch_sub(&srv->n_suspended, 1);
+    MHD_resume_connection(c->mc);
+    pthread_mutex_unlock(&c->jmu);
+}
+
+static enum MHD_Result submit_post(conn_ctx *c) {
+    srv_server *srv = c->srv;
     if (c->too_large) {
+        srv_error e = { 0 };
         e.code = "request_too_large";
         srv_fail(&e, 413, NULL, "the request body is larger than %zu bytes",
                  srv->cfg.max_body_bytes);
         return respond_error(c, &e);
     }
-    cJSON *root = parse_body(c, &e);
-    if (!root) return respond_error(c, &e);
-    /* the life lock keeps the scheduler alive from the state check through the submission */
-    pthread_rwlock_rdlock(&srv->life);
-    int state = atomic_load(&srv->state);
-    int rc = -1;
-    char *body = NULL;
-    if (state != SRV_READY) {
-        srv_fail(&e, 503, NULL,
-                 state == SRV_LOADING ? "the model is still loading"
-                                      : "the server is shutting down");
-    } else if (id == R_COMPLETIONS) {
-        rc = srv_handle_completions(srv, root, &c->gen, &e);
-    } else if (id == R_CHAT) {
-        rc = srv_handle_chat(srv, root, &c->gen, &e);
-    } else if (id == R_TOKENIZE) {
-        rc = srv_handle_tokenize(srv, root, &body, &e);
-    } else {
-        rc = srv_handle_detokenize(srv, root, &body, &e);
+    pthread_mutex_lock(&c->jmu);
+    if (srv_workers_submit(srv->workers, run_post, c)) {
+        pthread_mutex_unlock(&c->jmu);
+        srv_error e = { 0 };
+        srv_fail(&e, 503, NULL, "the server is busy reading requests; retry later");
+        return respond_error(c, &e);
     }
-    pthread_rwlock_unlock(&srv->life);
-    cJSON_Delete(root);
-    if (rc) return respond_error(c, &e);
-    if (body) return respond_json(c, 200, body);
-    c->gen->mc = c->mc; /* read by the engine's notify only once the connection is suspended */
+    c->job = JOB_QUEUED;
+    atomic_fetch_add(&srv->n_suspended, 1);
+    MHD_suspend_connection(c->mc);
+    pthread_mutex_unlock(&c->jmu);
+    return MHD_YES;
+}
+
+/* The worker is done: send what it made. */
+static enum MHD_Result take_post(conn_ctx *c) {
+    c->job = JOB_TAKEN;
+    if (c->job_err.status) return respond_error(c, &c->job_err);
+    if (c->job_body) {
+        char *b = c->job_body;
+        c->job_body = NULL;
+        return respond_json(c, 200, b);
+    }
+    if (!c->gen) return fail(c, 500, NULL, NULL, "the request made nothing");
+    pthread_mutex_lock(&c->gen->wmu);
+    c->gen->job_phase = 0;
+    pthread_mutex_unlock(&c->gen->wmu);
     if (c->gen->opts.stream) return start_stream(c);
     return progress_plain(c);
 }
@@ -361,8 +413,73 @@ static enum MHD_Result serve_options(conn_ctx *c, const char *allow) {
     return rc;
 }
 
-static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method) {
+/* The framing headers: one Content-Length (repeats must agree), not together with
+ * Transfer-Encoding; a proxy that reads them otherwise would see another request
+ * (request smuggling). */
+typedef struct framing {
+    int n_length, conflict, chunked;
+    unsigned long long length;
+} framing;
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value) {
+    (void)kind;
+    framing *f = cls;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) f->chunked = 1;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) return MHD_YES;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = value && *value >= '0' && *value <= '9' ? strtoull(value, &end, 10) : 0;
+    if (!end || *end || errno) f->conflict = 1;
+    if (f->n_length++ && v != f->length) f->conflict = 1;
+    f->length = v;
+    return MHD_YES;
+}
+
+static int is_probe_route(route_id id) {
+    return id == R_HEALTH || id == R_METRICS;
+}
+
+/* A refusal decided from the headers. Nothing of the body is kept either way. With no body,
+ * a body announced past twice the limit, or "Expect: 100-continue", it goes out at once (and
+ * libmicrohttpd closes the connection without reading the body); a body of allowed size is read
+ * and dropped first, so that the client, still sending, reads the answer instead of a reset. */
+static enum MHD_Result refuse(conn_ctx *c, const srv_error *e, const char *allow) {
+    if (allow) snprintf(c->allow, sizeof c->allow, "%s", allow);
+    if (!c->body_expected) {
+        if (allow)
+            return respond(c, e->status, "application/json", srv_error_body(e), "Allow", allow);
+        return respond_error(c, e);
+    }
+    c->refusal = *e;
+    c->refused = 1;
+    return MHD_YES;
+}
+
+static enum MHD_Result refuse_msg(conn_ctx *c, int status, const char *code, const char *msg) {
+    srv_error e = { 0 };
+    e.code = code;
+    srv_fail(&e, status, NULL, "%s", msg);
+    return refuse(c, &e, NULL);
+}
+
+/* Everything decided from the request line and the headers, before any body byte. */
+static enum MHD_Result on_headers(conn_ctx *c, const char *url, const char *method) {
     srv_server *srv = c->srv;
+    framing f = { 0 };
+    MHD_get_connection_values(c->mc, MHD_HEADER_KIND, framing_header, &f);
+    if (f.conflict || (f.n_length && f.chunked)) /* no framing to read a body by: at once */
+        return fail(c, 400, "invalid_framing", NULL,
+                    "conflicting Content-Length headers, or Content-Length with "
+                    "Transfer-Encoding");
+    const char *expect =
+        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    c->body_expected = (f.chunked || (f.n_length && f.length > 0)) && !expect &&
+                       (!f.n_length || f.length <= 2 * (unsigned long long)srv->cfg.max_body_bytes);
+    if (url[0] != '/') /* strict_unescape refused the path */
+        return refuse_msg(c, 400, "invalid_path",
+                          "the path is not valid: a malformed or forbidden escape (%00, an "
+                          "encoded / or \\)");
     int found = -1, path_known = 0;
     char allow[64] = "";
     static const char model_prefix[] = "/v1/models/";
@@ -371,7 +488,7 @@ static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method
         model_id = url + sizeof model_prefix - 1;
         path_known = 1;
         snprintf(allow, sizeof allow, "GET");
-        if (!strcmp(method, "GET")) found = -2;
+        if (!strcmp(method, "GET")) found = R_MODEL_INDEX;
     }
     for (size_t i = 0; !model_id && i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path)) continue;
@@ -383,7 +500,7 @@ static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method
     if (!path_known) {
         char msg[300];
         snprintf(msg, sizeof msg, "no route %.200s", url);
-        return fail(c, 404, "not_found", NULL, msg);
+        return refuse_msg(c, 404, "not_found", msg);
     }
     if (!strcmp(method, "OPTIONS")) {
         snprintf(allow + strlen(allow), sizeof allow - strlen(allow), ", OPTIONS");
@@ -393,15 +510,26 @@ static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method
         srv_error e = { 0 };
         e.code = "method_not_allowed";
         srv_fail(&e, 405, NULL, "%.20s is not allowed on %.200s (allowed: %s)", method, url, allow);
-        return respond(c, 405, "application/json", srv_error_body(&e), "Allow", allow);
+        return refuse(c, &e, allow);
+    }
+    c->route = found;
+    if (f.n_length && f.length > srv->cfg.max_body_bytes) {
+        srv_error e = { 0 };
+        e.code = "request_too_large";
+        srv_fail(&e, 413, NULL, "the request body is larger than %zu bytes",
+                 srv->cfg.max_body_bytes);
+        return refuse(c, &e, NULL);
     }
     if ((model_id || routes[found].auth) && !authorized(srv, c->mc))
-        return fail(c, 401, "invalid_api_key", NULL,
-                    "a valid API key is required (Authorization: Bearer KEY)");
+        return refuse_msg(c, 401, "invalid_api_key",
+                          "a valid API key is required (Authorization: Bearer KEY)");
+    int open = srv_conns_set_busy(&srv->conns, c->mc, 1);
+    if (open > srv->cfg.max_connections && !(found >= 0 && is_probe_route(routes[found].id)))
+        return refuse_msg(c, 503, NULL, "too many connections open; retry later");
     if (model_id) {
         srv_error e = { 0 };
         char *body = NULL;
-        if (srv_model_body(srv, model_id, &body, &e)) return respond_error(c, &e);
+        if (srv_model_body(srv, model_id, &body, &e)) return refuse(c, &e, NULL);
         return respond_json(c, 200, body);
     }
     int state = atomic_load(&srv->state);
@@ -415,14 +543,48 @@ static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method
     case R_MODELS:
         return respond_json(c, 200, srv_models_body(srv));
     default:
-        return serve_post(c, routes[found].id);
+        if (f.n_length && f.length) {
+            c->body = malloc((size_t)f.length + 1); /* announced and within the limit */
+            if (!c->body) return fail(c, 500, NULL, NULL, "out of memory");
+            c->cap = (size_t)f.length + 1;
+        }
+        return MHD_YES; /* the body, then the last call submits it */
     }
+}
+
+static enum MHD_Result on_body(conn_ctx *c, const char *data, size_t n) {
+    const size_t max = c->srv->cfg.max_body_bytes;
+    if (c->refused) { /* dropped unread, up to a bound */
+        c->discarded += n;
+        return c->discarded > 2 * max ? MHD_NO : MHD_YES;
+    }
+    if (c->too_large || c->len + n > max) {
+        /* chunked past the limit: drop what comes (answering 413 at the end), up to a bound */
+        c->too_large = 1;
+        free(c->body);
+        c->body = NULL;
+        c->len = c->cap = 0;
+        c->discarded += n;
+        return c->discarded > max ? MHD_NO : MHD_YES;
+    }
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + n + 1) cap *= 2;
+        if (cap > max + 1) cap = max + 1;
+        char *nb = realloc(c->body, cap);
+        if (!nb) return MHD_NO;
+        c->body = nb;
+        c->cap = cap;
+    }
+    memcpy(c->body + c->len, data, n);
+    c->len += n;
+    c->body[c->len] = 0;
+    return MHD_YES;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
-    (void)version;
     srv_server *srv = cls;
     conn_ctx *c = *con_cls;
     if (!c) {
@@ -430,53 +592,94 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         if (!c) return MHD_NO;
         c->srv = srv;
         c->mc = mc;
+        pthread_mutex_init(&c->jmu, NULL);
         set_request_id(c);
         c->origin = allowed_origin(
             srv, MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN));
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->peer.fd = ci ? ci->connect_fd : -1;
+        c->peer.http11 = version && !strcmp(version, MHD_HTTP_VERSION_1_1);
         *con_cls = c;
-        return MHD_YES;
+        return on_headers(c, url, method);
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (c->too_large || c->len + n > srv->cfg.max_body_bytes) {
-            c->too_large = 1; /* keep reading, answer 413 at the end */
-            free(c->body);
-            c->body = NULL;
-            c->len = c->cap = 0;
-            return MHD_YES;
-        }
-        if (c->len + n + 1 > c->cap) {
-            size_t cap = c->cap ? c->cap : 4096;
-            while (cap < c->len + n + 1) cap *= 2;
-            char *nb = realloc(c->body, cap);
-            if (!nb) return MHD_NO;
-            c->body = nb;
-            c->cap = cap;
-        }
-        memcpy(c->body + c->len, upload_data, n);
-        c->len += n;
-        c->body[c->len] = 0;
+        return on_body(c, upload_data, n);
+    }
+    if (c->refused) {
+        c->refused = 0;
+        if (c->allow[0])
+            return respond(c, c->refusal.status, "application/json", srv_error_body(&c->refusal),
+                           "Allow", c->allow);
+        return respond_error(c, &c->refusal);
+    }
+    switch (c->job) {
+    case JOB_NONE:
+        /* the whole request is here: the long timeout from now on (suspended connections
+         * never time out; a stream writes) */
+        MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT, 600u);
+        return submit_post(c);
+    case JOB_DONE:
+        return take_post(c);
+    case JOB_TAKEN:
+        if (c->gen) return progress_plain(c); /* resumed by the engine */
         return MHD_YES;
+    default:
+        return MHD_YES; /* not called while suspended */
     }
-    if (c->gen) {                           /* resumed */
-        if (peer_closed(mc)) return MHD_NO; /* closing cancels the requests (on_completed) */
-        return progress_plain(c);
-    }
-    return dispatch(c, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)mc;
+    srv_server *srv = cls;
     (void)toe;
     conn_ctx *c = *con_cls;
     if (!c) return;
     srv_gen_free(c->gen); /* a client gone mid-stream cancels its requests here */
     free(c->body);
+    free(c->job_body);
+    pthread_mutex_destroy(&c->jmu);
     free(c);
     *con_cls = NULL;
+    /* between keep-alive requests the connection is idle: the short timeout, evictable */
+    srv_conns_set_busy(&srv->conns, mc, 0);
+    MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)srv->cfg.request_timeout);
+}
+
+static int hexval(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoding that refuses what would let a path mean something else than it reads: a
+ * malformed escape, %00 (which would cut the path short) and encoded / or \. A refused path
+ * becomes "\x01", which on_headers answers with 400. */
+static size_t strict_unescape(void *cls, struct MHD_Connection *mc, char *s) {
+    (void)cls;
+    (void)mc;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        if (*r != '%') {
+            *w++ = *r++;
+            continue;
+        }
+        int hi = hexval(r[1]), lo = hi >= 0 ? hexval(r[2]) : -1;
+        int v = hi * 16 + lo;
+        if (hi < 0 || lo < 0 || v == 0 || v == '/' || v == '\\') {
+            s[0] = '\x01';
+            s[1] = 0;
+            return 1;
+        }
+        *w++ = (char)v;
+        r += 3;
+    }
+    *w = 0;
+    return (size_t)(w - s);
 }
 
 int srv_http_start(srv_server *srv, char *err, size_t errlen) {
@@ -486,6 +689,7 @@ int srv_http_start(srv_server *srv, char *err, size_t errlen) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
+    srv_conns_init(&srv->conns, srv->cfg.max_connections);
     if (inet_pton(AF_INET, srv->cfg.host, &a4.sin_addr) == 1) {
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)srv->cfg.port);
@@ -499,11 +703,20 @@ int srv_http_start(srv_server *srv, char *err, size_t errlen) {
         snprintf(err, errlen, "--host %s is not an IPv4 or IPv6 address", srv->cfg.host);
         return -1;
     }
+    if (srv_workers_start(srv->cfg.tokenizer_threads, 1024, &srv->workers)) {
+        snprintf(err, errlen, "cannot start the request workers");
+        return -1;
+    }
+    /* libmicrohttpd's own limit sits above the cap: the connections past the cap are the ones
+     * that evict idle ones, or get 503, or ask for /health */
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)srv->cfg.port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)srv->cfg.http_threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16384,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+        srv_conns_notify, &srv->conns, MHD_OPTION_UNESCAPE_CALLBACK, strict_unescape, NULL,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.http_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)srv->cfg.max_connections + SRV_CONNECTION_RESERVE,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.request_timeout, MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, errlen, "cannot listen on %s port %d (in use, or not allowed?)",
                  srv->cfg.host, srv->cfg.port);
@@ -515,7 +728,11 @@ int srv_http_start(srv_server *srv, char *err, size_t errlen) {
 }
 
 void srv_http_stop(srv_server *srv) {
-    if (!srv->daemon) return;
-    MHD_stop_daemon(srv->daemon);
-    srv->daemon = NULL;
+    if (srv->daemon) {
+        MHD_stop_daemon(srv->daemon);
+        srv->daemon = NULL;
+    }
+    srv_workers_stop(srv->workers);
+    srv->workers = NULL;
+    srv_conns_destroy(&srv->conns);
 }

@@ -147,6 +147,11 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g) {
           st->decode_step_s);
     gauge(&b, "step_target_seconds", "Step time that budget aimed at (0: unbounded).", "gauge", mn,
           st->step_target_s);
+    gauge(&b, "http_connections", "HTTP connections open.", "gauge", mn, g->conns_open);
+    gauge(&b, "http_connections_max", "Connections open before idle ones are evicted.", "gauge", mn,
+          g->conns_cap);
+    gauge(&b, "http_connections_evicted_total", "Idle connections closed to make room.", "counter",
+          mn, (double)g->conns_evicted);
     pthread_mutex_lock(&m->mu);
     static const char *reasons[] = { "none", "stop", "length", "abort", "error" };
     sb_printf(&b, "# HELP serpent:request_finished_total Requests (choices) finished by reason.\n"

@@ -34,6 +34,8 @@ typedef struct srv_metrics_gauges {
     int ready;
     int have_stats;
     srp_sched_stats stats;
+    int conns_open, conns_cap;
+    unsigned long conns_evicted;
 } srv_metrics_gauges;
 
 /* The Prometheus text exposition (malloc'ed). */

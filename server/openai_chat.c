@@ -123,6 +123,19 @@ static int check_tools(const cJSON *root, const cJSON **tools_out, srv_error *e)
     return 0;
 }
 
+/* A copy of a request value with its special-token texts marked (chat_marks.c). */
+static cJSON *marked_copy(const srv_server *srv, const cJSON *v) {
+    cJSON *c = cJSON_Duplicate(v, 1);
+    const char *const *texts;
+    const size_t *lens;
+    int n = srp_tokenizer_special_texts(srv->tok, &texts, &lens);
+    if (c && srv_mark_specials(c, texts, lens, n)) {
+        cJSON_Delete(c);
+        return NULL;
+    }
+    return c;
+}
+
 static cJSON *template_vars(const srv_server *srv, const cJSON *root, int add_generation_prompt,
                             srv_error *e) {
     cJSON *vars = cJSON_CreateObject();
@@ -134,14 +147,14 @@ static cJSON *template_vars(const srv_server *srv, const cJSON *root, int add_ge
         cJSON_Delete(vars);
         return NULL;
     }
-    if (tools) cJSON_AddItemToObject(vars, "tools", cJSON_Duplicate(tools, 1));
+    if (tools) cJSON_AddItemToObject(vars, "tools", marked_copy(srv, tools));
     const cJSON *docs = cJSON_GetObjectItemCaseSensitive(root, "documents");
     if (docs && !cJSON_IsNull(docs)) {
         if (!cJSON_IsArray(docs)) {
             cJSON_Delete(vars);
             return srv_fail(e, 400, "documents", "'documents' must be a list of objects"), NULL;
         }
-        cJSON_AddItemToObject(vars, "documents", cJSON_Duplicate(docs, 1));
+        cJSON_AddItemToObject(vars, "documents", marked_copy(srv, docs));
     }
     const cJSON *effort = cJSON_GetObjectItemCaseSensitive(root, "reasoning_effort");
     if (effort && !cJSON_IsNull(effort)) {
@@ -150,7 +163,7 @@ static cJSON *template_vars(const srv_server *srv, const cJSON *root, int add_ge
             return srv_fail(e, 400, "reasoning_effort", "'reasoning_effort' must be a string"),
                    NULL;
         }
-        cJSON_AddStringToObject(vars, "reasoning_effort", effort->valuestring);
+        cJSON_AddItemToObject(vars, "reasoning_effort", marked_copy(srv, effort));
     }
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs"), *it;
     if (kw && !cJSON_IsNull(kw)) {
@@ -162,7 +175,7 @@ static cJSON *template_vars(const srv_server *srv, const cJSON *root, int add_ge
         }
         cJSON_ArrayForEach(it, kw) { /* as vLLM: they override the variables above */
             cJSON_DeleteItemFromObjectCaseSensitive(vars, it->string);
-            cJSON_AddItemToObject(vars, it->string, cJSON_Duplicate(it, 1));
+            cJSON_AddItemToObject(vars, it->string, marked_copy(srv, it));
         }
     }
     return vars;
@@ -214,10 +227,26 @@ int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_pro
                         "'continue_final_message' and 'add_generation_prompt' cannot both be true");
     if (cont && !rc) agp = 0;
     cJSON *msgs = normalize_messages(cJSON_GetObjectItemCaseSensitive(root, "messages"), e);
-    cJSON *vars = msgs ? template_vars(srv, root, agp, e) : NULL;
+    rc = msgs ? 0 : -1;
+    /* echo: the last message, when it is the assistant's, starts the reply (as vLLM) */
+    if (!rc) {
+        const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(last, "content");
+        if (cJSON_IsString(role) && !strcmp(role->valuestring, "assistant") && cJSON_IsString(c) &&
+            !(p->text = strdup(c->valuestring)))
+            rc = srv_fail(e, 500, NULL, "out of memory");
+    }
+    /* what the client wrote stays text: its special-token texts are marked for the tokenizer */
+    const char *const *texts;
+    const size_t *lens;
+    int n_texts = srp_tokenizer_special_texts(srv->tok, &texts, &lens);
+    if (!rc && srv_mark_specials(msgs, texts, lens, n_texts))
+        rc = srv_fail(e, 500, NULL, "out of memory");
+    cJSON *vars = rc ? NULL : template_vars(srv, root, agp, e);
     char *text = NULL;
     size_t text_len = 0;
-    rc = msgs && vars ? 0 : -1;
+    if (!vars) rc = -1;
     if (!rc) {
         srp_err te = { 0 };
         int r = srp_chat_template_render(srv->chat_tmpl, msgs, vars, NULL, &text, &text_len, &te);
@@ -229,24 +258,22 @@ int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_pro
             rc = srv_fail(e, 400, "messages", "the chat template failed: %s", te.msg);
     }
     if (!rc && cont) rc = cut_after_final(text, &text_len, msgs, e);
-    /* echo: the last message, when it is the assistant's, starts the reply (as vLLM) */
-    if (!rc) {
-        const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(last, "content");
-        if (cJSON_IsString(role) && !strcmp(role->valuestring, "assistant") && cJSON_IsString(c) &&
-            !(p->text = strdup(c->valuestring)))
-            rc = srv_fail(e, 500, NULL, "out of memory");
-    }
     cJSON_Delete(msgs);
     cJSON_Delete(vars);
+    srp_text_span *plain = NULL;
+    int n_plain = 0;
+    if (!rc && srv_unmark(text, &text_len, &plain, &n_plain))
+        rc = srv_fail(e, 500, NULL, "out of memory");
+    if (!rc) rc = srv_check_text_length(srv, text_len, "messages", e);
     if (!rc) {
         srp_err te = { 0 };
-        if (srp_tokenizer_encode(srv->tok, text, text_len, add_special, &p->ids, &p->n, &te))
+        if (srp_tokenizer_encode_spans(srv->tok, text, text_len, add_special, plain, n_plain,
+                                       &p->ids, &p->n, &te))
             rc = srv_fail(e, 400, "messages", "cannot tokenize the rendered chat: %s", te.msg);
         else if (p->n == 0)
             rc = srv_fail(e, 400, "messages", "the rendered chat has no tokens");
     }
+    free(plain);
     free(text);
     if (rc) {
         free(p->ids);
@@ -256,7 +283,8 @@ int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_pro
     return rc;
 }
 
-int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e) {
+int srv_handle_chat(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
+                    srv_error *e) {
     if (srv_check_model(srv, root, e)) return -1;
     if (srv_check_fields(root, "chat", e)) return -1;
     srv_gen_opts o;
@@ -273,6 +301,7 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
         p->text = NULL;
     }
     if (!rc) rc = srv_check_length(srv, p, 1, &o, -1, "messages", e);
+    if (!rc) rc = srv_check_budget(srv, p, 1, &o, e);
     if (rc) {
         if (p) {
             free(p->ids);
@@ -282,7 +311,7 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error
         srv_gen_opts_free(&o);
         return -1;
     }
-    return srv_gen_start(srv, &srv_api_chat, p, 1, &o, gen, e);
+    return srv_gen_start(srv, &srv_api_chat, p, 1, &o, peer, gen, e);
 }
 
 /* --- responses --------------------------------------------------------------------------- */

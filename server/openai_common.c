@@ -25,19 +25,139 @@ int srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...) 
 
 char *srv_error_body(const srv_error *e) {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
-    cJSON_AddStringToObject(err, "message", e->msg);
+    /* messages quote what the client sent (a path, a name), maybe cut mid-character: the body
+     * is valid UTF-8 whatever they held */
+    char *msg = NULL;
+    size_t ml = 0, mc = 0;
+    if (srv_buf_append_utf8(&msg, &ml, &mc, e->msg, strlen(e->msg))) msg = NULL;
+    cJSON_AddStringToObject(err, "message", msg ? msg : "(out of memory)");
+    free(msg);
     cJSON_AddStringToObject(err, "type", e->type ? e->type : "invalid_request_error");
-    if (e->param[0])
-        cJSON_AddStringToObject(err, "param", e->param);
+    char *param = NULL;
+    size_t pl = 0, pc = 0;
+    if (e->param[0] && srv_buf_append_utf8(&param, &pl, &pc, e->param, strlen(e->param)))
+        param = NULL;
+    if (param)
+        cJSON_AddStringToObject(err, "param", param);
     else
         cJSON_AddNullToObject(err, "param");
     if (e->code)
         cJSON_AddStringToObject(err, "code", e->code);
     else
         cJSON_AddNullToObject(err, "code");
+    free(param);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;
+}
+
+/* Turns every \u0000 escape of the body into \uFDD2 (the same length; a noncharacter a
+ * request has no use for), so the parsed tree shows where the NULs were. Returns how many. */
+static int mark_nul_escapes(char *s, size_t n) {
+    int count = 0, in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!in_string) {
+            in_string = s[i] == '"';
+            continue;
+        }
+        if (s[i] == '"') {
+            in_string = 0;
+        } else if (s[i] == '\\' && i + 1 < n) {
+            if (s[i + 1] == 'u' && i + 5 < n && s[i + 2] == '0' && s[i + 3] == '0' &&
+                s[i + 4] == '0' && s[i + 5] == '0') {
+                memcpy(s + i + 2, "FDD2", 4);
+                count++;
+            }
+            i++; /* the escaped character (\\ included) */
+        }
+    }
+    return count;
+}
+
+/* Values in the JSON text (one more than the commas outside strings), counted before cJSON
+ * builds a node of about 64 bytes for each. */
+static size_t count_values(const char *s, size_t n) {
+    size_t k = 1;
+    int in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in_string) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                in_string = 0;
+        } else if (s[i] == '"') {
+            in_string = 1;
+        } else if (s[i] == ',') {
+            k++;
+        }
+    }
+    return k;
+}
+
+static int has_nul_mark(const char *s) {
+    return s && strstr(s, "\xEF\xB7\x92") != NULL;
+}
+
+/* The path of the first string (or key) holding a marked NUL: "messages[0].content". */
+static int find_nul(const cJSON *node, char *path, size_t cap) {
+    size_t base = strlen(path);
+    int i = 0;
+    for (const cJSON *it = node->child; it; it = it->next, i++) {
+        if (cJSON_IsObject(node))
+            snprintf(path + base, cap - base, "%s%.40s", base ? "." : "", it->string);
+        else
+            snprintf(path + base, cap - base, "[%d]", i);
+        if ((cJSON_IsObject(node) && has_nul_mark(it->string)) ||
+            (cJSON_IsString(it) && has_nul_mark(it->valuestring)) || find_nul(it, path, cap))
+            return 1;
+        path[base] = 0;
+    }
+    return 0;
+}
+
+cJSON *srv_parse_request(char *body, size_t len, size_t max_values, srv_error *e) {
+    if (len == 0 || !body)
+        return srv_fail(e, 400, NULL, "the request body is empty; send JSON"), NULL;
+    if (!srv_utf8_valid(body, len))
+        return srv_fail(e, 400, NULL, "the request body is not valid UTF-8"), NULL;
+    const char *nul = memchr(body, 0, len);
+    if (nul)
+        return srv_fail(e, 400, NULL, "malformed JSON: a NUL byte at byte %zu",
+                        (size_t)(nul - body)),
+               NULL;
+    size_t values = count_values(body, len);
+    if (values > max_values)
+        return srv_fail(e, 400, NULL,
+                        "the request holds %zu JSON values; at most %zu (no prompt can be "
+                        "longer than the context)",
+                        values, max_values),
+               NULL;
+    int nuls = mark_nul_escapes(body, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        return srv_fail(e, 400, NULL, "malformed JSON near byte %zu", at), NULL;
+    }
+    while (end && (size_t)(end - body) < len && strchr(" \t\r\n", *end)) end++;
+    if (end && (size_t)(end - body) < len) {
+        cJSON_Delete(root);
+        return srv_fail(e, 400, NULL, "malformed JSON: data after the object"), NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return srv_fail(e, 400, NULL, "the request body must be a JSON object"), NULL;
+    }
+    char path[256] = "";
+    if (nuls && find_nul(root, path, sizeof path)) {
+        cJSON_Delete(root);
+        return srv_fail(e, 400, path, "'%s' holds a NUL character (\\u0000)", path), NULL;
+    }
+    if (srv_json_dedupe(root)) { /* duplicate keys: the last one wins, as in JS and Python */
+        cJSON_Delete(root);
+        return srv_fail(e, 500, NULL, "out of memory"), NULL;
+    }
+    return root;
 }
 
 int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_opts *o,
@@ -68,6 +188,30 @@ int srv_check_length(const srv_server *srv, const srv_prompt *p, int n, srv_gen_
                         "'min_tokens' (%d) is more than the %d tokens the context leaves",
                         o->min_tokens, o->max_tokens);
     return 0;
+}
+
+int srv_check_text_length(const srv_server *srv, size_t n, const char *param, srv_error *e) {
+    size_t at_least = srv->tok ? srp_tokenizer_min_tokens(srv->tok, n) : 0;
+    if (at_least < (size_t)srv->cfg.max_model_len) return 0;
+    e->code = "context_length_exceeded";
+    return srv_fail(e, 400, param,
+                    "This model's maximum context length is %d tokens, but the %s is %zu bytes "
+                    "long: at least %zu tokens",
+                    srv->cfg.max_model_len, param, n, at_least);
+}
+
+int srv_check_budget(const srv_server *srv, const srv_prompt *p, int n_prompts,
+                     const srv_gen_opts *o, srv_error *e) {
+    if (o->logprobs < 0) return 0;
+    const long long per = (long long)o->logprobs + 1, cap = srv->cfg.max_logprobs;
+    long long cost = (long long)n_prompts * o->n * o->max_tokens * per;
+    for (int i = 0; o->echo && i < n_prompts; i++) cost += (long long)p[i].n * per * o->n;
+    if (cost <= cap) return 0;
+    return srv_fail(e, 400, o->n > 1 || n_prompts > 1 ? "n" : "logprobs",
+                    "this request asks for %lld logprob entries (choices x tokens x "
+                    "(top_logprobs + 1) = %d x %d x %lld%s); the server allows %lld per request",
+                    cost, n_prompts * o->n, o->max_tokens, per,
+                    o->echo ? ", with the echoed prompt" : "", cap);
 }
 
 void srv_truncate_prompt(srv_prompt *p, int k) {

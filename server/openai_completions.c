@@ -22,6 +22,7 @@ static int text_prompt(const srv_server *srv, const char *s, int add_special, sr
     if (!srv->tok)
         return srv_fail(e, 400, "prompt",
                         "this model has no tokenizer: send the prompt as token ids");
+    if (srv_check_text_length(srv, strlen(s), "prompt", e)) return -1;
     srp_err te = { 0 };
     if (srp_tokenizer_encode(srv->tok, s, strlen(s), add_special, &p->ids, &p->n, &te))
         return srv_fail(e, 400, "prompt", "cannot tokenize the prompt: %s", te.msg);
@@ -120,7 +121,8 @@ static int parse_prompts(const srv_server *srv, const cJSON *root, int add_speci
     return 0;
 }
 
-int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e) {
+int srv_handle_completions(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
+                           srv_error *e) {
     if (srv_check_model(srv, root, e)) return -1;
     if (srv_check_fields(root, "completions", e)) return -1;
     srv_gen_opts o;
@@ -137,12 +139,17 @@ int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, sr
     int rc = n * o.n > MAX_CHOICES
                  ? srv_fail(e, 400, "n", "prompts x n must be at most %d", MAX_CHOICES)
                  : 0;
+    for (int i = 0; !rc && !o.echo && i < n; i++) { /* the text is for echo only */
+        free(p[i].text);
+        p[i].text = NULL;
+    }
     for (int i = 0; !rc && o.truncate_prompt && i < n; i++) {
         srv_truncate_prompt(&p[i], o.truncate_prompt);
         free(p[i].text); /* echo shows what the model saw */
         p[i].text = NULL;
     }
     if (!rc) rc = srv_check_length(srv, p, n, &o, 16, "prompt", e);
+    if (!rc) rc = srv_check_budget(srv, p, n, &o, e);
     for (int i = 0; !rc && o.echo && i < n; i++)
         if (decode_prompt(srv, &p[i], srv_decode_flags(&o)))
             rc = srv_fail(e, 500, NULL, "out of memory");
@@ -151,7 +158,7 @@ int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, sr
         srv_gen_opts_free(&o);
         return -1;
     }
-    return srv_gen_start(srv, &srv_api_completions, p, n, &o, gen, e);
+    return srv_gen_start(srv, &srv_api_completions, p, n, &o, peer, gen, e);
 }
 
 /* --- responses --------------------------------------------------------------------------- */

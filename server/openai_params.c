@@ -104,9 +104,11 @@ static int parse_logit_bias(const srv_server *srv, const cJSON *root, srv_gen_op
     o->bias = malloc((size_t)(n ? n : 1) * sizeof *o->bias);
     if (!o->bias_ids || !o->bias) return srv_fail(e, 500, NULL, "out of memory");
     cJSON_ArrayForEach(b, it) {
-        char *end = NULL;
-        long id = strtol(b->string, &end, 10);
-        if (!b->string[0] || *end || id < 0 || id >= srv->vocab)
+        /* plain decimal digits: no sign, no spaces (strtol would take " 5" and "+5") */
+        int digits = b->string[0] && strlen(b->string) <= 10;
+        for (const char *q = b->string; digits && *q; q++) digits = *q >= '0' && *q <= '9';
+        long id = digits ? strtol(b->string, NULL, 10) : -1;
+        if (!digits || id < 0 || id >= srv->vocab)
             return srv_fail(e, 400, "logit_bias",
                             "'logit_bias' key '%.40s' is not a token id in [0, %d)", b->string,
                             srv->vocab);

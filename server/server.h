@@ -23,6 +23,48 @@
 typedef enum { SRV_LOADING = 0, SRV_READY, SRV_DRAINING } srv_state;
 
 #define SRV_MAX_EOS 8
+/* connections libmicrohttpd accepts past --max-connections: room for /health and /metrics,
+ * and for new connections to evict idle ones */
+#define SRV_CONNECTION_RESERVE 64
+
+/* The connections open now (conns.c). */
+typedef struct srv_conn srv_conn;
+typedef struct srv_conns {
+    pthread_mutex_t mu;
+    srv_conn *idle_head, *idle_tail, *busy_head, *busy_tail;
+    int n, cap;
+    unsigned long evicted;
+} srv_conns;
+
+struct MHD_Connection;
+enum MHD_ConnectionNotificationCode;
+void srv_conns_init(srv_conns *t, int cap);
+void srv_conns_destroy(srv_conns *t);
+/* MHD_OPTION_NOTIFY_CONNECTION: tracks a connection; past the cap, evicts the one idle the
+ * longest. */
+void srv_conns_notify(void *cls, struct MHD_Connection *mc, void **socket_context,
+                      enum MHD_ConnectionNotificationCode code);
+/* Marks a connection busy (a request in progress) or idle; returns the connections open. */
+int srv_conns_set_busy(srv_conns *t, struct MHD_Connection *mc, int busy);
+void srv_conns_stats(srv_conns *t, int *open, int *cap, unsigned long *evicted);
+
+/* The request workers (workers.c): body parsing, rendering and tokenization off the HTTP
+ * threads. */
+typedef struct srv_workers srv_workers;
+int srv_workers_start(int n_threads, int max_queued, srv_workers **out);
+/* -1 when the queue is full (or stopping, or no memory): answer 503. */
+int srv_workers_submit(srv_workers *w, void (*run)(void *arg), void *arg);
+/* Runs what is queued, then joins the threads. */
+void srv_workers_stop(srv_workers *w);
+
+/* The client's socket, for noticing that it is gone. */
+typedef struct srv_peer {
+    int fd; /* -1: unknown */
+    int http11;
+} srv_peer;
+enum { SRV_PEER_OK, SRV_PEER_EOF, SRV_PEER_GONE };
+/* OK, EOF (it closed its side: half-closed, or gone without a word) or GONE (reset). */
+int srv_peer_state(int fd);
 
 typedef struct srv_config {
     const char *host;
@@ -33,6 +75,11 @@ typedef struct srv_config {
     int max_model_len;
     size_t max_body_bytes;
     int http_threads;
+    int tokenizer_threads;
+    int request_timeout;        /* seconds a connection may idle before its request is complete */
+    int max_connections;        /* then idle ones are evicted, and busy ones answer 503 */
+    int max_connections_per_ip; /* 0: no limit */
+    long long max_logprobs;     /* per request: choices x tokens x (top_logprobs + 1) */
     /* CORS: origins whose browsers may call the API ("*": any, as vLLM's default) */
     char **origins;
     int n_origins, any_origin;
@@ -58,6 +105,8 @@ typedef struct srv_server {
     long created;              /* unix time the server started */
 
     srv_metrics metrics;
+    srv_conns conns;
+    srv_workers *workers;
     atomic_long next_id;
     atomic_int n_suspended; /* connections suspended now */
     atomic_int n_gens;      /* generations alive */
@@ -124,6 +173,11 @@ int srv_decode_flags(const srv_gen_opts *o);
  * naming it; an unknown field is logged once and ignored, as vLLM does. api: "completions" or
  * "chat". */
 int srv_check_fields(const cJSON *root, const char *api, srv_error *e);
+/* The request body as a JSON object: valid UTF-8, nothing after it, at most max_values values
+ * (counted before parsing: a tree node costs far more than its text), no NUL in any string
+ * (400 naming the field: C strings would cut it there), duplicate keys resolved (the last
+ * wins). NULL with e filled otherwise. */
+cJSON *srv_parse_request(char *body, size_t len, size_t max_values, srv_error *e);
 /* Checks "model" (absent is fine; another name is 404). */
 int srv_check_model(const srv_server *srv, const cJSON *root, srv_error *e);
 
@@ -194,6 +248,13 @@ typedef struct srv_gen {
     pthread_mutex_t wmu;
     int pending, suspended;
     struct MHD_Connection *mc;
+    /* whether the client is still there: a client that closed its side may have half-closed
+     * (it still wants the reply) or be gone; writing tells (a gone one answers with a reset),
+     * so once: "HTTP/1.1 100 Continue" before the response (while nothing else writes), or an
+     * SSE comment in a stream (want_ping, written by the connection's thread) */
+    srv_peer peer;
+    int probed, job_phase;
+    atomic_int want_ping, peer_gone;
 
     /* stream output not yet handed to libmicrohttpd */
     char *out;
@@ -204,7 +265,11 @@ typedef struct srv_gen {
 /* Takes ownership of prompts and opts; submits n requests per prompt. On failure (e filled,
  * e.g. 429 when the queue is full) everything is freed. */
 int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int n_prompts,
-                  srv_gen_opts *opts, srv_gen **out, srv_error *e);
+                  srv_gen_opts *opts, const srv_peer *peer, srv_gen **out, srv_error *e);
+/* Whether the client is still there; on an end of file, sends the probe above once, when it
+ * may (on_conn_thread: called by the connection's thread before its response is queued, or by
+ * the stream reader). */
+int srv_gen_check_peer(srv_gen *g, int on_conn_thread);
 /* Releases the requests (cancelling unfinished ones) and frees everything. */
 void srv_gen_free(srv_gen *g);
 /* Takes every pending event of every choice and advances the texts; returns 1 when something
@@ -254,8 +319,17 @@ cJSON *srv_ids_json(const int32_t *ids, int n);
 void srv_stream_choice_end(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, int finish_now);
 
 /* Request handlers: parse the body and start a generation (*gen), or fail with e. */
-int srv_handle_completions(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e);
-int srv_handle_chat(srv_server *srv, const cJSON *root, srv_gen **gen, srv_error *e);
+int srv_handle_completions(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
+                           srv_error *e);
+int srv_handle_chat(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
+                    srv_error *e);
+/* The output budget: choices x max_tokens x (top_logprobs + 1), and the same for echoed
+ * prompt logprobs, against --max-logprobs (400 naming the product). */
+int srv_check_budget(const srv_server *srv, const srv_prompt *p, int n_prompts,
+                     const srv_gen_opts *o, srv_error *e);
+/* A text of n bytes that surely holds more tokens than the context: 400
+ * context_length_exceeded before tokenizing it. */
+int srv_check_text_length(const srv_server *srv, size_t n, const char *param, srv_error *e);
 /* /tokenize, /detokenize, /v1/models: JSON body (malloc'ed) or -1 with e. */
 int srv_handle_tokenize(srv_server *srv, const cJSON *root, char **body, srv_error *e);
 int srv_handle_detokenize(srv_server *srv, const cJSON *root, char **body, srv_error *e);

@@ -8,6 +8,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "tokenizer.h"
+
 /* Whether s[0..n) is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
 int srv_utf8_valid(const char *s, size_t n);
 /* Appends s[0..n) to *buf, replacing invalid UTF-8 with U+FFFD. Returns 0 or -1 (no memory). */
@@ -31,5 +33,13 @@ long srv_stop_match(const char *s, size_t n, size_t from, size_t min_end, char *
 int srv_json_dedupe(cJSON *root);
 /* Characters (code points) in the valid UTF-8 s[0..n). */
 size_t srv_utf8_count(const char *s, size_t n);
+
+/* Chat text a client wrote stays text (chat_marks.c): wraps every special-token text
+ * (texts[0..n), lens) inside the strings of root in marks; a mark already there reads as
+ * U+FFFD. 0, or -1 when out of memory. */
+int srv_mark_specials(cJSON *root, const char *const *texts, const size_t *lens, int n);
+/* Takes the marks out of rendered text (in place; *len updated) and returns the spans they
+ * enclosed (*spans malloc'ed, *n_spans of them, sorted): the text to tokenize as text. */
+int srv_unmark(char *text, size_t *len, srp_text_span **spans, int *n_spans);
 
 #endif

@@ -3,6 +3,7 @@
  * seeded samples do not depend on the batch, and prompt logprobs match a scoring pass. */
 #include <cjson/cJSON.h>
 #include <float.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "json_file.h"
@@ -634,4 +635,66 @@ TEST(sched_budget_bounds_steps_beside_decoders) {
     run_long_prompt_beside_decoders(0.0, &off);
     off.slowdown = 2.0;
     CHECKF(off.max_mixed_prefill == 200, "off: %d", off.max_mixed_prefill);
+}
+static int alive_calls(void *user) {
+    atomic_int *calls = user;
+    return atomic_fetch_add(calls, 1) < 0; /* never alive */
+}
+
+static int alive_after_first_chunk(void *user) {
+    atomic_int *calls = user;
+    /* admission and the first chunk pass; the client leaves before the second */
+    return atomic_fetch_add(calls, 1) < 2;
+}
+
+/* min_tokens holds the stop ids off; a request whose client is gone is dropped before it is
+ * admitted, or between prompt chunks, and prefills nothing more. */
+TEST(sched_min_tokens_and_alive) {
+    prompt ps[4];
+    REQUIRE(load_reference(ps, 4) == 4);
+    srp_engine *eng = open_engine(2, 16);
+    REQUIRE(eng);
+    srp_sched *s = NULL;
+    srp_err e = { 0 };
+    srp_sched_opts so = { .max_queue = 4 };
+    REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
+    srp_request_params rp = greedy_params(&ps[1], 24);
+    int32_t stop = ps[1].greedy[2];
+    rp.stop_ids = &stop;
+    rp.n_stop_ids = 1;
+    rp.min_tokens = 10;
+    srp_request *a;
+    REQUIRE(srp_sched_submit(s, &rp, &a, &e) == 0);
+    int32_t ids[64];
+    int n;
+    srp_finish_reason why = collect(a, ids, 64, &n, NULL);
+    CHECK(n >= 10);
+    for (int i = 0; i < 9 && i < n; i++) CHECKF(ids[i] != stop, "stop id drawn at %d", i);
+    CHECK(why == SRP_FINISH_LENGTH || (why == SRP_FINISH_STOP && ids[n - 1] == stop));
+    srp_request_release(a);
+    srp_sched_stats before, after;
+    srp_sched_get_stats(s, &before);
+    atomic_int calls = 0;
+    srp_request_params gone = greedy_params(&ps[3], 8);
+    gone.alive = alive_calls;
+    gone.user = &calls;
+    srp_request *b;
+    REQUIRE(srp_sched_submit(s, &gone, &b, &e) == 0);
+    CHECK(collect(b, ids, 64, &n, NULL) == SRP_FINISH_CANCELLED && n == 0);
+    srp_request_release(b);
+    srp_sched_get_stats(s, &after);
+    CHECK(after.prompt_tokens == before.prompt_tokens); /* never prefilled */
+    atomic_store(&calls, 0);
+    srp_request_params later = greedy_params(&ps[3], 8); /* 77 tokens: 5 chunks of 16 */
+    later.alive = alive_after_first_chunk;
+    later.user = &calls;
+    REQUIRE(srp_sched_submit(s, &later, &b, &e) == 0);
+    CHECK(collect(b, ids, 64, &n, NULL) == SRP_FINISH_CANCELLED && n == 0);
+    srp_request_release(b);
+    srp_sched_get_stats(s, &before);
+    CHECKF(before.prompt_tokens - after.prompt_tokens == 16, "prefilled %llu",
+           (unsigned long long)(before.prompt_tokens - after.prompt_tokens));
+    CHECK(before.slots_free == before.slots_total && before.blocks_free == before.blocks_total);
+    srp_sched_stop(s);
+    srp_engine_close(eng);
 }

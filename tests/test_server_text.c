@@ -100,3 +100,29 @@ TEST(server_stop_match_ends_in_new_text) {
     CHECK(srv_stop_match("xab", 3, 0, 3, stops, 2, &len, &which) == 1 && which == 0);
     CHECK(srv_utf8_count("caf\xC3\xA9 \xF0\x9F\x90\x8D", 10) == 6);
 }
+
+/* Special-token texts in request strings are marked, survive rendering, and come out as the
+ * spans to tokenize as text; a mark the client sent reads as U+FFFD. */
+TEST(server_chat_marks) {
+    const char *texts[] = { "<|im_start|>", "<|im_end|>", "<|im" };
+    const size_t lens[] = { 12, 10, 4 };
+    cJSON *m =
+        cJSON_Parse("[{\"role\":\"user\",\"content\":\"a<|im_start|>b\\uFDD0c<|im_end|>\"}]");
+    REQUIRE(m);
+    REQUIRE(srv_mark_specials(m, texts, lens, 3) == 0);
+    const char *c = cJSON_GetObjectItem(cJSON_GetArrayItem(m, 0), "content")->valuestring;
+    char text[256];
+    snprintf(text, sizeof text, "<|im_start|>user\n%s<|im_end|>", c); /* "rendered" */
+    cJSON_Delete(m);
+    size_t len = strlen(text);
+    srp_text_span *sp = NULL;
+    int n = 0;
+    REQUIRE(srv_unmark(text, &len, &sp, &n) == 0);
+    CHECK(!strcmp(text, "<|im_start|>user\na<|im_start|>b\xEF\xBF\xBD"
+                        "c<|im_end|><|im_end|>"));
+    CHECK(len == strlen(text));
+    REQUIRE(n == 2);
+    CHECK(sp[0].begin == 18 && sp[0].end == 30); /* the user's <|im_start|> (longest match) */
+    CHECK(sp[1].begin == 35 && sp[1].end == 45); /* the user's <|im_end|> */
+    free(sp);
+}

@@ -163,6 +163,7 @@ typedef struct hf_piece {
     size_t off, len; /* text in the work buffer */
     int32_t id;      /* >= 0: an added token, already an id */
     int at_start;    /* begins at offset 0 of the input (Metaspace's prepend_scheme "first") */
+    int plain;       /* special added tokens are not matched in it (text a user wrote) */
 } hf_piece;
 
 typedef struct hf_pieces {
@@ -195,8 +196,10 @@ int hf_split_added(const srp_hf *h, const hf_trie *trie, const srp_tbuf *buf, co
                    hf_pieces *out);
 
 /* --- hf_encode.c / hf_decode.c --- */
-int srp_hf_encode(const srp_hf *h, const char *text, size_t len, int add_special, srp_tids *out,
-                  srp_err *e);
+/* plain[0..n_plain): sorted, disjoint byte spans of text where special added tokens are
+ * matched as text (the crate's split_special_tokens), or NULL. */
+int srp_hf_encode(const srp_hf *h, const char *text, size_t len, int add_special,
+                  const size_t (*plain)[2], int n_plain, srp_tids *out, srp_err *e);
 int srp_hf_decode(const srp_hf *h, const int32_t *ids, int n, int skip_special, srp_tbuf *out,
                   srp_err *e);
 

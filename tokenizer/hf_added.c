@@ -83,6 +83,7 @@ static int split_one(const srp_hf *h, const hf_trie *t, const char *base, hf_pie
     while (pos < n) {
         size_t mlen = 0;
         int32_t k = t->root[u[pos]] >= 0 ? longest(t, u + pos, n - pos, &mlen) : -1;
+        if (k >= 0 && pc.plain && h->added[k].special) k = -1; /* text, not the token */
         if (k < 0) {
             pos++;
             continue;
@@ -111,14 +112,15 @@ static int split_one(const srp_hf *h, const hf_trie *t, const char *base, hf_pie
         if (start < start_offset) start = start_offset;
         if (start_offset < start &&
             hf_pieces_push(out, (hf_piece){ pc.off + start_offset, start - start_offset, -1,
-                                            pc.at_start && start_offset == 0 }))
+                                            pc.at_start && start_offset == 0, pc.plain }))
             return -1;
-        if (hf_pieces_push(out, (hf_piece){ pc.off + start, stop - start, a->id, 0 })) return -1;
+        if (hf_pieces_push(out, (hf_piece){ pc.off + start, stop - start, a->id, 0, 0 })) return -1;
         start_offset = stop;
         if (pos < stop) pos = stop;
     }
-    if (start_offset < n && hf_pieces_push(out, (hf_piece){ pc.off + start_offset, n - start_offset,
-                                                            -1, pc.at_start && start_offset == 0 }))
+    if (start_offset < n &&
+        hf_pieces_push(out, (hf_piece){ pc.off + start_offset, n - start_offset, -1,
+                                        pc.at_start && start_offset == 0, pc.plain }))
         return -1;
     return 0;
 }

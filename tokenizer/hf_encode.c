@@ -46,15 +46,32 @@ static int normalize_pieces(const srp_hf *h, work *w, srp_err *e) {
     return 0;
 }
 
-int srp_hf_encode(const srp_hf *h, const char *text, size_t len, int add_special, srp_tids *out,
-                  srp_err *e) {
+/* The input as pieces: the plain spans apart from the rest (when the text is valid UTF-8,
+ * offsets into it are offsets into the buffer). */
+static int first_pieces(work *w, size_t len, const size_t (*plain)[2], int n_plain) {
+    if (!n_plain || w->buf.n != len)
+        return hf_pieces_push(&w->a, (hf_piece){ 0, w->buf.n, -1, 1, 0 });
+    size_t at = 0;
+    for (int i = 0; i <= n_plain; i++) {
+        size_t b = i < n_plain ? plain[i][0] : len, end = i < n_plain ? plain[i][1] : len;
+        if (b > len) b = len;
+        if (end > len) end = len;
+        if (b > at && hf_pieces_push(&w->a, (hf_piece){ at, b - at, -1, at == 0, 0 })) return -1;
+        if (b < at) b = at;
+        if (end > b && hf_pieces_push(&w->a, (hf_piece){ b, end - b, -1, b == 0, 1 })) return -1;
+        if (end > at) at = end;
+    }
+    return 0;
+}
+
+int srp_hf_encode(const srp_hf *h, const char *text, size_t len, int add_special,
+                  const size_t (*plain)[2], int n_plain, srp_tids *out, srp_err *e) {
     work w = { 0 };
     int rc = 0;
     out->n = 0;
     /* The reference takes Unicode strings: invalid UTF-8 reaches it as U+FFFD, as a lossy
      * decoder (Python's errors="replace", node's Buffer.toString) makes it. */
-    if (srp_utf8_append_lossy(&w.buf, text, len) ||
-        hf_pieces_push(&w.a, (hf_piece){ 0, w.buf.n, -1, 1 })) {
+    if (srp_utf8_append_lossy(&w.buf, text, len) || first_pieces(&w, len, plain, n_plain)) {
         rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
         goto done;
     }

@@ -136,7 +136,7 @@ static int emit(const events *ev, hf_piece pc, hf_pieces *out) {
     for (size_t i = 0; i < ev->n; i++) {
         if (ev->p[i].match == 2 || ev->p[i].b == ev->p[i].a) continue;
         hf_piece q = { pc.off + ev->p[i].a, ev->p[i].b - ev->p[i].a, -1,
-                       pc.at_start && ev->p[i].a == 0 };
+                       pc.at_start && ev->p[i].a == 0, pc.plain };
         if (hf_pieces_push(out, q)) return -1;
     }
     return 0;

@@ -47,6 +47,31 @@ extern "C" int srp_spm_encode(const srp_spm *s, const char *text, size_t len, in
     return 0;
 }
 
+extern "C" int srp_spm_encode_spans(const srp_spm *s, const char *text, size_t len, int32_t **ids,
+                                    size_t (**spans)[2], int *n) {
+    try {
+        auto spt = s->sp.EncodeAsImmutableProto(std::string(text, len));
+        size_t m = spt.pieces_size();
+        *ids = static_cast<int32_t *>(malloc((m ? m : 1) * sizeof(int32_t)));
+        *spans = static_cast<size_t(*)[2]>(malloc((m ? m : 1) * sizeof(size_t[2])));
+        if (!*ids || !*spans) {
+            free(*ids);
+            free(*spans);
+            return -1;
+        }
+        for (size_t i = 0; i < m; i++) {
+            auto p = spt.pieces(static_cast<int>(i));
+            (*ids)[i] = static_cast<int32_t>(p.id());
+            (*spans)[i][0] = p.begin();
+            (*spans)[i][1] = p.end();
+        }
+        *n = static_cast<int>(m);
+    } catch (...) {
+        return -1;
+    }
+    return 0;
+}
+
 extern "C" int srp_spm_decode(const srp_spm *s, const int32_t *ids, int n, char **text,
                               size_t *len) {
     std::vector<int> v(ids, ids + n);

@@ -16,6 +16,9 @@ srp_spm *srp_spm_load(const char *path, char *err, size_t errlen);
 void srp_spm_free(srp_spm *s);
 /* 0 on success; *ids malloc'ed. */
 int srp_spm_encode(const srp_spm *s, const char *text, size_t len, int32_t **ids, int *n);
+/* The same with each piece's byte span of the text: *spans malloc'ed, [n][2]. */
+int srp_spm_encode_spans(const srp_spm *s, const char *text, size_t len, int32_t **ids,
+                         size_t (**spans)[2], int *n);
 /* 0 on success; *text malloc'ed and NUL-terminated. */
 int srp_spm_decode(const srp_spm *s, const int32_t *ids, int n, char **text, size_t *len);
 int srp_spm_size(const srp_spm *s);

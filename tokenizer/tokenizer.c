@@ -23,6 +23,11 @@ struct srp_tokenizer {
     int add_bos, add_eos;
     char *chat_template;
     uint8_t *special; /* [vocab]: 1 for special tokens (see SRP_DECODE_SKIP_SPECIAL) */
+    /* srp_tokenizer_min_tokens: text bytes one token covers at most (0: no bound) */
+    size_t bytes_per_token;
+    char **spec_text; /* the special tokens encoding matches in text */
+    size_t *spec_len;
+    int n_spec;
 };
 
 /* tokenizer_config.json writes special tokens as "<s>" or {"content": "<s>", ...}. */
@@ -175,6 +180,106 @@ static int init_special(srp_tokenizer *t, srp_err *e) {
     return 0;
 }
 
+static int add_special_text(srp_tokenizer *t, const char *s, size_t n) {
+    for (int i = 0; i < t->n_spec; i++)
+        if (t->spec_len[i] == n && !memcmp(t->spec_text[i], s, n)) return 0;
+    char **nt = realloc(t->spec_text, (size_t)(t->n_spec + 1) * sizeof *nt);
+    if (!nt) return -1;
+    t->spec_text = nt;
+    size_t *nl = realloc(t->spec_len, (size_t)(t->n_spec + 1) * sizeof *nl);
+    if (!nl) return -1;
+    t->spec_len = nl;
+    if (!(t->spec_text[t->n_spec] = malloc(n + 1))) return -1;
+    memcpy(t->spec_text[t->n_spec], s, n);
+    t->spec_text[t->n_spec][n] = 0;
+    t->spec_len[t->n_spec++] = n;
+    return 0;
+}
+
+/* The special tokens text can spell: tokenizer.json's special added tokens; SentencePiece's
+ * special pieces that are not control pieces (the library matches user-defined ones in text,
+ * never control ones). */
+static int collect_special_texts(srp_tokenizer *t, srp_err *e) {
+    int rc = 0;
+    if (t->hf) {
+        for (int i = 0; i < t->hf->n_added && !rc; i++) {
+            const hf_added *a = &t->hf->added[i];
+            if (a->special && a->len) rc = add_special_text(t, a->content, a->len);
+        }
+    } else {
+        for (int id = 0; id < t->vocab && !rc; id++) {
+            if (!t->special[id] || srp_spm_is_control(t->spm, id)) continue;
+            char *p = srp_spm_id_to_piece(t->spm, id);
+            rc = !p || (*p && add_special_text(t, p, strlen(p)));
+            free(p);
+        }
+    }
+    return rc ? srp_err_set(e, SRP_ENOMEM, "out of memory") : 0;
+}
+
+/* tokenizer.json: the longest token as written (byte-level and Metaspace spellings are never
+ * shorter than the bytes they stand for), times 3 when a Unicode normalization can compose
+ * characters (at most 3 bytes into 1); no bound when a normalizer, pre-tokenizer or fused
+ * unknowns can delete text. */
+static size_t hf_bytes_per_token(const srp_hf *h) {
+    int shrink = 1;
+    for (int i = 0; i < h->n_norm; i++) {
+        enum hf_norm_kind k = h->norm[i].kind;
+        if (k == HF_REPLACE || k == HF_STRIP) return 0;
+        if (k != HF_PREPEND) shrink = 3;
+    }
+    for (int i = 0; i < h->n_pre; i++)
+        if (h->pre[i].kind == HF_WHITESPACE_SPLIT ||
+            (h->pre[i].kind == HF_SPLIT && h->pre[i].behavior == HF_REMOVED))
+            return 0;
+    if (h->bpe.fuse_unk && !h->bpe.byte_fallback && !h->bpe.raw) return 0;
+    size_t most = 4; /* an unknown character, whatever its token's spelling */
+    for (int32_t id = 0; id < h->n_ids; id++)
+        if (h->token_len[id] > 0 && (size_t)h->token_len[id] > most)
+            most = (size_t)h->token_len[id];
+    for (int i = 0; i < h->n_added; i++)
+        if (h->added[i].len > most) most = h->added[i].len;
+    return most * (size_t)shrink;
+}
+
+/* SentencePiece: a bound only with byte fallback (every byte is a piece) and a normalizer that
+ * leaves text as it is, which the probes check (whitespace collapsing and NFKC change them). */
+static size_t spm_bytes_per_token(const srp_tokenizer *t) {
+    if (srp_spm_piece_id(t->spm, "<0x00>") < 0 || srp_spm_piece_id(t->spm, "<0xFF>") < 0) return 0;
+    static const char *const probes[] = { "a    b",       " x",        "x ",    "\x01\x7f\t",
+                                          "\xef\xac\x81", "e\xcc\x81", "a\r\nb" };
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        int32_t *ids = NULL;
+        int n = 0;
+        char *back = NULL;
+        size_t len = 0;
+        int same = !srp_spm_encode(t->spm, probes[i], strlen(probes[i]), &ids, &n) &&
+                   !srp_spm_decode(t->spm, ids, n, &back, &len) && len == strlen(probes[i]) &&
+                   !memcmp(back, probes[i], len);
+        free(ids);
+        free(back);
+        if (!same) return 0;
+    }
+    size_t most = 4;
+    for (int id = 0; id < t->vocab; id++) {
+        char *p = srp_spm_id_to_piece(t->spm, id);
+        if (p && strlen(p) > most) most = strlen(p);
+        free(p);
+    }
+    return most;
+}
+
+size_t srp_tokenizer_min_tokens(const srp_tokenizer *t, size_t len) {
+    return t->bytes_per_token ? (len + t->bytes_per_token - 1) / t->bytes_per_token : 0;
+}
+
+int srp_tokenizer_special_texts(const srp_tokenizer *t, const char *const **texts,
+                                const size_t **lens) {
+    *texts = (const char *const *)t->spec_text;
+    *lens = t->spec_len;
+    return t->n_spec;
+}
+
 int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e) {
     char json[4096], model[4096];
     snprintf(json, sizeof json, "%s/tokenizer.json", dir);
@@ -210,6 +315,8 @@ int srp_tokenizer_load(const char *dir, srp_tokenizer **out, srp_err *e) {
         if (t->add_bos < 0) t->add_bos = t->bos >= 0; /* LlamaTokenizer's default */
         if (t->add_eos < 0) t->add_eos = 0;
     }
+    if (!rc) rc = collect_special_texts(t, e);
+    if (!rc) t->bytes_per_token = t->hf ? hf_bytes_per_token(t->hf) : spm_bytes_per_token(t);
     if (rc) {
         srp_tokenizer_free(t);
         return rc;
@@ -230,10 +337,11 @@ int srp_tokenizer_load_json_text(const char *text, size_t len, const char *name,
         return rc;
     }
     t->vocab = t->hf->n_ids;
-    if ((rc = init_special(t, e))) {
+    if ((rc = init_special(t, e)) || (rc = collect_special_texts(t, e))) {
         srp_tokenizer_free(t);
         return rc;
     }
+    t->bytes_per_token = hf_bytes_per_token(t->hf);
     *out = t;
     return 0;
 }
@@ -244,6 +352,9 @@ void srp_tokenizer_free(srp_tokenizer *t) {
     srp_hf_free(t->hf);
     free(t->chat_template);
     free(t->special);
+    for (int i = 0; i < t->n_spec; i++) free(t->spec_text[i]);
+    free(t->spec_text);
+    free(t->spec_len);
     free(t);
 }
 
@@ -263,14 +374,89 @@ static int wrap(const srp_tokenizer *t, const int32_t *raw, int m, int add_speci
     return 0;
 }
 
-int srp_tokenizer_encode(const srp_tokenizer *t, const char *text, size_t len, int add_special,
-                         int32_t **ids, int *n, srp_err *e) {
+static int overlaps(const srp_text_span *plain, int n_plain, size_t b, size_t e) {
+    for (int i = 0; i < n_plain; i++)
+        if (plain[i].begin < e && b < plain[i].end) return 1;
+    return 0;
+}
+
+/* A SentencePiece special piece that was text: its characters' pieces, else its bytes'
+ * byte-fallback pieces, else <unk>. */
+static int spm_as_text(const srp_tokenizer *t, const char *s, size_t n, srp_tids *out) {
+    for (size_t i = 0; i < n;) {
+        size_t k = 1;
+        while (i + k < n && ((unsigned char)s[i + k] & 0xC0) == 0x80) k++;
+        char ch[8];
+        if (k == 1 && s[i] == ' ')
+            snprintf(ch, sizeof ch, "\xe2\x96\x81"); /* "▁", SentencePiece's space */
+        else
+            snprintf(ch, sizeof ch, "%.*s", (int)k, s + i);
+        int id = srp_spm_piece_id(t->spm, ch);
+        if (id >= 0 && !t->special[id]) {
+            if (srp_tids_push(out, id)) return -1;
+        } else {
+            for (size_t j = 0; j < k; j++) {
+                char bp[8];
+                snprintf(bp, sizeof bp, "<0x%02X>", (unsigned char)s[i + j]);
+                int bid = srp_spm_piece_id(t->spm, bp);
+                if (bid < 0 || t->special[bid]) bid = srp_spm_piece_id(t->spm, "<unk>");
+                if (bid >= 0 && srp_tids_push(out, bid)) return -1;
+            }
+        }
+        i += k;
+    }
+    return 0;
+}
+
+static int spm_encode(const srp_tokenizer *t, const char *text, size_t len,
+                      const srp_text_span *plain, int n_plain, int32_t **raw, int *m, srp_err *e) {
+    if (!n_plain) {
+        if (srp_spm_encode(t->spm, text, len, raw, m))
+            return srp_err_set(e, SRP_EINVAL, "tokenizer: cannot encode the text");
+        return 0;
+    }
+    int32_t *ids = NULL;
+    size_t(*sp)[2] = NULL;
+    int k = 0;
+    if (srp_spm_encode_spans(t->spm, text, len, &ids, &sp, &k))
+        return srp_err_set(e, SRP_EINVAL, "tokenizer: cannot encode the text");
+    srp_tids v = { 0 };
+    int rc = 0;
+    for (int i = 0; i < k && !rc; i++) {
+        size_t b = sp[i][0], en = sp[i][1];
+        if (t->special[ids[i]] && b < en && en <= len && overlaps(plain, n_plain, b, en))
+            rc = spm_as_text(t, text + b, en - b, &v);
+        else
+            rc = srp_tids_push(&v, ids[i]);
+    }
+    free(ids);
+    free(sp);
+    if (rc || v.n > INT32_MAX - 2) {
+        srp_tids_free(&v);
+        return srp_err_set(e, SRP_ENOMEM, "out of memory");
+    }
+    *raw = v.p ? v.p : malloc(sizeof **raw);
+    *m = (int)v.n;
+    return *raw ? 0 : srp_err_set(e, SRP_ENOMEM, "out of memory");
+}
+
+int srp_tokenizer_encode_spans(const srp_tokenizer *t, const char *text, size_t len,
+                               int add_special, const srp_text_span *plain, int n_plain,
+                               int32_t **ids, int *n, srp_err *e) {
     if (t->hf) {
+        size_t(*pl)[2] = NULL;
+        if (n_plain > 0) {
+            if (!(pl = malloc((size_t)n_plain * sizeof *pl)))
+                return srp_err_set(e, SRP_ENOMEM, "out of memory");
+            for (int i = 0; i < n_plain; i++) pl[i][0] = plain[i].begin, pl[i][1] = plain[i].end;
+        }
         /* tokenizer_config.json's add_bos_token / add_eos_token replace the post-processor,
          * as transformers' Llama- and Gemma-style fast tokenizers rebuild it from them */
         int cfg = t->add_bos >= 0 || t->add_eos >= 0;
         srp_tids v = { 0 };
-        int rc = srp_hf_encode(t->hf, text, len, add_special && !cfg, &v, e);
+        int rc = srp_hf_encode(t->hf, text, len, add_special && !cfg, (const size_t(*)[2])pl,
+                               n_plain, &v, e);
+        free(pl);
         if (!rc && v.n > INT32_MAX - 2)
             rc = srp_err_set(e, SRP_EINVAL, "tokenizer: the text is too long");
         if (!rc) rc = wrap(t, v.p, (int)v.n, add_special && cfg, ids, n, e);
@@ -279,11 +465,16 @@ int srp_tokenizer_encode(const srp_tokenizer *t, const char *text, size_t len, i
     }
     int32_t *raw = NULL;
     int m = 0;
-    if (srp_spm_encode(t->spm, text, len, &raw, &m))
-        return srp_err_set(e, SRP_EINVAL, "tokenizer: cannot encode the text");
-    int rc = wrap(t, raw, m, add_special, ids, n, e);
+    int rc = spm_encode(t, text, len, plain, n_plain, &raw, &m, e);
+    if (rc) return rc;
+    rc = wrap(t, raw, m, add_special, ids, n, e);
     free(raw);
     return rc;
+}
+
+int srp_tokenizer_encode(const srp_tokenizer *t, const char *text, size_t len, int add_special,
+                         int32_t **ids, int *n, srp_err *e) {
+    return srp_tokenizer_encode_spans(t, text, len, add_special, NULL, 0, ids, n, e);
 }
 
 /* Decodes ids that hold no special token to be shown on its own (a run of text). */

@@ -44,10 +44,36 @@ enum {
     SRP_DECODE_SPACES_BETWEEN_SPECIAL = 2,
 };
 
+/* A byte span [begin, end) of a text. */
+typedef struct srp_text_span {
+    size_t begin, end;
+} srp_text_span;
+
+/* srp_tokenizer_encode, except that special tokens written inside the spans plain[0..n_plain)
+ * (sorted, disjoint) are encoded as the text they are, never as the special token: what a user
+ * wrote stays text, only the chat template's own markers are control tokens. (Hugging Face's
+ * split_special_tokens for tokenizer.json; a SentencePiece user-defined piece there becomes its
+ * characters' pieces, or its bytes with byte fallback.) */
+int srp_tokenizer_encode_spans(const srp_tokenizer *t, const char *text, size_t len,
+                               int add_special, const srp_text_span *plain, int n_plain,
+                               int32_t **ids, int *n, srp_err *e);
+
+/* The texts encoding matches as special tokens (tokenizer.json's special added tokens,
+ * SentencePiece's special user-defined pieces): *texts and *lens (owned by t) get them; returns
+ * how many. */
+int srp_tokenizer_special_texts(const srp_tokenizer *t, const char *const **texts,
+                                const size_t **lens);
+
 /* Decodes ids to text (malloc'ed, NUL-terminated) under SRP_DECODE_* flags; shown special
  * tokens read as written in the tokenizer files ("<|im_end|>", "<s>"). */
 int srp_tokenizer_decode(const srp_tokenizer *t, const int32_t *ids, int n, int flags, char **text,
                          size_t *len, srp_err *e);
+
+/* A lower bound on the tokens len bytes of text encode to (without special tokens added),
+ * known without encoding them: 0 when the tokenizer can shrink text without limit (a
+ * normalizer or pre-tokenizer that deletes text, whitespace collapsing, fused unknowns). Lets a
+ * server refuse a prompt longer than its context from its length. */
+size_t srp_tokenizer_min_tokens(const srp_tokenizer *t, size_t len);
 
 int srp_tokenizer_vocab_size(const srp_tokenizer *t);
 int srp_tokenizer_bos(const srp_tokenizer *t); /* -1 if none */

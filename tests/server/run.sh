@@ -49,6 +49,13 @@ clients)
   node --test "$here/clients.test.mjs"
   stop_server "$SERPENT_URL_PID"
   ;;
+redteam)
+  start_server SERPENT_URL "$SERPENT_BIN" --model "$here/../../models/serpent-tiny" --api-key secret \
+    --max-connections 64 --max-connections-per-ip 32 --request-timeout 2 --max-request-mb 20 \
+    --max-num-seqs 4 --threads 1
+  node --test --test-reporter=spec "$here/redteam.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  ;;
 curl) source "$here/curl.sh" ;;
 load)
   make_text_model "$work/text"
