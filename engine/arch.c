@@ -7,6 +7,7 @@
 static const srp_arch_desc *const archs[] = {
     &srp_arch_nemotron_h,
     &srp_arch_mamba2,
+    &srp_arch_granite,
 };
 
 #define N_ARCHS (sizeof archs / sizeof archs[0])

@@ -24,6 +24,6 @@ const srp_arch_desc *srp_arch_of(srp_arch arch);
 /* "NemotronHForCausalLM, Mamba2ForCausalLM, ..." for messages. */
 const char *srp_arch_supported_list(void);
 
-extern const srp_arch_desc srp_arch_nemotron_h, srp_arch_mamba2;
+extern const srp_arch_desc srp_arch_nemotron_h, srp_arch_mamba2, srp_arch_granite;
 
 #endif

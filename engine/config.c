@@ -343,6 +343,8 @@ const char *srp_mixer_kind_name(srp_mixer_kind kind) {
         return "attention";
     case SRP_MIXER_MLP:
         return "mlp";
+    case SRP_MIXER_MOE:
+        return "moe";
     case SRP_MIXER_COUNT:
         break;
     }

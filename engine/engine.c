@@ -32,7 +32,7 @@ static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e)
 
 /* Widths of the projection, conv and mixer-output buffers: the widest any mixer needs. */
 static srp_ws_need workspace_widths(const srp_config *c) {
-    srp_ws_need n = { 1, 1, 1 };
+    srp_ws_need n = { 1, 1, 1, 0, 0, 0, 0 };
     int seen[SRP_MIXER_COUNT] = { 0 };
     for (int i = 0; i < c->n_blocks; i++)
         for (int k = 0; k < c->blocks[i].n_mixers; k++) {
@@ -45,17 +45,20 @@ static srp_ws_need workspace_widths(const srp_config *c) {
 
 /* The activation buffers with their shapes (data not yet allocated), listed once for sizing,
  * allocating and freeing. */
-static int workspace_buffers(srp_engine *eng, srp_mat *bufs[8]) {
+#define WS_BUFFERS 11
+static int workspace_buffers(srp_engine *eng, srp_mat *bufs[WS_BUFFERS]) {
     const srp_config *c = &eng->model.cfg;
     srp_workspace *ws = &eng->ws;
     const int64_t T = eng->opts.max_batch_tokens, L = eng->max_logits;
     const srp_dtype act = eng->be->act_dtype;
     const srp_ws_need w = workspace_widths(c);
+    const int64_t moe_i32 =
+        w.moe_k ? T * w.moe_k + SRP_MOE_INDEX_INTS(T, w.moe_k, w.moe_experts) : 1;
     const struct {
         srp_mat *m;
         srp_dtype t;
         int64_t rows, cols;
-    } shapes[8] = {
+    } shapes[WS_BUFFERS] = {
         { &ws->resid, SRP_F32, T, c->d_model },
         { &ws->normed, act, T, c->d_model },
         { &ws->proj, act, T, w.proj },
@@ -64,18 +67,21 @@ static int workspace_buffers(srp_engine *eng, srp_mat *bufs[8]) {
         { &ws->head_in, SRP_F32, L, c->d_model },
         { &ws->head_norm, act, L, c->d_model },
         { &ws->logits, SRP_F32, L, c->vocab_size },
+        { &ws->moe_f32, SRP_F32, w.moe_k ? T : 1, w.moe_k ? w.moe_f32 : 1 },
+        { &ws->moe_i32, SRP_I32, 1, moe_i32 },
+        { &ws->moe_rows, act, w.moe_k ? T * w.moe_k : 1, w.moe_k ? w.moe_cols : 1 },
     };
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < WS_BUFFERS; i++) {
         if (!shapes[i].m->data)
             *shapes[i].m =
                 (srp_mat){ NULL, shapes[i].t, shapes[i].rows, shapes[i].cols, shapes[i].cols };
         bufs[i] = shapes[i].m;
     }
-    return 8;
+    return WS_BUFFERS;
 }
 
 static int64_t workspace_bytes(srp_engine *eng) {
-    srp_mat *bufs[8];
+    srp_mat *bufs[WS_BUFFERS];
     int64_t bytes = 0;
     for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++)
         bytes += bufs[i]->rows * bufs[i]->cols * (int64_t)srp_dtype_size(bufs[i]->dtype);
@@ -170,7 +176,7 @@ static int size_pools(srp_engine *eng, srp_err *e) {
 }
 
 static int alloc_workspace(srp_engine *eng, srp_err *e) {
-    srp_mat *bufs[8];
+    srp_mat *bufs[WS_BUFFERS];
     for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++) {
         int rc = eng->be->alloc(
             eng->be, (size_t)(bufs[i]->rows * bufs[i]->cols) * srp_dtype_size(bufs[i]->dtype),
@@ -291,7 +297,7 @@ void srp_engine_close(srp_engine *eng) {
     if (!eng) return;
     srp_backend *be = eng->be;
     if (be) {
-        srp_mat *bufs[8];
+        srp_mat *bufs[WS_BUFFERS];
         for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++)
             if (bufs[i]->data) be->free(be, bufs[i]->data);
         for (int l = 0; eng->mamba && l < eng->model.n_mamba; l++) {
@@ -364,6 +370,39 @@ int64_t srp_engine_matrix_params(const srp_engine *eng) {
 }
 int64_t srp_engine_matrix_bytes(const srp_engine *eng) {
     return matrix_sum(eng, 1);
+}
+/* Sums over the routed experts of every mixture-of-experts mixer: parameters, bytes, or
+ * experts (what = 0, 1, 2). */
+static int64_t expert_sum(const srp_engine *eng, int what) {
+    const srp_model *m = &eng->model;
+    int64_t n = 0;
+    for (int b = 0; b < m->cfg.n_blocks; b++)
+        for (int k = 0; k < m->blocks[b].n_mixers; k++) {
+            const srp_mixer *mx = &m->blocks[b].mixer[k];
+            if (mx->kind != SRP_MIXER_MOE) continue;
+            const srp_moe_weights *w = mx->w;
+            const srp_weight *ws[2] = { &w->up, &w->down };
+            if (what == 2) n += m->cfg.moe.n_experts;
+            for (int i = 0; what < 2 && i < 2; i++)
+                n += ws[i]->m.rows * ws[i]->m.cols *
+                     (what ? (int64_t)srp_dtype_size(ws[i]->m.dtype) : 1);
+        }
+    return n;
+}
+int64_t srp_engine_expert_params(const srp_engine *eng) {
+    return expert_sum(eng, 0);
+}
+int64_t srp_engine_expert_bytes(const srp_engine *eng) {
+    return expert_sum(eng, 1);
+}
+int64_t srp_engine_expert_count(const srp_engine *eng) {
+    return expert_sum(eng, 2);
+}
+void srp_engine_count_experts(srp_engine *eng, int on) {
+    eng->count_experts = on;
+}
+int64_t srp_engine_experts_used(const srp_engine *eng) {
+    return eng->experts_used;
 }
 int64_t srp_engine_slot_bytes(const srp_engine *eng) {
     return slot_bytes(eng);

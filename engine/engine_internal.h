@@ -14,6 +14,9 @@ typedef struct srp_workspace {
     srp_mat head_in;   /* fp32 [L, d] */
     srp_mat head_norm; /* act [L, d] */
     srp_mat logits;    /* fp32 [L, vocab] */
+    srp_mat moe_f32;   /* fp32 [T, experts + top_k]: router logits, routing weights */
+    srp_mat moe_i32;   /* int32 [1, T * top_k + SRP_MOE_INDEX_INTS]: chosen experts, index */
+    srp_mat moe_rows;  /* act [T * top_k, in + hidden + out]: the experts' rows */
 } srp_workspace;
 
 struct srp_engine {
@@ -31,6 +34,10 @@ struct srp_engine {
     int32_t *free_blocks;
     int n_free_blocks;
     srp_workspace ws;
+    /* benchmarks: while count_experts is set, steps run without graphs and experts_used sums
+     * the distinct experts each mixture-of-experts layer routed the step's tokens to */
+    int count_experts;
+    int64_t experts_used;
 
     /* host arrays of the batch being built */
     int32_t *tokens, *seq_start, *n_past, *slot, *block_table, *logit_rows;

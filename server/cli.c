@@ -204,6 +204,8 @@ int cli_open_engine(const cli_model_args *a, int max_seq_len, int max_batch_toke
         fprintf(stderr, "serpent: %s\n", e.msg);
         return 1;
     }
+    if (srp_engine_config(*eng)->note[0])
+        fprintf(stderr, "serpent: %s\n", srp_engine_config(*eng)->note);
     return 0;
 }
 

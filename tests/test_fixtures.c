@@ -22,9 +22,12 @@ typedef struct {
     ref_prompt p[MAX_PROMPTS];
 } reference;
 
-static const char *const FIXTURES[] = { "nemotron_h_pattern", "nemotron_h_list", "mamba2_tied",
-                                        "mamba2_untied", "nemotron_h_spm" };
-#define N_FIXTURES 5
+static const char *const FIXTURES[] = {
+    "nemotron_h_pattern", "nemotron_h_list",        "mamba2_tied",         "mamba2_untied",
+    "nemotron_h_spm",     "nemotron_h_moe_pattern", "nemotron_h_moe_list", "nemotron_h_moe_mtp",
+    "granite_moe_rope",   "granite_dense_nope",
+};
+#define N_FIXTURES ((int)(sizeof FIXTURES / sizeof FIXTURES[0]))
 
 static int read_ints(const cJSON *arr, int32_t *out, int cap) {
     int n = 0;
