@@ -20,9 +20,9 @@
 #include "activation.cuh"
 #include "cuda_ops.h"
 
-#define MOE_TILE_ROWS     8  /* rows of one expert per GEMV block */
-#define MOE_COLS_PER_WARP 4  /* MOE_TILE_ROWS * MOE_COLS_PER_WARP = 32: one result per lane */
-#define MOE_WARPS         8
+#define MOE_TILE_ROWS     8 /* rows of one expert per GEMV block */
+#define MOE_COLS_PER_WARP 4 /* MOE_TILE_ROWS * MOE_COLS_PER_WARP = 32: one result per lane */
+#define MOE_WARPS         4
 #define MOE_ROUTE_WARPS   4
 #define MOE_DEVICE_TOKENS 64 /* steps of at most this many tokens take the device path */
 #define FULL              0xffffffffu
@@ -35,10 +35,10 @@
 
 /* The index moe_route lays out in r->index (5 P + 4 E + 8 ints, within SRP_MOE_INDEX_INTS). */
 typedef struct moe_index {
-    int32_t *off;     /* [E + 1]: first sorted row of each expert */
-    int32_t *n_tiles; /* [1] */
-    int32_t *sorted;  /* [P]: the pair (t * top_k + k) of each sorted row */
-    int32_t *inv;     /* [P]: the sorted row of each pair */
+    int32_t *off;                       /* [E + 1]: first sorted row of each expert */
+    int32_t *n_tiles;                   /* [1] */
+    int32_t *sorted;                    /* [P]: the pair (t * top_k + k) of each sorted row */
+    int32_t *inv;                       /* [P]: the sorted row of each pair */
     int32_t *tile_e, *tile_r0, *tile_n; /* [P + E]: expert, first sorted row, rows */
 } moe_index;
 
@@ -247,13 +247,13 @@ static __device__ __forceinline__ uint4 load_stream(const __nv_bfloat16 *p) {
  * partial sums). RA is the tile's row count rounded up to a power of two, so a tile of one row
  * (decode at batch 1) costs one multiply-add per weight, not MOE_TILE_ROWS. */
 template <int RA, int G, bool VEC>
-static __device__ __forceinline__ void dot_rows(float (&acc)[G][MOE_COLS_PER_WARP][MOE_TILE_ROWS],
-                                                const __nv_bfloat16 *we,
-                                                const int (&wr)[G][MOE_COLS_PER_WARP],
-                                                const __nv_bfloat16 *xs, int kpad, int kdim,
-                                                int lane) {
+static __device__ __forceinline__ void
+dot_rows(float (&acc)[G][MOE_COLS_PER_WARP][MOE_TILE_ROWS], const __nv_bfloat16 *we,
+         const int (&wr)[G][MOE_COLS_PER_WARP], const __nv_bfloat16 *xs, int kpad, int kdim,
+         int lane) {
     constexpr int CPW = MOE_COLS_PER_WARP;
     if (VEC) {
+#pragma unroll 2
         for (int k = lane * 8; k < kdim; k += 32 * 8) {
             uint4 wv[G][CPW];
 #pragma unroll
@@ -298,16 +298,16 @@ static __device__ __forceinline__ void dot_rows(float (&acc)[G][MOE_COLS_PER_WAR
 
 /* out[row, c] = act(x_row . w_c) (gated: act(x_row . w_c) * (x_row . w_{ncols + c})) for the
  * rows of one tile (blockIdx.x) and MOE_COLS_PER_WARP columns per warp (blockIdx.y: blocks of
- * MOE_WARPS warps). The tile's rows are staged in shared memory ([MOE_TILE_ROWS][kpad] bf16);
- * each weight row is streamed once per tile. x's row of sorted row r is sorted[r] / top_k when
- * `sorted` is given, else r. act < 0: none. VEC: 16-byte loads (kdim, the row strides and the
- * pointers multiples of 8 elements). */
+ * MOE_WARPS warps). The tile's rows are staged in shared memory ([rows][kpad] bf16, rows_launch
+ * sizes it); each weight row is streamed once per tile. x's row of sorted row r is sorted[r] /
+ * top_k when `sorted` is given, else r. act < 0: none. VEC: 16-byte loads (kdim, the row strides
+ * and the pointers multiples of 8 elements). */
 template <bool GATED, bool VEC>
-__global__ void __launch_bounds__(MOE_WARPS * 32, GATED ? 1 : 2)
+__global__ void __launch_bounds__(MOE_WARPS * 32, GATED ? 2 : 4)
     moe_rows_kernel(const __nv_bfloat16 *x, int64_t ldx, const int32_t *sorted, int top_k,
                     const __nv_bfloat16 *w, int64_t expert_rows, int kdim, int ncols, int act,
-                    __nv_bfloat16 *out, int64_t ldo, const int32_t *tile_e,
-                    const int32_t *tile_r0, const int32_t *tile_n, const int32_t *n_tiles) {
+                    __nv_bfloat16 *out, int64_t ldo, const int32_t *tile_e, const int32_t *tile_r0,
+                    const int32_t *tile_n, const int32_t *n_tiles) {
     constexpr int R = MOE_TILE_ROWS, CPW = MOE_COLS_PER_WARP, G = GATED ? 2 : 1;
     static_assert(R * CPW == 32, "one result per lane");
     const int tile = blockIdx.x;
@@ -394,8 +394,8 @@ __global__ void moe_combine_kernel(const __nv_bfloat16 *y, int64_t ldy, const in
 }
 
 /* The grouped-GEMM path's input: xg[r] = x[sorted[r] / K]. */
-__global__ void moe_gather_kernel(const __nv_bfloat16 *x, int64_t ldx, const int32_t *sorted,
-                                  int K, __nv_bfloat16 *xg, int64_t ldg, int cols) {
+__global__ void moe_gather_kernel(const __nv_bfloat16 *x, int64_t ldx, const int32_t *sorted, int K,
+                                  __nv_bfloat16 *xg, int64_t ldg, int cols) {
     const int64_t r = blockIdx.x, src = sorted[r] / K;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) xg[r * ldg + c] = x[src * ldx + c];
 }
@@ -434,12 +434,16 @@ static int aligned8(const void *p, int64_t ld, int64_t cols) {
 static int rows_launch(cuda_backend *cb, int gated, const __nv_bfloat16 *x, int64_t ldx,
                        const int32_t *sorted, int top_k, const srp_weight *w, int64_t expert_rows,
                        int kdim, int ncols, int act, srp_mat out, const moe_index *ix,
-                       int max_tiles, srp_err *e) {
+                       int max_tiles, int64_t tokens, srp_err *e) {
     const int vec = aligned8(x, ldx, kdim) && aligned8(w->m.data, kdim, kdim);
-    const size_t smem = (size_t)MOE_TILE_ROWS * ((kdim + 7) & ~7) * sizeof(__nv_bfloat16);
+    /* an expert gets each token once at most: no tile has more rows than the step has tokens;
+     * the kernel reads its tile's row count rounded up to a power of two */
+    int rows = 1;
+    while (rows < tokens && rows < MOE_TILE_ROWS) rows *= 2;
+    const size_t smem = (size_t)rows * ((kdim + 7) & ~7) * sizeof(__nv_bfloat16);
     void (*kern)(const __nv_bfloat16 *, int64_t, const int32_t *, int, const __nv_bfloat16 *,
-                 int64_t, int, int, int, __nv_bfloat16 *, int64_t, const int32_t *,
-                 const int32_t *, const int32_t *, const int32_t *) =
+                 int64_t, int, int, int, __nv_bfloat16 *, int64_t, const int32_t *, const int32_t *,
+                 const int32_t *, const int32_t *) =
         gated ? (vec ? moe_rows_kernel<true, true> : moe_rows_kernel<true, false>)
               : (vec ? moe_rows_kernel<false, true> : moe_rows_kernel<false, false>);
     if (smem > 48u * 1024) {
@@ -478,8 +482,8 @@ static int grouped_gemm(cuda_backend *cb, const srp_moe_experts_params *p, srp_m
     const int E = p->n_experts, H = p->hidden;
     const int64_t U = p->gated ? 2 * (int64_t)H : H;
     if (!cb->moe_host)
-        CUDA_TRY(cudaMallocHost((void **)&cb->moe_host, (SRP_MOE_MAX_EXPERTS + 1) * sizeof(int32_t)),
-                 e);
+        CUDA_TRY(
+            cudaMallocHost((void **)&cb->moe_host, (SRP_MOE_MAX_EXPERTS + 1) * sizeof(int32_t)), e);
     CUDA_TRY(cudaMemcpyAsync(cb->moe_host, ix->off, (size_t)(E + 1) * sizeof(int32_t),
                              cudaMemcpyDeviceToHost, cb->stream),
              e);
@@ -494,12 +498,12 @@ static int grouped_gemm(cuda_backend *cb, const srp_moe_experts_params *p, srp_m
         if (n <= 0) continue;
         const srp_weight wu = expert_view(p->up, i, U);
         MOE_TRY(srp_cuda_gemm(cb, srp_mat_rows(xg, off[i], n), &wu, NULL,
-                                      srp_mat_rows(h, off[i], n), 1.0f, 0, e));
+                              srp_mat_rows(h, off[i], n), 1.0f, 0, e));
     }
     srp_mat act = srp_mat_rows(srp_mat_cols(h, 0, H), 0, P);
     if (p->gated)
-        MOE_TRY(srp_cuda_activate_gated(
-            cb, p->act, act, srp_mat_rows(srp_mat_cols(h, H, H), 0, P), act, e));
+        MOE_TRY(srp_cuda_activate_gated(cb, p->act, act, srp_mat_rows(srp_mat_cols(h, H, H), 0, P),
+                                        act, e));
     else
         MOE_TRY(srp_cuda_activate(cb, p->act, act, e));
     for (int i = 0; i < E; i++) {
@@ -507,7 +511,7 @@ static int grouped_gemm(cuda_backend *cb, const srp_moe_experts_params *p, srp_m
         if (n <= 0) continue;
         const srp_weight wd = expert_view(p->down, i, y.cols);
         MOE_TRY(srp_cuda_gemm(cb, srp_mat_rows(act, off[i], n), &wd, NULL,
-                                      srp_mat_rows(y, off[i], n), 1.0f, 0, e));
+                              srp_mat_rows(y, off[i], n), 1.0f, 0, e));
     }
     return 0;
 }
@@ -522,10 +526,9 @@ int srp_cuda_moe_experts(cuda_backend *cb, const srp_moe_experts_params *p,
     if (x.dtype != SRP_BF16 || (out.dtype != SRP_BF16 && out.dtype != SRP_F32) ||
         s.dtype != SRP_BF16 || p->up->m.dtype != SRP_BF16 || p->down->m.dtype != SRP_BF16 ||
         out.rows != T || p->up->m.rows != E * U || p->up->m.cols != in ||
-        p->down->m.rows != E * oc || p->down->m.cols != H || s.rows < P ||
-        s.cols < in + U + oc || r->ids.rows != T || r->ids.cols != K || r->ids.ld != K ||
-        r->weights.rows != T || r->weights.cols != K || !r->index || K > SRP_MOE_MAX_TOP_K ||
-        E > SRP_MOE_MAX_EXPERTS)
+        p->down->m.rows != E * oc || p->down->m.cols != H || s.rows < P || s.cols < in + U + oc ||
+        r->ids.rows != T || r->ids.cols != K || r->ids.ld != K || r->weights.rows != T ||
+        r->weights.cols != K || !r->index || K > SRP_MOE_MAX_TOP_K || E > SRP_MOE_MAX_EXPERTS)
         return srp_err_set(e, SRP_EINVAL,
                            "moe_experts: %d experts of %d into [%lld x %lld] from [%lld x %lld]: "
                            "shapes or types of the weights or buffers",
@@ -539,16 +542,16 @@ int srp_cuda_moe_experts(cuda_backend *cb, const srp_moe_experts_params *p,
     const int decode_step = b->n_decode == b->n_seqs && T == b->n_seqs;
     if (cb->capturing || T <= MOE_DEVICE_TOKENS || decode_step) {
         const int max_tiles = (int)(P / MOE_TILE_ROWS + (P < E ? P : E));
-        MOE_TRY(rows_launch(cb, p->gated, (const __nv_bfloat16 *)x.data, x.ld, ix.sorted,
-                                    K, p->up, U, (int)in, H, (int)p->act, h, &ix, max_tiles, e));
-        MOE_TRY(rows_launch(cb, 0, (const __nv_bfloat16 *)h.data, h.ld, NULL, K, p->down,
-                                    oc, H, (int)oc, -1, y, &ix, max_tiles, e));
+        MOE_TRY(rows_launch(cb, p->gated, (const __nv_bfloat16 *)x.data, x.ld, ix.sorted, K, p->up,
+                            U, (int)in, H, (int)p->act, h, &ix, max_tiles, T, e));
+        MOE_TRY(rows_launch(cb, 0, (const __nv_bfloat16 *)h.data, h.ld, NULL, K, p->down, oc, H,
+                            (int)oc, -1, y, &ix, max_tiles, T, e));
     } else {
         MOE_TRY(grouped_gemm(cb, p, x, &ix, P, xg, h, y, e));
     }
     moe_combine_kernel<<<(unsigned)T, 256, 0, cb->stream>>>(
-        (const __nv_bfloat16 *)y.data, y.ld, ix.inv, (const float *)r->weights.data,
-        r->weights.ld, K, (int)oc, alpha, out.data, out.dtype == SRP_BF16, out.ld, accumulate);
+        (const __nv_bfloat16 *)y.data, y.ld, ix.inv, (const float *)r->weights.data, r->weights.ld,
+        K, (int)oc, alpha, out.data, out.dtype == SRP_BF16, out.ld, accumulate);
     CUDA_LAUNCHED(e);
     return 0;
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "config.h"
 #include "engine.h"
 #include "test.h"
 
@@ -313,4 +314,60 @@ TEST(engine_moe_random_weights_and_expert_counts) {
         for (int i = 0; i < 3; i++) srp_seq_close(eng, &s[i]);
         srp_engine_close(eng);
     }
+}
+
+static int parse(const char *json, srp_config *c, srp_err *e) {
+    return srp_config_parse(c, json, strlen(json), "config.json", e);
+}
+
+TEST(config_moe_families) {
+    srp_config c;
+    srp_err e = { 0 };
+    /* Nemotron 3's spelling: 'E' layers, defaults as NemotronHConfig's */
+    REQUIRE(parse("{\"architectures\": [\"NemotronHForCausalLM\"], \"hidden_size\": 64, "
+                  "\"hybrid_override_pattern\": \"ME*E\", \"mamba_num_heads\": 4, "
+                  "\"mamba_head_dim\": 32, \"n_groups\": 2, \"ssm_state_size\": 16, "
+                  "\"num_attention_heads\": 4, \"n_routed_experts\": 16, "
+                  "\"num_experts_per_tok\": 4, \"n_group\": 4, \"topk_group\": 2, "
+                  "\"moe_intermediate_size\": 32, \"moe_latent_size\": null, "
+                  "\"routed_scaling_factor\": 2.5, \"num_nextn_predict_layers\": 1}",
+                  &c, &e) == 0);
+    CHECK(srp_config_count(&c, SRP_MIXER_MOE) == 2);
+    CHECK(c.moe.score == SRP_MOE_SIGMOID && c.moe.norm_topk && c.moe.scale == 2.5f);
+    CHECK(c.moe.latent == 0 && c.moe.shared_hidden == 7688 && c.moe.act == SRP_ACT_RELU2);
+    CHECK_STR_CONTAINS(c.note, "multi-token-prediction");
+    /* the chosen experts must fit in the kept groups */
+    CHECK(parse("{\"architectures\": [\"NemotronHForCausalLM\"], \"hidden_size\": 64, "
+                "\"layers_block_type\": [\"moe\"], \"n_routed_experts\": 16, "
+                "\"num_experts_per_tok\": 9, \"n_group\": 4, \"topk_group\": 2}",
+                &c, &e) == SRP_EUNSUPPORTED);
+    CHECK_STR_CONTAINS(e.msg, "topk_group 2");
+    /* Granite 4.0-H: two blocks a layer, "auto" head size, the µP multipliers */
+    REQUIRE(
+        parse("{\"architectures\": [\"GraniteMoeHybridForCausalLM\"], \"hidden_size\": 64, "
+              "\"layer_types\": [\"mamba\", \"attention\"], \"mamba_n_heads\": 4, "
+              "\"mamba_d_head\": \"auto\", \"mamba_d_state\": 16, \"num_attention_heads\": 4, "
+              "\"num_local_experts\": 8, \"num_experts_per_tok\": 2, \"intermediate_size\": 32, "
+              "\"shared_intermediate_size\": 48, \"embedding_multiplier\": 12, "
+              "\"attention_multiplier\": 0.0078125, \"residual_multiplier\": 0.22, "
+              "\"logits_scaling\": 8, \"position_embedding_type\": \"rope\"}",
+              &c, &e) == 0);
+    CHECK(c.n_layers == 2 && c.n_blocks == 4 && c.blocks[1].mixer[0] == SRP_MIXER_MOE &&
+          c.blocks[2].mixer[0] == SRP_MIXER_ATTENTION);
+    CHECK(c.mamba2.head_dim == 32 && c.mamba2.norm_group == c.mamba2.d_inner);
+    CHECK(c.embed_mult == 12.0f && c.attn.scale == 0.0078125f && c.resid_mult == 0.22f &&
+          c.logits_mult == 0.125f);
+    CHECK(c.attn.rope.kind == SRP_ROPE_DEFAULT && c.attn.rope.dim == 16);
+    CHECK(c.moe.score == SRP_MOE_SOFTMAX && c.moe.gated && c.moe.shared_hidden == 48);
+    /* the dense variant: the shared MLP alone */
+    REQUIRE(parse("{\"architectures\": [\"GraniteMoeHybridForCausalLM\"], \"hidden_size\": 64, "
+                  "\"num_hidden_layers\": 3, \"mamba_n_heads\": 4, \"mamba_d_state\": 16, "
+                  "\"num_local_experts\": 0, \"shared_intermediate_size\": 48}",
+                  &c, &e) == 0);
+    CHECK(c.n_blocks == 6 && srp_config_count(&c, SRP_MIXER_MOE) == 0 &&
+          srp_config_count(&c, SRP_MIXER_MLP) == 3 && c.mlp.gated && c.mlp.hidden == 48);
+    CHECK(parse("{\"architectures\": [\"GraniteMoeHybridForCausalLM\"], \"hidden_size\": 64, "
+                "\"mamba_n_heads\": 4, \"position_embedding_type\": \"alibi\"}",
+                &c, &e) == SRP_EUNSUPPORTED);
+    CHECK_STR_CONTAINS(e.msg, "position_embedding_type");
 }

@@ -586,7 +586,7 @@ TEST(gpu_moe_experts) {
         { 40, 4, 2, 256, 128, 0, 1 },   /* 20 rows per expert: tiles of 8, 8, 4 */
         { 13, 32, 4, 96, 64, 1, 0 },    /* gated, bf16 out, idle experts */
         { 9, 6, 3, 36, 12, 0, 1 },      /* scalar loads both ways */
-        { 3, 4, 2, 4096, 64, 0, 1 },    /* rows wider than 48 KB of shared memory */
+        { 9, 4, 2, 4096, 64, 0, 1 },    /* 8 rows of 4096: more than 48 KB of shared memory */
         { 200, 16, 4, 256, 128, 0, 1 }, /* the grouped path */
         { 150, 8, 2, 96, 64, 1, 0 },
     };
