@@ -1,13 +1,18 @@
 /* Whole-model benchmarks on the GPU: decode steps and an 8K-token prefill of a random-weight model
- * of the 8B Mamba-2-Hybrid shape (bench/configs/hybrid-8b), against the roofline.
+ * of the 8B Mamba-2-Hybrid shape (bench/configs/hybrid-8b, the default) or any other config
+ * (bench/configs/nemotron-3-nano-30b-a3b: the mixture-of-experts hybrid), against the roofline.
  *
  *   bench_model [--config DIR] [--context N] [--json FILE] [--commit SHA] [--clocks TEXT]
  *               [--bandwidth BYTES_PER_S] [--peak FLOPS]
  *
- * A decode step's floor is its bytes over copy bandwidth: every weight matrix once, every
- * running sequence's state slot read and written, and its KV cache read. The prefill's is its
- * FLOPs over the measured bf16 GEMM rate. The ceilings come from bench_kernels (pass them in) or
- * default to the H100 values measured there. */
+ * A decode step's floor is its bytes over copy bandwidth: every weight matrix it reads once,
+ * every running sequence's state slot read and written, and its KV cache read. Of the routed
+ * experts of a mixture-of-experts model a step reads only those its tokens go to: one untimed
+ * step per batch size counts them (srp_engine_count_experts) and the floor counts those, as
+ * many as the timed steps use (the same batch, the same kind of tokens). The prefill's floor is
+ * its FLOPs (each token through its top_k experts only) over the measured bf16 GEMM rate. The
+ * ceilings come from bench_kernels (pass them in) or default to the H100 values measured
+ * there. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,13 +37,16 @@ static double now(void) {
 typedef struct result {
     char name[64];
     double seconds, tokens_per_s, floor_s;
+    int64_t experts_used; /* -1: not a mixture-of-experts model */
 } result;
 
 static result results[16];
 static int n_results;
 
-static void report(const char *name, double seconds, double tokens, double floor_s) {
+static void report(const char *name, double seconds, double tokens, double floor_s,
+                   int64_t experts_used) {
     result *r = &results[n_results++];
+    r->experts_used = experts_used;
     snprintf(r->name, sizeof r->name, "%s", name);
     r->seconds = seconds;
     r->tokens_per_s = tokens / seconds;
@@ -70,6 +78,21 @@ static void prefill(srp_engine *eng, srp_seq *seqs, int n, int context, int32_t 
         if (srp_engine_step(eng, items, k, &lg, &err)) die("prefill");
         s += k;
     }
+}
+
+/* One decode step that counts the experts its tokens are routed to (all layers together). */
+static int64_t count_experts(srp_engine *eng, srp_seq *seqs, int B) {
+    srp_step_item items[256];
+    int32_t tokens[256];
+    for (int i = 0; i < B; i++) {
+        tokens[i] = (i * 6007) % 1000 + 3;
+        items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST };
+    }
+    srp_mat lg;
+    srp_engine_count_experts(eng, 1);
+    if (srp_engine_step(eng, items, B, &lg, &err)) die("counting step");
+    srp_engine_count_experts(eng, 0);
+    return srp_engine_experts_used(eng);
 }
 
 static double decode_steps(srp_engine *eng, srp_seq *seqs, int B, int steps) {
@@ -131,12 +154,24 @@ int main(int argc, char **argv) {
     const srp_config *c = srp_engine_config(eng);
     const double weight_bytes = (double)srp_engine_matrix_bytes(eng);
     const double state_bytes = (double)srp_engine_slot_bytes(eng);
-    printf("model: %s, %d layers (%d Mamba-2, %d Mamba-1, %d attention, %d MLP), %.2f GB of "
-           "matrices; %.2f MB of state per sequence; %d slots, %d KV blocks; loaded in %.1f s\n",
+    /* routed experts: read only where the step's tokens go */
+    const int64_t n_experts = srp_engine_expert_count(eng);
+    const double expert_bytes = (double)srp_engine_expert_bytes(eng);
+    const double dense_bytes = weight_bytes - expert_bytes;
+    const double bytes_per_expert = n_experts ? expert_bytes / n_experts : 0;
+    const int n_moe = srp_config_count(c, SRP_MIXER_MOE);
+    printf("model: %s, %d layers (%d Mamba-2, %d Mamba-1, %d attention, %d MLP, %d MoE), "
+           "%.2f GB of matrices; %.2f MB of state per sequence; %d slots, %d KV blocks; loaded in "
+           "%.1f s\n",
            config, c->n_layers, srp_config_count(c, SRP_MIXER_MAMBA2),
            srp_config_count(c, SRP_MIXER_MAMBA1), srp_config_count(c, SRP_MIXER_ATTENTION),
-           srp_config_count(c, SRP_MIXER_MLP), weight_bytes / 1e9, state_bytes / 1e6,
+           srp_config_count(c, SRP_MIXER_MLP), n_moe, weight_bytes / 1e9, state_bytes / 1e6,
            srp_engine_total_slots(eng), srp_engine_total_blocks(eng), now() - t0);
+    if (n_experts)
+        printf("experts: %lld routed (%d per token per layer) of %.1f MB each, %.2f GB; the rest "
+               "%.2f GB\n",
+               (long long)n_experts, c->moe.top_k, bytes_per_expert / 1e6, expert_bytes / 1e9,
+               dense_bytes / 1e9);
     printf("ceilings: %.2f TB/s copy, %.0f TFLOP/s bf16\n\n", bw / 1e12, peak / 1e12);
 
     static int32_t ids[8192];
@@ -160,11 +195,14 @@ int main(int argc, char **argv) {
         }
         const double T = 8192;
         /* every matrix on every token, but the head on one row only */
-        double flops = (double)srp_engine_matrix_params(eng) * 2 * T;
+        double active = (double)(srp_engine_matrix_params(eng) - srp_engine_expert_params(eng));
+        if (n_experts)
+            active += (double)srp_engine_expert_params(eng) / n_experts * c->moe.top_k * n_moe;
+        double flops = active * 2 * T;
         flops -= 2.0 * c->vocab_size * c->d_model * (T - 1);
         int n_attn = srp_config_count(c, SRP_MIXER_ATTENTION);
         flops += n_attn * 2.0 * 2.0 * (T * T / 2) * c->attn.heads * c->attn.head_dim;
-        report("prefill 8K", best, T, flops / peak);
+        report("prefill 8K", best, T, flops / peak, -1);
     }
 
     /* decode steps at several batch sizes, every sequence `context` tokens into its text */
@@ -176,13 +214,17 @@ int main(int argc, char **argv) {
         for (int i = 0; i < B; i++)
             if (srp_seq_open(eng, &seqs[i], &err)) die("seq");
         prefill(eng, seqs, B, context, ids);
+        const int64_t used = n_experts ? count_experts(eng, seqs, B) : -1;
         double t = decode_steps(eng, seqs, B, B >= 128 ? 10 : 30);
-        double bytes = weight_bytes + B * 2 * state_bytes +
-                       B * (context + 16.0) * kv_bytes_per_token(eng) +
+        double bytes = (n_experts ? dense_bytes + used * bytes_per_expert : weight_bytes) +
+                       B * 2 * state_bytes + B * (context + 16.0) * kv_bytes_per_token(eng) +
                        B * 4.0 * c->vocab_size; /* logits */
         char name[64];
         snprintf(name, sizeof name, "decode batch %d", B);
-        report(name, t, B, bytes / bw);
+        if (n_experts)
+            printf("  (%lld of %lld experts used: %.2f GB of weights read)\n", (long long)used,
+                   (long long)n_experts, (dense_bytes + used * bytes_per_expert) / 1e9);
+        report(name, t, B, bytes / bw, used);
         for (int i = 0; i < B; i++) srp_seq_close(eng, &seqs[i]);
     }
     if (json) {
@@ -198,10 +240,11 @@ int main(int argc, char **argv) {
             for (int i = 0; i < n_results; i++)
                 fprintf(f,
                         "    {\"name\": \"%s\", \"seconds\": %.5g, \"tokens_per_s\": %.5g, "
-                        "\"floor_seconds\": %.5g, \"times_floor\": %.3f}%s\n",
+                        "\"floor_seconds\": %.5g, \"times_floor\": %.3f, \"experts_used\": "
+                        "%lld}%s\n",
                         results[i].name, results[i].seconds, results[i].tokens_per_s,
                         results[i].floor_s, results[i].seconds / results[i].floor_s,
-                        i + 1 < n_results ? "," : "");
+                        (long long)results[i].experts_used, i + 1 < n_results ? "," : "");
             fprintf(f, "  ]\n}\n");
             fclose(f);
         }

@@ -1,7 +1,9 @@
-/* NemotronHForCausalLM (NVIDIA's Nemotron-H; transformers' modeling_nemotron_h.py): every layer
- * one mixer — Mamba-2 ('M'), attention without position embedding ('*') or a non-gated MLP
- * ('-') — chosen by hybrid_override_pattern or the layers_block_type list. */
+/* NemotronHForCausalLM (NVIDIA's Nemotron-H and Nemotron 3; transformers' modeling_nemotron_h.py):
+ * every layer one mixer — Mamba-2 ('M'), attention without position embedding ('*'), a
+ * non-gated MLP ('-') or a mixture of experts ('E') — chosen by hybrid_override_pattern or the
+ * layers_block_type list. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arch.h"
@@ -15,10 +17,7 @@ static int add_layer(srp_config *c, const srp_cfg_reader *r, char kind, int inde
     case '-':
         return srp_cfg_add_block(c, r, index, 1, SRP_MIXER_MLP, 0);
     case 'E':
-        return srp_err_set(r->e, SRP_EUNSUPPORTED,
-                           "%s: layer %d is a mixture-of-experts layer, which serpent does not "
-                           "support yet",
-                           r->file, index);
+        return srp_cfg_add_block(c, r, index, 1, SRP_MIXER_MOE, 0);
     default:
         return srp_err_set(r->e, SRP_EFORMAT, "%s: layer %d has unknown type '%c'", r->file, index,
                            kind);
@@ -89,6 +88,49 @@ static int parse_pattern(srp_config *c, const srp_cfg_reader *r) {
     return 0;
 }
 
+/* NemotronHMoE: NemotronHTopkRouter (sigmoid scores, e_score_correction_bias for the choice,
+ * grouped top-k), relu2 experts without gates (NemotronHExperts, optionally between the latent
+ * projections) and one shared expert of moe_shared_expert_intermediate_size (n_shared_experts is
+ * not read by transformers either). */
+static int parse_moe(srp_config *c, const srp_cfg_reader *r) {
+    srp_moe_config *m = &c->moe;
+    int rc = 0, mtp = 0;
+    m->score = SRP_MOE_SIGMOID;
+    m->gated = 0;
+    m->shared_gated = 0;
+    if (!rc) rc = srp_cfg_int(r, "n_routed_experts", "num_local_experts", 8, 1, &m->n_experts);
+    if (!rc) rc = srp_cfg_int(r, "num_experts_per_tok", NULL, 2, 1, &m->top_k);
+    if (!rc) rc = srp_cfg_int(r, "n_group", NULL, 1, 1, &m->n_group);
+    if (!rc) rc = srp_cfg_int(r, "topk_group", NULL, 1, 1, &m->topk_group);
+    if (!rc) rc = srp_cfg_bool(r, "norm_topk_prob", NULL, 1, &m->norm_topk);
+    if (!rc) rc = srp_cfg_floatf(r, "routed_scaling_factor", NULL, 1.0, &m->scale);
+    if (!rc) rc = srp_cfg_int(r, "moe_intermediate_size", NULL, 7688, 1, &m->hidden);
+    if (!rc)
+        rc =
+            srp_cfg_int(r, "moe_shared_expert_intermediate_size", NULL, 7688, 0, &m->shared_hidden);
+    if (!rc) rc = srp_cfg_int(r, "moe_latent_size", NULL, 0, 0, &m->latent);
+    if (!rc) rc = srp_cfg_int(r, "num_nextn_predict_layers", NULL, 0, 0, &mtp);
+    if (rc) return rc;
+    m->act = m->shared_act = c->mlp.act;
+    m->proj_bias = m->shared_bias = c->mlp.bias;
+    if (m->n_experts > SRP_MOE_MAX_EXPERTS || m->top_k > SRP_MOE_MAX_TOP_K ||
+        m->n_group > SRP_MOE_MAX_GROUPS || m->n_experts % m->n_group ||
+        (m->n_group > 1 && m->n_experts / m->n_group < 2) || m->topk_group > m->n_group ||
+        m->top_k > m->topk_group * (m->n_experts / m->n_group))
+        return srp_err_set(r->e, SRP_EUNSUPPORTED,
+                           "%s: %d routed experts, %d per token, n_group %d, topk_group %d: "
+                           "serpent routes at most %d experts, %d per token, in at most %d groups "
+                           "of two or more, choosing no more than the kept groups hold",
+                           r->file, m->n_experts, m->top_k, m->n_group, m->topk_group,
+                           SRP_MOE_MAX_EXPERTS, SRP_MOE_MAX_TOP_K, SRP_MOE_MAX_GROUPS);
+    if (mtp > 0)
+        snprintf(c->note, sizeof c->note,
+                 "the checkpoint's %d multi-token-prediction layer%s (mtp.*) %s not loaded: "
+                 "serpent predicts one token per step, as transformers does",
+                 mtp, mtp > 1 ? "s" : "", mtp > 1 ? "are" : "is");
+    return 0;
+}
+
 static int parse(srp_config *c, const srp_cfg_reader *r) {
     srp_mamba2_config *m = &c->mamba2;
     srp_attn_config *a = &c->attn;
@@ -136,12 +178,23 @@ static int parse(srp_config *c, const srp_cfg_reader *r) {
     if (rc) return rc;
     /* Zamba2RMSNormGated with group_size = d_inner / n_groups */
     m->norm_group = m->d_inner / m->groups;
-    return 0;
+    return srp_config_count(c, SRP_MIXER_MOE) ? parse_moe(c, r) : 0;
 }
 
 static int load(srp_loader *L) {
     const srp_config *c = &srp_loader_model(L)->cfg;
     static const srp_mlp_names mlp = { NULL, "up_proj.weight", "down_proj.weight", NULL };
+    static const srp_moe_names moe = {
+        "gate.weight",
+        "gate.e_score_correction_bias",
+        "experts.up_proj",
+        "experts.down_proj",
+        "experts.%d.up_proj.weight",
+        "experts.%d.down_proj.weight",
+        "fc1_latent_proj",
+        "fc2_latent_proj",
+        { NULL, "shared_experts.up_proj.weight", "shared_experts.down_proj.weight", NULL },
+    };
     int rc = srp_load_embedding(L);
     for (int b = 0; !rc && b < c->n_blocks; b++) {
         const int l = c->blocks[b].layer;
@@ -157,6 +210,9 @@ static int load(srp_loader *L) {
             break;
         case SRP_MIXER_MLP:
             rc = srp_load_mlp_mixer(L, bl, mixer, &mlp);
+            break;
+        case SRP_MIXER_MOE:
+            rc = srp_load_moe_mixer(L, bl, mixer, &moe);
             break;
         default:
             rc = srp_err_set(srp_loader_err(L), SRP_EINVAL, "layer %d: unexpected mixer", l);

@@ -110,6 +110,62 @@ typedef struct srp_rope_params {
     int max_positions;
 } srp_rope_params;
 
+/* Mixture-of-experts routing (engine/config.h's srp_moe_config says what each field means). The
+ * correction bias, when given ([n_experts] fp32), is added to the scores for choosing only.
+ * Limits every backend keeps: n_experts <= SRP_MOE_MAX_EXPERTS, top_k <= SRP_MOE_MAX_TOP_K,
+ * n_group <= SRP_MOE_MAX_GROUPS, each group at least two experts when n_group > 1. */
+#define SRP_MOE_MAX_EXPERTS 1024
+#define SRP_MOE_MAX_TOP_K   32
+#define SRP_MOE_MAX_GROUPS  64
+typedef struct srp_moe_route_params {
+    int n_experts, top_k;
+    srp_moe_score score;
+    int n_group, topk_group;
+    int norm_topk;
+    float scale;
+    const srp_weight *bias; /* NULL: none */
+} srp_moe_route_params;
+
+/* The routing of a step's T tokens, in backend memory: moe_route writes the chosen experts
+ * (ids, I32 [T, top_k], each row's experts distinct) and their weights (F32 [T, top_k]), and
+ * lays out whatever the backend wants to keep about the grouping of tokens by expert in `index`
+ * (SRP_MOE_INDEX_INTS(T, top_k, n_experts) int32 of scratch), which moe_experts reads. */
+#define SRP_MOE_INDEX_INTS(tokens, top_k, experts) \
+    (6 * (int64_t)(tokens) * (top_k) + 6 * (int64_t)(experts) + 64)
+typedef struct srp_moe_routing {
+    srp_mat ids, weights;
+    int32_t *index;
+} srp_moe_routing;
+
+/* The limits above and the shapes of logits and r, for both backends' moe_route. */
+static inline int srp_moe_route_check(const srp_moe_route_params *p, srp_mat logits,
+                                      const srp_moe_routing *r, srp_err *e) {
+    const int E = p->n_experts, G = p->n_group;
+    if (E < 1 || E > SRP_MOE_MAX_EXPERTS || p->top_k < 1 || p->top_k > SRP_MOE_MAX_TOP_K || G < 1 ||
+        G > SRP_MOE_MAX_GROUPS || E % G || (G > 1 && E / G < 2) || p->topk_group < 1 ||
+        p->topk_group > G || p->top_k > p->topk_group * (E / G))
+        return srp_err_set(e, SRP_EINVAL,
+                           "moe_route: %d experts, top %d, %d groups keeping %d: unsupported", E,
+                           p->top_k, G, p->topk_group);
+    if (logits.dtype != SRP_F32 || logits.cols != E || r->ids.dtype != SRP_I32 ||
+        r->weights.dtype != SRP_F32 || r->ids.rows != logits.rows ||
+        r->weights.rows != logits.rows || r->ids.cols != p->top_k || r->weights.cols != p->top_k ||
+        (p->bias && p->bias->m.cols * p->bias->m.rows != E))
+        return srp_err_set(e, SRP_EINVAL, "moe_route: shapes or types of the buffers");
+    return 0;
+}
+
+/* The routed experts of one layer, stacked: up is [n_experts * U, in] with U = hidden, or
+ * 2 * hidden when gated (each expert's rows [gate | up]); down is [n_experts * out, hidden].
+ * scratch: act_dtype [T * top_k, >= in + U + out] for the rows grouped by expert. */
+typedef struct srp_moe_experts_params {
+    int n_experts, top_k, hidden;
+    srp_act act;
+    int gated;
+    const srp_weight *up, *down;
+    srp_mat scratch;
+} srp_moe_experts_params;
+
 /* Sampling settings of one logits row. Draws come from a counter-based generator keyed by
  * (seed, step), so a request's samples do not depend on what else is in the batch. */
 typedef struct srp_sample_params {
@@ -247,6 +303,16 @@ struct srp_backend {
     /* Rotates q [T, heads * head_dim] and k [T, kv_heads * head_dim] in place, token t at
      * position n_past + its offset in its sequence. */
     int (*rope)(srp_backend *be, const srp_rope_params *p, srp_mat q, srp_mat k, srp_err *e);
+
+    /* Routes every token: logits fp32 [T, n_experts] -> r's ids, weights and index. */
+    int (*moe_route)(srp_backend *be, const srp_moe_route_params *p, srp_mat logits,
+                     const srp_moe_routing *r, srp_err *e);
+
+    /* out[t] = alpha * sum over k of weights[t, k] * expert_{ids[t, k]}(x[t]) (+ out when
+     * accumulate), with the routing of the last moe_route over these T tokens. x in act_dtype;
+     * out fp32 or act_dtype. */
+    int (*moe_experts)(srp_backend *be, const srp_moe_experts_params *p, const srp_moe_routing *r,
+                       srp_mat x, srp_mat out, float alpha, int accumulate, srp_err *e);
 
     /* out[i] = x[logit_rows[i]] (fp32 rows). */
     int (*gather_rows)(srp_backend *be, srp_mat x, srp_mat out, srp_err *e);

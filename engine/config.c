@@ -415,6 +415,8 @@ const char *srp_mixer_kind_name(srp_mixer_kind kind) {
         return "mlp";
     case SRP_MIXER_MAMBA1:
         return "mamba1";
+    case SRP_MIXER_MOE:
+        return "moe";
     case SRP_MIXER_COUNT:
         break;
     }

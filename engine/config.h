@@ -25,6 +25,7 @@ typedef enum {
     SRP_ARCH_LLAMA,
     SRP_ARCH_MAMBA1,
     SRP_ARCH_FALCON_MAMBA,
+    SRP_ARCH_GRANITE,
 } srp_arch;
 
 typedef enum {
@@ -32,6 +33,7 @@ typedef enum {
     SRP_MIXER_ATTENTION,
     SRP_MIXER_MLP,
     SRP_MIXER_MAMBA1,
+    SRP_MIXER_MOE,
     SRP_MIXER_COUNT /* not a mixer */
 } srp_mixer_kind;
 
@@ -118,6 +120,34 @@ typedef struct srp_mlp_config {
     int post_proj;             /* a d_model x d_model projection after down (Zamba2's linear) */
 } srp_mlp_config;
 
+/* How a mixture-of-experts router turns its logits into scores. */
+typedef enum { SRP_MOE_SOFTMAX, SRP_MOE_SIGMOID } srp_moe_score;
+
+/* A mixture-of-experts feed-forward layer. The router scores n_experts per token (softmax over
+ * them all, or a sigmoid each); top_k are chosen by score plus an optional correction bias (which
+ * chooses but does not weight), among the experts of the topk_group best of n_group groups (a
+ * group's merit: the sum of its two best scores). The chosen experts' outputs are summed with
+ * their scores as weights, renormalised to sum 1 when norm_topk, then times scale. Experts are
+ * MLPs (down(act(up(x))), or down(act(gate(x)) * up(x)) when gated); with a latent width they
+ * work between the projections fc1 (d_model -> latent) and fc2 (latent -> d_model), while the
+ * router and the shared expert see x itself. The shared expert (shared_hidden > 0) is an MLP
+ * every token goes through. */
+typedef struct srp_moe_config {
+    int n_experts, top_k;
+    srp_moe_score score;
+    int n_group, topk_group;
+    int norm_topk;
+    float scale;
+    int hidden; /* each expert's intermediate width */
+    srp_act act;
+    int gated;
+    int latent;    /* 0: the experts work on x */
+    int proj_bias; /* fc1 / fc2 have biases */
+    int shared_hidden;
+    srp_act shared_act;
+    int shared_gated, shared_bias;
+} srp_moe_config;
+
 /* What a block normalises, and where its mixers' outputs go. Every family but Zamba2 uses the
  * defaults (0): norm(x) in, x += out. Zamba2's shared transformer reads the residual stream
  * concatenated with the step's token embeddings and hands its result, through an auxiliary fp32
@@ -163,10 +193,15 @@ typedef struct srp_config {
     srp_attn_config attn;
     srp_mlp_config mlp;
     srp_mamba1_config mamba1;
+    srp_moe_config moe;
 
     int bos_id, pad_id; /* -1 when absent */
     int n_eos;
     int eos_ids[SRP_MAX_EOS];
+
+    /* What serpent leaves out of this checkpoint and why (e.g. multi-token-prediction layers),
+     * for the commands to print; empty when nothing. */
+    char note[256];
 } srp_config;
 
 /* Reads DIR/config.json. Errors name the file and the field. */

@@ -32,7 +32,7 @@ static int make_backend(const srp_engine_opts *o, srp_backend **out, srp_err *e)
 
 /* Widths of the projection, conv and mixer-output buffers: the widest any mixer needs. */
 static srp_ws_need workspace_widths(const srp_config *c) {
-    srp_ws_need n = { 1, 1, 1 };
+    srp_ws_need n = { 1, 1, 1, 0, 0, 0, 0 };
     int seen[SRP_MIXER_COUNT] = { 0 };
     for (int i = 0; i < c->n_blocks; i++)
         for (int k = 0; k < c->blocks[i].n_mixers; k++) {
@@ -43,7 +43,7 @@ static srp_ws_need workspace_widths(const srp_config *c) {
     return n;
 }
 
-#define WS_BUFFERS 10
+#define WS_BUFFERS 13
 
 /* The widest norm input of any block. */
 static int64_t norm_width(const srp_config *c) {
@@ -61,6 +61,8 @@ static int workspace_buffers(srp_engine *eng, srp_mat *bufs[WS_BUFFERS]) {
     const srp_dtype act = eng->be->act_dtype;
     const srp_ws_need w = workspace_widths(c);
     const int64_t T_aux = srp_config_uses_aux(c) ? T : 1, T_wide = srp_config_uses_embed(c) ? T : 1;
+    const int64_t moe_i32 =
+        w.moe_k ? T * w.moe_k + SRP_MOE_INDEX_INTS(T, w.moe_k, w.moe_experts) : 1;
     const struct {
         srp_mat *m;
         srp_dtype t;
@@ -76,6 +78,9 @@ static int workspace_buffers(srp_engine *eng, srp_mat *bufs[WS_BUFFERS]) {
         { &ws->logits, SRP_F32, L, c->vocab_size },
         { &ws->aux, SRP_F32, T_aux, c->d_model },
         { &ws->wide, SRP_F32, T_wide, 2 * (int64_t)c->d_model },
+        { &ws->moe_f32, SRP_F32, w.moe_k ? T : 1, w.moe_k ? w.moe_f32 : 1 },
+        { &ws->moe_i32, SRP_I32, 1, moe_i32 },
+        { &ws->moe_rows, act, w.moe_k ? T * w.moe_k : 1, w.moe_k ? w.moe_cols : 1 },
     };
     for (int i = 0; i < WS_BUFFERS; i++) {
         if (!shapes[i].m->data)
@@ -381,6 +386,39 @@ int64_t srp_engine_matrix_bytes(const srp_engine *eng) {
 }
 int64_t srp_engine_pool_budget(const srp_engine *eng) {
     return eng->pool_budget;
+}
+/* Sums over the routed experts of every mixture-of-experts mixer: parameters, bytes, or
+ * experts (what = 0, 1, 2). */
+static int64_t expert_sum(const srp_engine *eng, int what) {
+    const srp_model *m = &eng->model;
+    int64_t n = 0;
+    for (int b = 0; b < m->cfg.n_blocks; b++)
+        for (int k = 0; k < m->blocks[b].n_mixers; k++) {
+            const srp_mixer *mx = &m->blocks[b].mixer[k];
+            if (mx->kind != SRP_MIXER_MOE) continue;
+            const srp_moe_weights *w = mx->w;
+            const srp_weight *ws[2] = { &w->up, &w->down };
+            if (what == 2) n += m->cfg.moe.n_experts;
+            for (int i = 0; what < 2 && i < 2; i++)
+                n += ws[i]->m.rows * ws[i]->m.cols *
+                     (what ? (int64_t)srp_dtype_size(ws[i]->m.dtype) : 1);
+        }
+    return n;
+}
+int64_t srp_engine_expert_params(const srp_engine *eng) {
+    return expert_sum(eng, 0);
+}
+int64_t srp_engine_expert_bytes(const srp_engine *eng) {
+    return expert_sum(eng, 1);
+}
+int64_t srp_engine_expert_count(const srp_engine *eng) {
+    return expert_sum(eng, 2);
+}
+void srp_engine_count_experts(srp_engine *eng, int on) {
+    eng->count_experts = on;
+}
+int64_t srp_engine_experts_used(const srp_engine *eng) {
+    return eng->experts_used;
 }
 int64_t srp_engine_slot_bytes(const srp_engine *eng) {
     return slot_bytes(eng);

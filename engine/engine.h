@@ -84,6 +84,18 @@ int64_t srp_engine_matrix_params(const srp_engine *eng);
  * and --gpu-memory-utilization leave), or -1 where the backend does not say (the CPU). */
 int64_t srp_engine_pool_budget(const srp_engine *eng);
 int64_t srp_engine_matrix_bytes(const srp_engine *eng);
+/* The routed experts of the mixture-of-experts layers (counted in the two above too): their
+ * parameters and bytes, and how many experts all the layers hold together. A decode step reads
+ * only the experts its tokens are routed to: its weight floor is matrix_bytes - expert_bytes
+ * plus expert_bytes / expert_count for each expert used. */
+int64_t srp_engine_expert_params(const srp_engine *eng);
+int64_t srp_engine_expert_bytes(const srp_engine *eng);
+int64_t srp_engine_expert_count(const srp_engine *eng);
+/* For benchmarks: while on, steps run without step graphs and count the distinct experts each
+ * mixture-of-experts layer routes their tokens to (a device-to-host copy per layer);
+ * srp_engine_experts_used gives the sum over the layers for the last step. */
+void srp_engine_count_experts(srp_engine *eng, int on);
+int64_t srp_engine_experts_used(const srp_engine *eng);
 
 typedef enum { SRP_LOGITS_NONE, SRP_LOGITS_LAST, SRP_LOGITS_ALL } srp_logits_mode;
 

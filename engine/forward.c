@@ -14,6 +14,8 @@ const srp_mixer_ops *srp_mixer_ops_of(srp_mixer_kind kind) {
         return &srp_mixer_mlp_ops;
     case SRP_MIXER_MAMBA1:
         return &srp_mixer_mamba1_ops;
+    case SRP_MIXER_MOE:
+        return &srp_mixer_moe_ops;
     case SRP_MIXER_COUNT:
         break;
     }
@@ -82,7 +84,7 @@ static int run_layers(srp_engine *eng, const srp_batch *b, srp_err *e) {
  * every time for a given batch size, so the backend can replay it as one graph: the launch
  * overhead of the ~8 operations per layer would otherwise rival the step itself. */
 static int graph_key(srp_engine *eng, const srp_batch *b) {
-    if (!eng->use_graphs || !eng->be->graph_replay) return -1;
+    if (!eng->use_graphs || eng->count_experts || !eng->be->graph_replay) return -1;
     if (b->n_tokens != b->n_seqs || b->n_logits != b->n_seqs) return -1;
     for (int i = 0; i < b->n_logits; i++)
         if (b->logit_rows[i] != i) return -1;
@@ -97,6 +99,7 @@ static int graph_key(srp_engine *eng, const srp_batch *b) {
 
 int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e) {
     srp_backend *be = eng->be;
+    eng->experts_used = 0;
     SRP_TRY(be->begin_step(be, b, e));
     *logits = srp_ws_rows(eng->ws.logits, b->n_logits);
     const int key = graph_key(eng, b);

@@ -11,6 +11,10 @@
 /* Widths (columns) a mixer needs in the step's activation buffers. */
 typedef struct srp_ws_need {
     int64_t proj, conv, mix;
+    /* mixture-of-experts scratch: fp32 columns per token (router logits and weights), and
+     * top_k rows per token of moe_cols activation columns for the experts; moe_experts sizes
+     * the backend's routing index (SRP_MOE_INDEX_INTS) */
+    int64_t moe_f32, moe_k, moe_cols, moe_experts;
 } srp_ws_need;
 
 typedef struct srp_mixer_ops {
@@ -24,6 +28,7 @@ const srp_mixer_ops *srp_mixer_ops_of(srp_mixer_kind kind);
 
 extern const srp_mixer_ops srp_mixer_mamba2_ops, srp_mixer_attention_ops, srp_mixer_mlp_ops;
 extern const srp_mixer_ops srp_mixer_mamba1_ops;
+extern const srp_mixer_ops srp_mixer_moe_ops;
 
 static inline srp_mat srp_ws_rows(srp_mat m, int n) {
     return srp_mat_rows(m, 0, n);

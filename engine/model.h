@@ -38,6 +38,14 @@ typedef struct srp_mlp_weights {
     srp_weight adapter_a, adapter_b, post;
 } srp_mlp_weights;
 
+/* A mixture-of-experts layer: the router [E, d] and its correction bias [E] (empty when none),
+ * the routed experts stacked (srp_moe_experts_params), the latent projections (empty when none)
+ * and the shared expert (empty when none). */
+typedef struct srp_moe_weights {
+    srp_weight router, bias, up, down, fc1, fc1_bias, fc2, fc2_bias;
+    srp_mlp_weights shared;
+} srp_moe_weights;
+
 /* One mixer of a block: its kind, its weights (of the kind's type; several blocks may share
  * them), and the slot-pool state or KV-cache layer it owns. */
 typedef struct srp_mixer {

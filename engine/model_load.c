@@ -233,6 +233,27 @@ int srp_load(srp_loader *L, srp_weight *out, int64_t rows, int64_t cols, srp_ini
     return 0;
 }
 
+int srp_load_stacked(srp_loader *L, srp_weight *out, int64_t n, int64_t rows, int64_t cols,
+                     srp_init init, const char *name) {
+    char full[SRP_LOADER_NAME_LEN + 64];
+    const srp_tensor_info *t = L->random ? NULL : find(L, name, full, sizeof full);
+    if (L->random || !t || t->ndim != 3) return srp_load(L, out, n * rows, cols, init, name);
+    if (t->shape[0] != n || t->shape[1] != rows || t->shape[2] != cols) {
+        char sb[128];
+        return srp_err_set(
+            L->e, SRP_EFORMAT, "%s: tensor %s has shape %s, expected [%lld, %lld, %lld]", t->file,
+            t->name, shape_str(t, sb, sizeof sb), (long long)n, (long long)rows, (long long)cols);
+    }
+    if (t->dtype != SRP_F32 && t->dtype != SRP_F16 && t->dtype != SRP_BF16)
+        return srp_err_set(L->e, SRP_EUNSUPPORTED,
+                           "%s: tensor %s has dtype %s; serpent reads BF16, F16 and F32", t->file,
+                           t->name, t->dtype_name);
+    int rc = upload(L, out, t->data, t->dtype, n * rows, cols, init, t->name);
+    if (rc) return rc;
+    progress(L, t);
+    return 0;
+}
+
 int srp_load_opt(srp_loader *L, srp_weight *out, int64_t rows, int64_t cols, srp_init init,
                  const char *name) {
     if (!srp_load_has(L, name)) return 0;

@@ -39,6 +39,11 @@ int srp_load(srp_loader *L, srp_weight *out, int64_t rows, int64_t cols, srp_ini
 int srp_load_opt(srp_loader *L, srp_weight *out, int64_t rows, int64_t cols, srp_init init,
                  const char *name);
 
+/* A 3-D tensor [n, rows, cols] (stacked experts) as one [n * rows, cols] weight; a 2-D tensor
+ * of that shape also does. */
+int srp_load_stacked(srp_loader *L, srp_weight *out, int64_t n, int64_t rows, int64_t cols,
+                     srp_init init, const char *name);
+
 /* Rows [row0, row0 + rows) of tensor `name` ([total_rows, cols]), times scale. */
 typedef struct srp_load_part {
     const char *name;
@@ -93,6 +98,19 @@ typedef struct srp_mamba1_names {
 } srp_mamba1_names;
 int srp_load_mamba1_mixer(srp_loader *L, srp_block *bl, const char *prefix,
                           const srp_mamba1_names *n);
+
+/* A mixture-of-experts mixer (engine/load_moe.c) of the config's srp_moe_config, every name
+ * relative to prefix. The routed experts come from one stacked tensor each ([E, rows, cols]:
+ * up_stacked, down_stacked) or from one tensor per expert (up_expert, down_expert: formats with
+ * one %d), whichever the checkpoint has; bias, fc1/fc2 (".weight" and ".bias" appended) and
+ * the shared expert's names may be NULL where the family has none. */
+typedef struct srp_moe_names {
+    const char *router, *bias;
+    const char *up_stacked, *down_stacked, *up_expert, *down_expert;
+    const char *fc1, *fc2;
+    srp_mlp_names shared;
+} srp_moe_names;
+int srp_load_moe_mixer(srp_loader *L, srp_block *bl, const char *prefix, const srp_moe_names *n);
 
 /* Adds a mixer of kind to bl with weights w; with `state` it gets a recurrent-state layer of
  * that shape in the slot pool, with wants_kv a KV-cache layer. */

@@ -220,6 +220,8 @@ int cli_open_engine(const cli_model_args *a, int max_seq_len, int max_batch_toke
         fprintf(stderr, "serpent: recurrent state per sequence: %.2f MB\n", (double)slot / 1e6);
     else if (slot > 0)
         fprintf(stderr, "serpent: recurrent state per sequence: %.1f KB\n", (double)slot / 1e3);
+    if (srp_engine_config(*eng)->note[0])
+        fprintf(stderr, "serpent: %s\n", srp_engine_config(*eng)->note);
     return 0;
 }
 

@@ -94,6 +94,7 @@ static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts
         return 1;
     }
     const srp_config *c = srp_engine_config(srv->eng);
+    if (c->note[0]) fprintf(stderr, "serpent: %s\n", c->note);
     srv->vocab = c->vocab_size;
     for (int i = 0; i < c->n_eos && srv->n_eos < 8; i++) srv->eos_ids[srv->n_eos++] = c->eos_ids[i];
     int teos = srv->tok ? srp_tokenizer_eos(srv->tok) : -1;

@@ -51,6 +51,12 @@ static const char *const DEFAULT_FIXTURES[] = {
     "mamba_untied",
     "mamba_bpe",
     "falcon_mamba",
+    /* mixture-of-experts hybrids (issue 14) */
+    "nemotron_h_moe_pattern",
+    "nemotron_h_moe_list",
+    "nemotron_h_moe_mtp",
+    "granite_moe_rope",
+    "granite_dense_nope",
 };
 #define MAX_FIXTURES 64
 static char fixture_names[MAX_FIXTURES][256];

@@ -122,8 +122,9 @@ TEST(config_errors_name_the_field) {
         { "{\"model_type\":\"mamba2\",\"time_step_limit\":[0]}", "time_step_limit", SRP_EFORMAT },
         { "{\"model_type\":\"mamba2\",\"hidden_size\":64,\"num_heads\":3,\"head_dim\":16}",
           "expand", SRP_EFORMAT },
-        { "{\"model_type\":\"nemotron_h\",\"hybrid_override_pattern\":\"M-E\"}",
-          "mixture-of-experts", SRP_EUNSUPPORTED },
+        { "{\"model_type\":\"nemotron_h\",\"hybrid_override_pattern\":\"M-E\","
+          "\"n_routed_experts\":\"many\"}",
+          "n_routed_experts", SRP_EFORMAT },
         { "{\"model_type\":\"nemotron_h\",\"hybrid_override_pattern\":\"M-X\"}", "unknown type",
           SRP_EFORMAT },
         { "{\"model_type\":\"nemotron_h\"}", "hybrid_override_pattern", SRP_EFORMAT },

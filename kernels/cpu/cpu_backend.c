@@ -187,29 +187,13 @@ static int cpu_gated_rmsnorm(srp_backend *be, srp_mat y, srp_mat z, const srp_we
     return 0;
 }
 
-static float act_one(srp_act act, float v) {
-    switch (act) {
-    case SRP_ACT_RELU2:
-        return v > 0 ? v * v : 0.0f;
-    case SRP_ACT_RELU:
-        return v > 0 ? v : 0.0f;
-    case SRP_ACT_GELU:
-        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    case SRP_ACT_GELU_TANH:
-        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-    case SRP_ACT_SILU:
-        return cpu_silu(v);
-    }
-    return v;
-}
-
 static int cpu_activate(srp_backend *be, srp_act act, srp_mat x, srp_err *e) {
     (void)be;
     (void)e;
 #pragma omp parallel for schedule(static) if (x.rows * x.cols > CPU_PAR_MIN)
     for (int64_t r = 0; r < x.rows; r++) {
         float *xr = cpu_row(x, r);
-        for (int64_t c = 0; c < x.cols; c++) xr[c] = act_one(act, xr[c]);
+        for (int64_t c = 0; c < x.cols; c++) xr[c] = srp_cpu_act(act, xr[c]);
     }
     return 0;
 }
@@ -224,7 +208,7 @@ static int cpu_activate_gated(srp_backend *be, srp_act act, srp_mat gate, srp_ma
     for (int64_t r = 0; r < gate.rows; r++) {
         const float *g = cpu_row(gate, r), *u = cpu_row(up, r);
         float *o = cpu_row(out, r);
-        for (int64_t c = 0; c < gate.cols; c++) o[c] = act_one(act, g[c]) * u[c];
+        for (int64_t c = 0; c < gate.cols; c++) o[c] = srp_cpu_act(act, g[c]) * u[c];
     }
     return 0;
 }
@@ -323,6 +307,8 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->activate = cpu_activate;
     b->activate_gated = cpu_activate_gated;
     b->rope = srp_cpu_rope;
+    b->moe_route = srp_cpu_moe_route;
+    b->moe_experts = srp_cpu_moe_experts;
     b->gather_rows = cpu_gather_rows;
     b->add = srp_cpu_add;
     b->sample = cpu_sample;

@@ -1,6 +1,6 @@
 /* The CUDA backend: device memory, weight upload, per-step batch metadata, and the operation
  * table. The operations themselves live in one file per family (gemm.cu, norm.cu, conv1d.cu,
- * ssd.cu, attention.cu, sample.cu). */
+ * ssd.cu, attention.cu, moe.cu, sample.cu). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +28,7 @@ static void cuda_destroy(srp_backend *be) {
     if (cb->meta_host) cudaFreeHost(cb->meta_host);
     if (cb->meta_event) cudaEventDestroy(cb->meta_event);
     if (cb->sample_host) cudaFreeHost(cb->sample_host);
+    if (cb->moe_host) cudaFreeHost(cb->moe_host);
     if (cb->sample_dev) cudaFree(cb->sample_dev);
     if (cb->sample_params_dev) cudaFree(cb->sample_params_dev);
     if (cb->sample_scratch) cudaFree(cb->sample_scratch);
@@ -421,6 +422,15 @@ static int op_activate_gated(srp_backend *be, srp_act act, srp_mat gate, srp_mat
 static int op_rope(srp_backend *be, const srp_rope_params *p, srp_mat q, srp_mat k, srp_err *e) {
     return srp_cuda_rope(cuda_of(be), p, q, k, e);
 }
+static int op_moe_route(srp_backend *be, const srp_moe_route_params *p, srp_mat logits,
+                        const srp_moe_routing *r, srp_err *e) {
+    return srp_cuda_moe_route(cuda_of(be), p, logits, r, e);
+}
+static int op_moe_experts(srp_backend *be, const srp_moe_experts_params *p,
+                          const srp_moe_routing *r, srp_mat x, srp_mat out, float alpha, int acc,
+                          srp_err *e) {
+    return srp_cuda_moe_experts(cuda_of(be), p, r, x, out, alpha, acc, e);
+}
 static int op_gather(srp_backend *be, srp_mat x, srp_mat out, srp_err *e) {
     return srp_cuda_gather_rows(cuda_of(be), x, out, e);
 }
@@ -497,6 +507,8 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     b->activate = op_activate;
     b->activate_gated = op_activate_gated;
     b->rope = op_rope;
+    b->moe_route = op_moe_route;
+    b->moe_experts = op_moe_experts;
     b->gather_rows = op_gather;
     b->add = op_add;
     b->sample = op_sample;

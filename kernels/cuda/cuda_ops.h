@@ -92,6 +92,8 @@ typedef struct cuda_backend {
     size_t sample_cub_bytes;
     int32_t *sample_host; /* pinned: the same, coming back */
 
+    int32_t *moe_host; /* pinned [SRP_MOE_MAX_EXPERTS + 1]: expert row offsets (kernels/cuda/moe.cu) */
+
     /* ---- attention (kernels/cuda/attention.cu) ---- */
     /* Split-K partials of decode attention: SRP_ATTN_WS_BYTES, allocated by the first attention
      * call that wants more than one split outside graph capture (zero until then; a call during
@@ -155,6 +157,11 @@ void srp_cuda_attention_free(cuda_backend *cb);
 /* The context the decode attention sizes its splits for: the batch's longest, or while a graph
  * records, the longest of the graph's context bucket. */
 int srp_cuda_split_ctx(const cuda_backend *cb);
+int srp_cuda_moe_route(cuda_backend *cb, const srp_moe_route_params *p, srp_mat logits,
+                       const srp_moe_routing *r, srp_err *e);
+int srp_cuda_moe_experts(cuda_backend *cb, const srp_moe_experts_params *p,
+                         const srp_moe_routing *r, srp_mat x, srp_mat out, float alpha,
+                         int accumulate, srp_err *e);
 int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *params,
                     int32_t *tokens, srp_err *e);
 

@@ -1,6 +1,7 @@
 /* Row-wise operations: embedding lookup, RMSNorm, the grouped gated RMSNorm of Mamba-2, MLP
  * activations, bias adds and the gather of the rows whose logits are wanted. Arithmetic is fp32
  * whatever the storage type. */
+#include "activation.cuh"
 #include "cuda_ops.h"
 
 /* Element access for the two storage types of activations. */
@@ -123,21 +124,6 @@ int srp_cuda_gated_rmsnorm(cuda_backend *cb, srp_mat y, srp_mat z, const srp_wei
         (const float *)w->m.data, group, eps, (__nv_bfloat16 *)out.data, out.ld);
     CUDA_LAUNCHED(e);
     return 0;
-}
-
-__device__ __forceinline__ float activate_one(int act, float v) {
-    switch (act) {
-    case SRP_ACT_RELU2:
-        return v > 0.0f ? v * v : 0.0f;
-    case SRP_ACT_RELU:
-        return v > 0.0f ? v : 0.0f;
-    case SRP_ACT_GELU:
-        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    case SRP_ACT_GELU_TANH:
-        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-    default:
-        return v / (1.0f + __expf(-v));
-    }
 }
 
 __global__ void activate_kernel(void *x, int bf16, int64_t ld, int64_t rows, int64_t cols,

@@ -616,3 +616,225 @@ TEST(gpu_ssd_families_shapes) {
     int dl[4] = { 1, 1, 1, 1 }, dp[4] = { 3, 0, 100, 1 };
     check_ssd(4, 64, 256, 1, 4, dl, dp, 1e-2, 1e-5);
 }
+
+/* ---- mixture of experts ------------------------------------------------------------------- */
+
+/* Router logits whose top_k are clear (chosen experts well above the rest), so that both
+ * backends route alike and the experts' outputs can be compared token by token. */
+static float *clear_logits(int T, int E, int K) {
+    float *l = malloc((size_t)T * E * sizeof *l);
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < E; i++) l[(int64_t)t * E + i] = -3.0f + urand();
+        for (int k = 0; k < K; k++) {
+            int i = (int)(urand() * E) % E;
+            while (l[(int64_t)t * E + i] > 0) i = (i + 1) % E;
+            l[(int64_t)t * E + i] = 3.0f + urand();
+        }
+    }
+    return l;
+}
+
+typedef struct moe_bufs {
+    srp_mat logits, ids, w, index_m;
+    srp_moe_routing r;
+} moe_bufs;
+
+static moe_bufs moe_alloc(srp_backend *be, int T, int E, int K, const float *logits) {
+    moe_bufs b;
+    b.logits = put(be, SRP_F32, T, E, logits);
+    b.ids = (srp_mat){ NULL, SRP_I32, T, K, K };
+    b.w = put(be, SRP_F32, T, K, NULL);
+    srp_err e = { 0 };
+    if (be->alloc(be, (size_t)T * K * 4, &b.ids.data, &e)) abort();
+    b.index_m = (srp_mat){ NULL, SRP_I32, 1, SRP_MOE_INDEX_INTS(T, K, E), 0 };
+    if (be->alloc(be, (size_t)b.index_m.cols * 4, &b.index_m.data, &e)) abort();
+    b.r = (srp_moe_routing){ b.ids, b.w, b.index_m.data };
+    return b;
+}
+
+static int32_t *get_ids(srp_backend *be, srp_mat m) {
+    int32_t *h = malloc((size_t)(m.rows * m.cols) * 4);
+    srp_err e = { 0 };
+    if (be->download(be, h, m.data, (size_t)(m.rows * m.cols) * 4, &e)) abort();
+    return h;
+}
+
+/* The GPU's routing against the CPU's: the same experts (as sets) and weights, on random
+ * logits (where the top-k is rarely a near-tie), and an index that groups every pair. */
+TEST(gpu_moe_route) {
+    static const struct {
+        int T, E, K, G, TG, sigmoid, norm, bias;
+        float scale;
+    } cases[] = {
+        { 1, 128, 6, 1, 1, 1, 1, 1, 2.5f }, /* Nemotron 3 Nano */
+        { 300, 128, 6, 1, 1, 1, 1, 1, 2.5f },   { 77, 16, 3, 4, 2, 1, 1, 1, 2.5f }, /* grouped */
+        { 50, 12, 4, 3, 2, 1, 0, 1, 1.0f },     { 129, 8, 2, 1, 1, 0, 1, 0, 1.0f }, /* Granite */
+        { 33, 16, 4, 1, 1, 0, 0, 0, 1.0f },                                         /* Jamba */
+        { 64, 1024, 32, 64, 8, 1, 1, 1, 1.0f },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int T = cases[c].T, E = cases[c].E, K = cases[c].K;
+        pair p = backends(T, 1, 1, 1, 1);
+        srp_err e = { 0 };
+        float *logits = malloc((size_t)T * E * sizeof *logits), *bias = malloc((size_t)E * 4);
+        for (int64_t i = 0; i < (int64_t)T * E; i++) logits[i] = (urand() - 0.5f) * 6;
+        for (int i = 0; i < E; i++) bias[i] = urand() * 0.2f;
+        srp_weight bc = weight(p.cpu, bias, 1, E, 0), bg = weight(p.gpu, bias, 1, E, 0);
+        srp_moe_route_params rp = { E,
+                                    K,
+                                    cases[c].sigmoid ? SRP_MOE_SIGMOID : SRP_MOE_SOFTMAX,
+                                    cases[c].G,
+                                    cases[c].TG,
+                                    cases[c].norm,
+                                    cases[c].scale,
+                                    cases[c].bias ? &bc : NULL };
+        moe_bufs mc = moe_alloc(p.cpu, T, E, K, logits), mg = moe_alloc(p.gpu, T, E, K, logits);
+        REQUIRE(p.cpu->moe_route(p.cpu, &rp, mc.logits, &mc.r, &e) == 0);
+        if (cases[c].bias) rp.bias = &bg;
+        REQUIRE(p.gpu->moe_route(p.gpu, &rp, mg.logits, &mg.r, &e) == 0);
+        int32_t *ic = get_ids(p.cpu, mc.ids), *ig = get_ids(p.gpu, mg.ids);
+        float *wc = get(p.cpu, mc.w), *wg = get(p.gpu, mg.w);
+        int same = 0;
+        double werr = 0;
+        for (int t = 0; t < T; t++) {
+            int all = 1;
+            for (int k = 0; k < K; k++) {
+                int found = -1;
+                for (int q = 0; q < K; q++)
+                    if (ig[t * K + q] == ic[t * K + k]) found = q;
+                all &= found >= 0;
+                if (found >= 0)
+                    werr = fmax(werr, fabs(wg[t * K + found] - wc[t * K + k]) /
+                                          fmax(fabs(wc[t * K + k]), 1e-6));
+            }
+            same += all;
+        }
+        CHECKF(same >= T - (T + 99) / 100, "case %zu: %d of %d tokens routed alike", c, same, T);
+        CHECKF(werr < 1e-4, "case %zu: weights differ by %.3g", c, werr);
+        /* the index: every pair in its expert's rows, the tiles covering them */
+        const int64_t P = (int64_t)T * K;
+        int32_t *ix = malloc((size_t)mg.index_m.cols * 4);
+        REQUIRE(p.gpu->download(p.gpu, ix, mg.index_m.data, (size_t)mg.index_m.cols * 4, &e) == 0);
+        const int32_t *off = ix, *sorted = ix + E + 8, *inv = sorted + P, *te = inv + P,
+                      *tr = te + P + E, *tn = tr + P + E;
+        int ok = off[0] == 0 && off[E] == P;
+        for (int i = 0; i < E; i++) ok &= off[i] <= off[i + 1];
+        for (int64_t q = 0; q < P; q++) {
+            const int32_t pos = inv[q], ex = ig[q];
+            ok &= pos >= off[ex] && pos < off[ex + 1] && sorted[pos] == q;
+        }
+        int64_t covered = 0;
+        for (int i = 0; i < ix[E + 1]; i++) {
+            ok &=
+                tn[i] >= 1 && tn[i] <= 8 && tr[i] >= off[te[i]] && tr[i] + tn[i] <= off[te[i] + 1];
+            covered += tn[i];
+        }
+        CHECKF(ok && covered == P, "case %zu: the index is inconsistent", c);
+        fprintf(stderr,
+                "  route %d tokens, %d experts, top %d, %d groups: %d/%d alike, weights %.1e\n", T,
+                E, K, cases[c].G, same, T, werr);
+        free(logits), free(bias), free(ic), free(ig), free(wc), free(wg), free(ix);
+        release(&p);
+    }
+}
+
+/* Routed experts: the device path (decode-sized steps: tiles of one expert's rows, with rows
+ * counts 1 to 8 and experts nobody chose), the grouped cuBLAS path (larger steps), 16-byte and
+ * scalar loads, gated and not, fp32 accumulation into the residual and bf16 output. */
+TEST(gpu_moe_experts) {
+    static const struct {
+        int T, E, K, in, H, gated, acc;
+    } cases[] = {
+        { 1, 128, 6, 512, 256, 0, 1 },  /* batch-1 decode: one row per tile */
+        { 40, 4, 2, 256, 128, 0, 1 },   /* 20 rows per expert: tiles of 8, 8, 4 */
+        { 13, 32, 4, 96, 64, 1, 0 },    /* gated, bf16 out, idle experts */
+        { 9, 6, 3, 36, 12, 0, 1 },      /* scalar loads both ways */
+        { 9, 4, 2, 4096, 64, 0, 1 },    /* 8 rows of 4096: more than 48 KB of shared memory */
+        { 200, 16, 4, 256, 128, 0, 1 }, /* the grouped path */
+        { 150, 8, 2, 96, 64, 1, 0 },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int T = cases[c].T, E = cases[c].E, K = cases[c].K, in = cases[c].in, H = cases[c].H,
+                  gated = cases[c].gated, U = gated ? 2 * H : H;
+        const int64_t P = (int64_t)T * K, S = in + U + in;
+        pair p = backends(T, 1, 1, 1, 1);
+        srp_err e = { 0 };
+        float *logits = clear_logits(T, E, K);
+        float *up = randv((int64_t)E * U * in, 1.0f / sqrtf((float)in)),
+              *down = randv((int64_t)E * in * H, 1.0f / sqrtf((float)H)),
+              *x = randv((int64_t)T * in, 1), *o0 = randv((int64_t)T * in, 1);
+        srp_weight uc = weight(p.cpu, up, (int64_t)E * U, in, 1),
+                   ug = weight(p.gpu, up, (int64_t)E * U, in, 1),
+                   dc = weight(p.cpu, down, (int64_t)E * in, H, 1),
+                   dg = weight(p.gpu, down, (int64_t)E * in, H, 1);
+        const srp_moe_route_params rp = { E, K, SRP_MOE_SOFTMAX, 1, 1, 1, 1.0f, NULL };
+        moe_bufs mc = moe_alloc(p.cpu, T, E, K, logits), mg = moe_alloc(p.gpu, T, E, K, logits);
+        REQUIRE(p.cpu->moe_route(p.cpu, &rp, mc.logits, &mc.r, &e) == 0);
+        REQUIRE(p.gpu->moe_route(p.gpu, &rp, mg.logits, &mg.r, &e) == 0);
+        const srp_act act = gated ? SRP_ACT_SILU : SRP_ACT_RELU2;
+        srp_moe_experts_params ec = {
+            E, K, H, act, gated, &uc, &dc, put(p.cpu, SRP_F32, P, S, NULL)
+        };
+        srp_moe_experts_params eg = { E,     K,   H,   act,
+                                      gated, &ug, &dg, put(p.gpu, SRP_BF16, P, S, NULL) };
+        const srp_dtype ot = cases[c].acc ? SRP_F32 : SRP_BF16;
+        srp_mat xc = put(p.cpu, SRP_F32, T, in, x), xg = put(p.gpu, SRP_BF16, T, in, x);
+        srp_mat oc = put(p.cpu, SRP_F32, T, in, o0),
+                og = put(p.gpu, ot, T, in, cases[c].acc ? o0 : NULL);
+        REQUIRE(p.cpu->moe_experts(p.cpu, &ec, &mc.r, xc, oc, 0.5f, cases[c].acc, &e) == 0);
+        if (p.gpu->moe_experts(p.gpu, &eg, &mg.r, xg, og, 0.5f, cases[c].acc, &e))
+            fprintf(stderr, "%s\n", e.msg);
+        float *a = get(p.gpu, og), *b = get(p.cpu, oc);
+        double err = rel(a, b, (int64_t)T * in);
+        CHECKF(err < 1.5e-2, "experts case %zu: rel err %.3g", c, err);
+        fprintf(stderr, "  experts: %d tokens, %d experts top %d, %d -> %d%s: rel err %.2e\n", T, E,
+                K, in, H, gated ? " gated" : "", err);
+        free(logits), free(up), free(down), free(x), free(o0), free(a), free(b);
+        release(&p);
+    }
+}
+
+/* A step graph recorded once replays the routing and experts of new logits: the choice of
+ * experts is data on the device, not part of the graph. */
+TEST(gpu_moe_in_a_step_graph) {
+    const int T = 8, E = 32, K = 4, in = 256, H = 128, U = H;
+    const int64_t P = (int64_t)T * K, S = in + U + in;
+    pair p = backends(T, 8, 1, 8, 8);
+    srp_err e = { 0 };
+    float *up = randv((int64_t)E * U * in, 0.06f), *down = randv((int64_t)E * in * H, 0.09f),
+          *x = randv((int64_t)T * in, 1), *zeros = calloc((size_t)T * in, sizeof(float));
+    srp_weight uc = weight(p.cpu, up, (int64_t)E * U, in, 1),
+               ug = weight(p.gpu, up, (int64_t)E * U, in, 1),
+               dc = weight(p.cpu, down, (int64_t)E * in, H, 1),
+               dg = weight(p.gpu, down, (int64_t)E * in, H, 1);
+    const srp_moe_route_params rp = { E, K, SRP_MOE_SIGMOID, 1, 1, 1, 2.0f, NULL };
+    float *l0 = clear_logits(T, E, K);
+    moe_bufs mc = moe_alloc(p.cpu, T, E, K, l0), mg = moe_alloc(p.gpu, T, E, K, l0);
+    srp_moe_experts_params ec = { E, K,   H,   SRP_ACT_RELU2,
+                                  0, &uc, &dc, put(p.cpu, SRP_F32, P, S, NULL) };
+    srp_moe_experts_params eg = { E, K,   H,   SRP_ACT_RELU2,
+                                  0, &ug, &dg, put(p.gpu, SRP_BF16, P, S, NULL) };
+    srp_mat xc = put(p.cpu, SRP_F32, T, in, x), xg = put(p.gpu, SRP_BF16, T, in, x);
+    srp_mat oc = put(p.cpu, SRP_F32, T, in, zeros), og = put(p.gpu, SRP_F32, T, in, zeros);
+    REQUIRE(p.gpu->graph_begin(p.gpu, 7, &e) == 0);
+    int rc = p.gpu->moe_route(p.gpu, &rp, mg.logits, &mg.r, &e);
+    if (!rc) rc = p.gpu->moe_experts(p.gpu, &eg, &mg.r, xg, og, 1.0f, 0, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    REQUIRE(rc == 0);
+    REQUIRE(p.gpu->graph_end(p.gpu, 7, &e) == 0);
+    for (int round = 0; round < 3; round++) {
+        float *l = clear_logits(T, E, K);
+        REQUIRE(p.gpu->upload(p.gpu, mg.logits.data, l, (size_t)T * E * 4, &e) == 0);
+        memcpy(mc.logits.data, l, (size_t)T * E * 4);
+        REQUIRE(p.gpu->graph_replay(p.gpu, 7, &e) == 1);
+        REQUIRE(p.cpu->moe_route(p.cpu, &rp, mc.logits, &mc.r, &e) == 0);
+        REQUIRE(p.cpu->moe_experts(p.cpu, &ec, &mc.r, xc, oc, 1.0f, 0, &e) == 0);
+        float *a = get(p.gpu, og), *b = get(p.cpu, oc);
+        double err = rel(a, b, (int64_t)T * in);
+        CHECKF(err < 1.5e-2, "graph replay %d: rel err %.3g", round, err);
+        fprintf(stderr, "  replay %d with new routing: rel err %.2e\n", round, err);
+        free(l), free(a), free(b);
+    }
+    free(up), free(down), free(x), free(zeros), free(l0);
+    release(&p);
+}
