@@ -26,6 +26,15 @@ typedef struct srp_request srp_request;
 
 typedef struct srp_sched_opts {
     int max_queue; /* requests waiting beyond those the free slots can take; then SRP_EFULL */
+    /* Prefix caching, when the engine was opened with its prefix cache (engine/prefix_cache.h).
+     * While a prompt is prefilled its recurrent state is snapshotted at the end of the prompt,
+     * where its prefix is shared with a cached or a running prompt, and every
+     * snapshot_interval tokens; a prompt that starts with a cached prefix starts from the
+     * longest snapshot of it, and one that shares a prefix with a prompt being prefilled waits
+     * until that one has passed the shared part. */
+    int prefix_cache;      /* 0: off */
+    int snapshot_interval; /* 0: the tokens whose KV takes a snapshot's bytes; < 0: none */
+    int min_prefix_tokens; /* no snapshot saves fewer tokens than this; 0: 4 KV blocks */
 } srp_sched_opts;
 
 /* Starts the engine thread. The engine must not be used by anyone else until srp_sched_stop. */
@@ -83,6 +92,7 @@ typedef struct srp_request_status {
     srp_finish_reason finish; /* SRP_FINISH_NONE while running */
     int n_generated;          /* tokens drawn so far (the stop token included) */
     int n_prompt;
+    int n_cached;    /* prompt tokens taken from the prefix cache instead of prefilled */
     char error[256]; /* for SRP_FINISH_ERROR */
 } srp_request_status;
 
@@ -107,9 +117,22 @@ typedef struct srp_sched_stats {
     uint64_t finished[SRP_FINISH_ERROR + 1]; /* requests by finish reason */
     uint64_t rejected;                       /* submissions refused with SRP_EFULL */
     uint64_t steps;
+    /* the prefix cache (zeros when off) */
+    uint64_t prefix_queried_tokens; /* prompt tokens of requests admitted with the cache on */
+    uint64_t prefix_hit_tokens;     /* of those, restored from snapshots instead of prefilled */
+    uint64_t prefix_deferred;       /* requests held back to share a prompt being prefilled */
+    uint64_t snapshots_taken, snapshot_evictions, block_evictions;
+    int snapshots_total, snapshots_used;
+    int64_t snapshot_bytes; /* of one snapshot */
+    int blocks_cached;      /* KV blocks the prefix index holds (requests may share them) */
+    int blocks_cache_only;  /* of those, held by no request: admission takes them back */
 } srp_sched_stats;
 
 void srp_sched_get_stats(srp_sched *s, srp_sched_stats *st);
+
+/* Empties the prefix cache (every snapshot and cached KV block not in use goes back); returns
+ * once the engine thread has done it. */
+void srp_sched_reset_prefix_cache(srp_sched *s);
 
 /* The clock of event times: seconds, monotonic. */
 double srp_sched_now(void);

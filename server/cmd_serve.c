@@ -99,7 +99,7 @@ static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts
     int have = 0;
     for (int i = 0; i < srv->n_eos; i++) have |= srv->eos_ids[i] == teos;
     if (teos >= 0 && !have && srv->n_eos < 8) srv->eos_ids[srv->n_eos++] = teos;
-    srp_sched_opts so = { max_queue };
+    srp_sched_opts so = { .max_queue = max_queue };
     if (srp_sched_start(srv->eng, &so, &srv->sched, &e)) {
         fprintf(stderr, "serpent: %s\n", e.msg);
         return 1;

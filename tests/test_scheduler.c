@@ -99,7 +99,7 @@ TEST(sched_batched_greedy_matches_reference) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 8 };
+    srp_sched_opts so = { .max_queue = 8 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request *r[8];
     for (int i = 0; i < 8; i++) {
@@ -132,7 +132,7 @@ TEST(sched_stop_token_and_cancel_free_resources) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 4 };
+    srp_sched_opts so = { .max_queue = 4 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     /* the third greedy token as a stop id ends the request there */
     srp_request_params rp = greedy_params(&ps[1], 24);
@@ -179,7 +179,7 @@ TEST(sched_queue_bound_and_release_without_waiting) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 2 };
+    srp_sched_opts so = { .max_queue = 2 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request *r[8];
     int accepted = 0, full = 0;
@@ -222,7 +222,7 @@ TEST(sched_seeded_sampling_independent_of_batch) {
     REQUIRE(eng);
     srp_sched *s = NULL;
     srp_err e = { 0 };
-    srp_sched_opts so = { 8 };
+    srp_sched_opts so = { .max_queue = 8 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request_params rp = greedy_params(&ps[1], 20);
     rp.sample.temperature = 1.0f;
@@ -274,7 +274,7 @@ static void prompt_logprobs_match_scoring(int backend_extras) {
      * host */
     srp_engine_backend(eng)->sample_extras = backend_extras;
     srp_sched *s = NULL;
-    srp_sched_opts so = { 2 };
+    srp_sched_opts so = { .max_queue = 2 };
     REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
     srp_request_params rp = greedy_params(p, 3);
     rp.prompt_logprobs = 2;

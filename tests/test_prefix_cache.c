@@ -1,0 +1,500 @@
+/* The prefix cache on the CPU backend with the fixture hybrid (and a pure Mamba-2): every
+ * request's tokens equal those of the same request with the cache off (greedy and seeded), the
+ * cached prefix is the one the policy promises (end of the previous turn, branch points, a
+ * prompt being prefilled at the same time), and under every schedule tried — chunked prefill
+ * across snapshot boundaries, cancellation mid-prefill, a pool of one snapshot, a KV cache too
+ * small to keep what it cached — the index keeps its invariants and no slot, block or snapshot
+ * is left behind. */
+#include <cjson/cJSON.h>
+#include <time.h>
+
+#include "json_file.h"
+#include "prefix_cache.h"
+#include "scheduler.h"
+#include "test.h"
+
+#define HYBRID "fixtures/nemotron_h_pattern"
+#define MAMBA2 "fixtures/mamba2_tied"
+
+typedef struct setup {
+    int max_seqs, max_batch_tokens, kv_blocks;
+    int64_t cache_bytes; /* 0: the default */
+    int n_snapshots;     /* > 0: a pool of exactly this many */
+    int interval;        /* snapshot_interval */
+} setup;
+
+static srp_engine *open_engine(const char *fixture, setup su) {
+    srp_engine_opts o;
+    srp_engine_opts_default(&o);
+    o.backend = "cpu";
+    o.n_threads = 1;
+    o.max_seqs = su.max_seqs;
+    o.max_batch_tokens = su.max_batch_tokens;
+    o.max_seq_len = 256;
+    o.kv_blocks = su.kv_blocks;
+    o.prefix_cache = 1;
+    o.prefix_cache_bytes = su.cache_bytes;
+    srp_engine *eng = NULL;
+    srp_err e = { 0 };
+    if (su.n_snapshots > 0) {
+        /* one engine to learn a snapshot's size, then the pool of the size asked */
+        if (srp_engine_open(srp_test_path(fixture), &o, &eng, &e)) goto fail;
+        o.prefix_cache_bytes = srp_engine_snapshot_bytes(eng) * su.n_snapshots;
+        srp_engine_close(eng);
+        eng = NULL;
+    }
+    if (srp_engine_open(srp_test_path(fixture), &o, &eng, &e)) goto fail;
+    return eng;
+fail:
+    fprintf(stderr, "engine: %s\n", e.msg);
+    return NULL;
+}
+
+static srp_sched *start(srp_engine *eng, int cache, int interval) {
+    srp_sched_opts so = { .max_queue = 64,
+                          .prefix_cache = cache,
+                          .snapshot_interval = interval,
+                          .min_prefix_tokens = 16 };
+    srp_sched *s = NULL;
+    srp_err e = { 0 };
+    if (srp_sched_start(eng, &so, &s, &e)) fprintf(stderr, "sched: %s\n", e.msg);
+    return s;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec t = { 0, ms * 1000000L };
+    nanosleep(&t, NULL);
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static int32_t rand_token(int vocab) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (int32_t)(3 + rng % (uint64_t)(vocab - 3)); /* no pad, BOS or EOS */
+}
+
+static void fill(int32_t *t, int n, int vocab) {
+    for (int i = 0; i < n; i++) t[i] = rand_token(vocab);
+}
+
+typedef struct result {
+    int32_t ids[64];
+    int n, n_cached;
+    srp_finish_reason finish;
+} result;
+
+static srp_request_params params(const int32_t *prompt, int n, int max_tokens, uint64_t seed) {
+    srp_request_params rp;
+    memset(&rp, 0, sizeof rp);
+    rp.prompt = prompt;
+    rp.n_prompt = n;
+    rp.max_tokens = max_tokens;
+    rp.sample = (srp_sample_params){ .top_p = 1.0f };
+    if (seed) {
+        rp.sample.temperature = 0.9f;
+        rp.sample.top_k = 40;
+        rp.sample.seed = seed;
+    }
+    rp.logprobs = -1;
+    rp.prompt_logprobs = -1;
+    return rp;
+}
+
+static srp_request *submit(srp_sched *s, const srp_request_params *rp) {
+    srp_request *r = NULL;
+    srp_err e = { 0 };
+    if (srp_sched_submit(s, rp, &r, &e)) fprintf(stderr, "submit: %s\n", e.msg);
+    return r;
+}
+
+static void collect(srp_request *r, result *out) {
+    srp_token_event ev[16];
+    srp_request_status st;
+    out->n = 0;
+    for (;;) {
+        int k;
+        srp_request_take(r, ev, 16, &k, &st);
+        for (int i = 0; i < k; i++)
+            if (!ev[i].is_prompt && out->n < 64) out->ids[out->n++] = ev[i].token;
+        if (st.finish != SRP_FINISH_NONE) break;
+        if (k == 0) sleep_ms(1);
+    }
+    out->finish = st.finish;
+    out->n_cached = st.n_cached;
+    srp_request_release(r);
+}
+
+static void run_one(srp_sched *s, const srp_request_params *rp, result *out) {
+    srp_request *r = submit(s, rp);
+    if (!r) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    collect(r, out);
+}
+
+static int same(const result *a, const result *b) {
+    return a->n == b->n && a->finish == b->finish && !memcmp(a->ids, b->ids, (size_t)a->n * 4);
+}
+
+/* After the scheduler stopped: the index is sound, no slot is held, every block is free or held
+ * by the cache alone; after a reset everything is free. */
+static void check_no_leaks(srp_engine *eng) {
+    srp_sched *s = start(eng, 1, 0);
+    srp_sched_stats st;
+    srp_sched_get_stats(s, &st);
+    srp_sched_stop(s);
+    CHECK(srp_engine_free_slots(eng) == srp_engine_total_slots(eng));
+    CHECKF(st.blocks_free + st.blocks_cache_only == st.blocks_total,
+           "%d free + %d cached only of %d blocks", st.blocks_free, st.blocks_cache_only,
+           st.blocks_total);
+    CHECK(st.blocks_cache_only == st.blocks_cached);
+    s = start(eng, 1, 0);
+    srp_sched_reset_prefix_cache(s);
+    srp_sched_get_stats(s, &st);
+    srp_sched_stop(s);
+    CHECKF(st.blocks_free == st.blocks_total, "%d of %d blocks free after a reset",
+           st.blocks_free, st.blocks_total);
+    CHECKF(st.snapshots_used == 0 && st.blocks_cached == 0, "%d snapshots, %d blocks after a reset",
+           st.snapshots_used, st.blocks_cached);
+    CHECK(srp_engine_free_blocks(eng) == srp_engine_total_blocks(eng));
+}
+
+static int index_ok(srp_engine *eng) {
+    /* the index is read here only while no scheduler runs */
+    srp_err e = { 0 };
+    int rc = srp_prefix_check(srp_engine_prefix(eng), &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    return rc == 0;
+}
+
+/* A conversation: a system prompt, then turns that resend everything with the reply and a new
+ * user message appended. Turn k starts from turn k-1's end-of-prompt snapshot. */
+static void multi_turn(const char *fixture, uint64_t seed) {
+    srp_engine *eng = open_engine(fixture, (setup){ 2, 16, 0, 0, 0, 0 });
+    REQUIRE(eng);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t prompt[256];
+    int n = 40, lens[5];
+    fill(prompt, n, vocab);
+    result ref[5], got[5];
+    srp_sched *s = start(eng, 0, 0);
+    REQUIRE(s);
+    for (int t = 0; t < 5; t++) {
+        fill(prompt + n, 9, vocab); /* the user's message */
+        n += 9;
+        lens[t] = n;
+        srp_request_params rp = params(prompt, n, 10, seed ? seed + (uint64_t)t : 0);
+        run_one(s, &rp, &ref[t]);
+        REQUIRE(ref[t].n == 10);
+        memcpy(prompt + n, ref[t].ids, 10 * 4); /* the reply, resent next turn */
+        n += 10;
+    }
+    srp_sched_stop(s);
+    s = start(eng, 1, 24); /* snapshots every 32 tokens too (24 rounded up to a block) */
+    REQUIRE(s);
+    for (int t = 0; t < 5; t++) {
+        srp_request_params rp = params(prompt, lens[t], 10, seed ? seed + (uint64_t)t : 0);
+        run_one(s, &rp, &got[t]);
+        CHECKF(same(&got[t], &ref[t]), "turn %d differs with the cache", t);
+        /* the previous turn's whole prompt, restored from its end-of-prompt snapshot */
+        const int want = t == 0 ? 0 : lens[t - 1];
+        CHECKF(got[t].n_cached == want, "turn %d: %d cached, not %d", t, got[t].n_cached, want);
+    }
+    srp_sched_stats st;
+    srp_sched_get_stats(s, &st);
+    srp_sched_stop(s);
+    uint64_t hits = 0, queried = 0;
+    for (int t = 0; t < 5; t++) {
+        hits += (uint64_t)got[t].n_cached;
+        queried += (uint64_t)lens[t];
+    }
+    CHECK(st.prefix_hit_tokens == hits && st.prefix_queried_tokens == queried);
+    CHECK(st.snapshots_taken >= 5 && st.snapshots_used >= 1);
+    CHECK(st.prompt_tokens == queried - hits);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+TEST(prefix_multi_turn_greedy_matches_uncached) {
+    multi_turn(HYBRID, 0);
+}
+
+TEST(prefix_multi_turn_seeded_matches_uncached) {
+    multi_turn(HYBRID, 1234);
+}
+
+TEST(prefix_multi_turn_pure_mamba2) {
+    multi_turn(MAMBA2, 99);
+}
+
+/* The transformers reference still holds for a prompt restored from the cache: the 77-token
+ * fixture prompt's first 48 tokens come from a snapshot of an earlier request. */
+TEST(prefix_restored_prompt_matches_transformers) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 2, 16, 0, 0, 0, 0 });
+    REQUIRE(eng);
+    srp_err e = { 0 };
+    cJSON *root = srp_json_load_file(srp_test_path(HYBRID "/reference.json"), &e);
+    REQUIRE(root);
+    const cJSON *ps = cJSON_GetObjectItem(root, "prompts"), *v;
+    const cJSON *last = cJSON_GetArrayItem(ps, cJSON_GetArraySize(ps) - 1);
+    int32_t prompt[128], greedy[64];
+    int n = 0, ng = 0;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(last, "ids")) if (n < 128) prompt[n++] = v->valueint;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(last, "greedy")) if (ng < 64) greedy[ng++] =
+        v->valueint;
+    cJSON_Delete(root);
+    REQUIRE(n == 77 && ng >= 24);
+    srp_sched *s = start(eng, 1, 0);
+    REQUIRE(s);
+    result a, b;
+    srp_request_params first = params(prompt, 48, 2, 0); /* snapshotted at its end, 48 */
+    run_one(s, &first, &a);
+    srp_request_params full = params(prompt, n, 24, 0);
+    run_one(s, &full, &b);
+    srp_sched_stop(s);
+    CHECK(a.n_cached == 0);
+    CHECKF(b.n_cached == 48, "%d cached", b.n_cached);
+    CHECKF(b.n == 24 && !memcmp(b.ids, greedy, 24 * 4), "differs from transformers' greedy");
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+/* A document shared by several questions, asked one after another: the first is computed in
+ * full and snapshotted at its end; the second follows the first's chain as far as the document
+ * goes and takes a snapshot where they part; every later one starts there. */
+TEST(prefix_shared_document_branch_point) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 2, 32, 0, 0, 0, 0 });
+    REQUIRE(eng);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t doc[5][96];
+    const int nd = 70, nq = 11;
+    fill(doc[0], nd, vocab);
+    for (int i = 1; i < 5; i++) memcpy(doc[i], doc[0], nd * 4);
+    for (int i = 0; i < 5; i++) fill(doc[i] + nd, nq, vocab);
+    result ref[5], got[5];
+    srp_sched *s = start(eng, 0, 0);
+    for (int i = 0; i < 5; i++) {
+        srp_request_params rp = params(doc[i], nd + nq, 8, 0);
+        run_one(s, &rp, &ref[i]);
+    }
+    srp_sched_stop(s);
+    s = start(eng, 1, -1);
+    for (int i = 0; i < 5; i++) {
+        srp_request_params rp = params(doc[i], nd + nq, 8, 0);
+        run_one(s, &rp, &got[i]);
+        CHECKF(same(&got[i], &ref[i]), "question %d differs with the cache", i);
+    }
+    srp_sched_stop(s);
+    CHECK(got[0].n_cached == 0 && got[1].n_cached == 0);
+    for (int i = 2; i < 5; i++)
+        CHECKF(got[i].n_cached == 64, "question %d: %d cached (the document's 4 full blocks)", i,
+               got[i].n_cached);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+/* Requests that share a prefix arrive together (a burst of users with one system prompt, or
+ * n > 1): the first computes it, the others wait until it has passed the shared part, then
+ * start from its snapshot there. */
+TEST(prefix_same_prefix_at_once_waits_for_the_first) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 4, 16, 0, 0, 0, 0 });
+    REQUIRE(eng);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t p[4][80];
+    fill(p[0], 80, vocab);
+    for (int i = 1; i < 4; i++) memcpy(p[i], p[0], sizeof p[0]);
+    fill(p[3] + 60, 20, vocab); /* the fourth parts from the others at 60 */
+    const uint64_t seeds[4] = { 11, 12, 13, 0 }; /* n = 3 over one prompt, and a greedy one */
+    result ref[4], got[4];
+    srp_sched *s = start(eng, 0, 0);
+    for (int i = 0; i < 4; i++) {
+        srp_request_params rp = params(p[i], 80, 12, seeds[i]);
+        run_one(s, &rp, &ref[i]);
+    }
+    srp_sched_stop(s);
+    s = start(eng, 1, -1);
+    srp_request *r[4];
+    for (int i = 0; i < 4; i++) {
+        srp_request_params rp = params(p[i], 80, 12, seeds[i]);
+        r[i] = submit(s, &rp);
+        REQUIRE(r[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        collect(r[i], &got[i]);
+        CHECKF(same(&got[i], &ref[i]), "request %d differs with the cache", i);
+    }
+    srp_sched_stats st;
+    srp_sched_get_stats(s, &st);
+    srp_sched_stop(s);
+    CHECK(got[0].n_cached == 0);
+    /* identical prompts: the last full block before the last token (79) ends at 64 */
+    CHECKF(got[1].n_cached == 64 && got[2].n_cached == 64, "%d, %d cached", got[1].n_cached,
+           got[2].n_cached);
+    CHECKF(got[3].n_cached == 48, "%d cached (the full blocks before the parting at 60)",
+           got[3].n_cached);
+    CHECKF(st.prefix_deferred >= 1, "%llu deferred", (unsigned long long)st.prefix_deferred);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+/* A pool of one snapshot and one slot: every save evicts the previous snapshot, so a request
+ * that waited for a prefix may find its snapshot gone when its turn comes; it restores what is
+ * left (or nothing) and computes the same tokens. */
+TEST(prefix_pool_of_one_snapshot_evicts_what_others_wanted) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 1, 16, 0, 0, 1, 0 });
+    REQUIRE(eng);
+    REQUIRE(srp_engine_total_snapshots(eng) == 1);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t p[6][100];
+    fill(p[0], 100, vocab);
+    for (int i = 1; i < 6; i++) {
+        memcpy(p[i], p[0], sizeof p[0]);
+        fill(p[i] + 20 + 12 * i, 80 - 12 * i, vocab);
+    }
+    result ref[6], got[6];
+    srp_sched *s = start(eng, 0, 0);
+    for (int i = 0; i < 6; i++) {
+        srp_request_params rp = params(p[i], 100, 6, 0);
+        run_one(s, &rp, &ref[i]);
+    }
+    srp_sched_stop(s);
+    s = start(eng, 1, 24);
+    srp_request *r[6];
+    for (int i = 0; i < 6; i++) {
+        srp_request_params rp = params(p[i], 100, 6, 0);
+        r[i] = submit(s, &rp);
+        REQUIRE(r[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        collect(r[i], &got[i]);
+        CHECKF(same(&got[i], &ref[i]), "request %d differs with the cache", i);
+    }
+    srp_sched_stats st;
+    srp_sched_get_stats(s, &st);
+    srp_sched_stop(s);
+    CHECKF(st.snapshot_evictions >= 1, "%llu evictions",
+           (unsigned long long)st.snapshot_evictions);
+    CHECK(st.snapshots_used <= 1);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+/* A KV cache too small to keep what it cached: admission takes back the least recently used
+ * cached blocks, but not those of the prefix it is about to restore (pinned by its lookup). */
+TEST(prefix_kv_pressure_evicts_blocks_not_the_match) {
+    /* 10 blocks of 16 tokens: a 64 + 8 token request needs 5 */
+    srp_engine *eng = open_engine(HYBRID, (setup){ 2, 32, 10, 0, 0, 0 });
+    REQUIRE(eng);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t a[112], c[64], d[64];
+    fill(a, 112, vocab);
+    fill(c, 64, vocab);
+    fill(d, 64, vocab);
+    const struct {
+        const int32_t *ids;
+        int n;
+    } reqs[4] = { { a, 64 }, { c, 64 }, { a, 104 }, { d, 64 } };
+    result ref[4], got[4];
+    srp_sched *s = start(eng, 0, 0);
+    for (int i = 0; i < 4; i++) {
+        srp_request_params rp = params(reqs[i].ids, reqs[i].n, 8, 0);
+        run_one(s, &rp, &ref[i]);
+    }
+    srp_sched_stop(s);
+    s = start(eng, 1, -1);
+    for (int i = 0; i < 4; i++) {
+        srp_request_params rp = params(reqs[i].ids, reqs[i].n, 8, 0);
+        run_one(s, &rp, &got[i]);
+        CHECKF(same(&got[i], &ref[i]), "request %d differs with the cache", i);
+        CHECK(got[i].finish == SRP_FINISH_LENGTH);
+    }
+    srp_sched_stats st;
+    srp_sched_get_stats(s, &st);
+    srp_sched_stop(s);
+    /* a's 4 blocks and c's 4 are cached after two requests (2 free); the third (a + 40
+     * tokens: 7 blocks, 4 shared from a's match) needs 3: the oldest entries are a's, but they
+     * are the match, so c's chain goes */
+    CHECKF(got[2].n_cached == 64, "%d cached", got[2].n_cached);
+    CHECKF(st.block_evictions >= 1, "%llu blocks evicted", (unsigned long long)st.block_evictions);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+/* A long prompt cancelled while its prefill crosses snapshot boundaries leaves its snapshots
+ * (and their blocks) in the cache, sound; a later request starts from the last one. */
+TEST(prefix_cancel_mid_prefill_leaves_a_sound_cache) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 2, 8, 0, 0, 0, 0 });
+    REQUIRE(eng);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t p[220];
+    fill(p, 220, vocab);
+    result ref;
+    srp_sched *s = start(eng, 0, 0);
+    srp_request_params rp = params(p, 220, 10, 5);
+    run_one(s, &rp, &ref);
+    srp_sched_stop(s);
+    s = start(eng, 1, 32);
+    srp_request *r = submit(s, &rp);
+    REQUIRE(r);
+    srp_sched_stats st;
+    for (int i = 0; i < 20000; i++) {
+        srp_sched_get_stats(s, &st);
+        if (st.snapshots_taken >= 2) break;
+        sleep_ms(1);
+    }
+    srp_request_cancel(r);
+    result cancelled, got;
+    collect(r, &cancelled);
+    run_one(s, &rp, &got);
+    srp_sched_stop(s);
+    CHECK(same(&got, &ref));
+    CHECKF(got.n_cached >= 64 && got.n_cached % 32 == 0, "%d cached", got.n_cached);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+/* Prompt logprobs need every prompt token's logits: such a request is computed in full even
+ * when its prompt is cached, and reports no cached tokens. */
+TEST(prefix_prompt_logprobs_are_computed) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 2, 32, 0, 0, 0, 0 });
+    REQUIRE(eng);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t p[60];
+    fill(p, 60, vocab);
+    srp_sched *s = start(eng, 1, 0);
+    result a, b;
+    srp_request_params rp = params(p, 40, 4, 0);
+    run_one(s, &rp, &a);
+    rp.n_prompt = 60;
+    rp.prompt_logprobs = 1;
+    srp_request *r = submit(s, &rp);
+    REQUIRE(r);
+    int n_prompt_events = 0;
+    srp_token_event ev[16];
+    srp_request_status st;
+    for (;;) {
+        int k;
+        srp_request_take(r, ev, 16, &k, &st);
+        for (int i = 0; i < k; i++) n_prompt_events += ev[i].is_prompt;
+        if (st.finish != SRP_FINISH_NONE) break;
+        if (!k) sleep_ms(1);
+    }
+    srp_request_release(r);
+    rp.prompt_logprobs = -1;
+    run_one(s, &rp, &b);
+    srp_sched_stop(s);
+    CHECK(st.n_cached == 0 && n_prompt_events == 59);
+    CHECKF(b.n_cached == 40, "%d cached (the first request's end)", b.n_cached);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
