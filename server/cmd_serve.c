@@ -99,7 +99,7 @@ static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts
     int have = 0;
     for (int i = 0; i < srv->n_eos; i++) have |= srv->eos_ids[i] == teos;
     if (teos >= 0 && !have && srv->n_eos < 8) srv->eos_ids[srv->n_eos++] = teos;
-    srp_sched_opts so = { .max_queue = max_queue };
+    srp_sched_opts so = { .max_queue = max_queue, .prefix_cache = eo->prefix_cache };
     if (srp_sched_start(srv->eng, &so, &srv->sched, &e)) {
         fprintf(stderr, "serpent: %s\n", e.msg);
         return 1;
@@ -139,8 +139,8 @@ int cmd_serve(int argc, char **argv) {
     cli_model_args ma = { NULL, "auto", 0 };
     const char *host = "127.0.0.1", *name = NULL, *api_key = NULL;
     int port = 8000, max_seqs = 0, max_len = 4096, max_batched = 512, max_queue = 1024;
-    int timeout = 30, max_body_mb = 16, http_threads = 2;
-    float gpu_mem = 0.0f;
+    int timeout = 30, max_body_mb = 16, http_threads = 2, no_prefix_cache = 0;
+    float gpu_mem = 0.0f, prefix_gb = 0.0f;
     cli_opt opts[] = {
         { "model", CLI_STR, &ma.model, "DIR",
           "model folder (config.json + safetensors); default: $SERPENT_MODEL, else the shipped "
@@ -170,6 +170,12 @@ int cmd_serve(int argc, char **argv) {
           0 },
         { "gpu-memory-utilization", CLI_FLOAT, &gpu_mem, "F",
           "share of GPU memory serpent may use (default 0.9)", 0 },
+        { "prefix-cache-gb", CLI_FLOAT, &prefix_gb, "F",
+          "memory for the prefix cache's state snapshots, GB (default: a tenth of what the "
+          "weights leave, plus what the slots and KV cache do not use; 1 GB at most on the CPU)",
+          0 },
+        { "no-prefix-cache", CLI_FLAG, &no_prefix_cache, NULL,
+          "compute every prompt in full (no snapshots, no shared KV blocks)", 0 },
         { "backend", CLI_STR, &ma.backend, "NAME", "cpu, cuda or auto (default auto)", 0 },
         { "threads", CLI_INT, &ma.threads, "N", "CPU threads (default: all cores)", 0 },
     };
@@ -194,6 +200,7 @@ int cmd_serve(int argc, char **argv) {
         : (max_body_mb < 1 || max_body_mb > 4096) ? "--max-request-mb must be in [1, 4096]"
         : (http_threads < 1 || http_threads > 64) ? "--http-threads must be in [1, 64]"
         : (gpu_mem < 0 || gpu_mem > 1)            ? "--gpu-memory-utilization must be in (0, 1]"
+        : (prefix_gb < 0 || prefix_gb > 1e6)      ? "--prefix-cache-gb must be >= 0"
                                                   : NULL;
     if (bad) {
         fprintf(stderr, "serpent serve: %s\n\n", bad);
@@ -244,11 +251,20 @@ int cmd_serve(int argc, char **argv) {
     eo.max_seq_len = max_len;
     eo.max_batch_tokens = max_batched;
     eo.gpu_memory_utilization = gpu_mem;
+    eo.prefix_cache = !no_prefix_cache;
+    eo.prefix_cache_bytes = (int64_t)((double)prefix_gb * 1e9);
     if ((rc = load_model(srv, &ma, &eo, max_queue))) goto out;
     atomic_store(&srv->state, SRV_READY);
     fprintf(stderr, "serpent: ready: model '%s', %d state slots, %d KV blocks, %s\n",
             srv->cfg.model_name, srp_engine_total_slots(srv->eng),
             srp_engine_total_blocks(srv->eng), srv->tok ? "tokenizer loaded" : "no tokenizer");
+    if (srp_engine_total_snapshots(srv->eng) > 0)
+        fprintf(stderr, "serpent: prefix cache: %d state snapshots of %.1f MB (%.2f GB)\n",
+                srp_engine_total_snapshots(srv->eng), srp_engine_snapshot_bytes(srv->eng) / 1e6,
+                srp_engine_total_snapshots(srv->eng) * (double)srp_engine_snapshot_bytes(srv->eng) /
+                    1e9);
+    else if (eo.prefix_cache)
+        fprintf(stderr, "serpent: prefix cache: no memory left for a state snapshot; off\n");
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {}

@@ -24,6 +24,7 @@ typedef enum {
     R_CHAT,
     R_TOKENIZE,
     R_DETOKENIZE,
+    R_RESET_PREFIX_CACHE,
 } route_id;
 
 static const struct {
@@ -39,6 +40,7 @@ static const struct {
     { "/v1/chat/completions", "POST", R_CHAT, 1 },
     { "/tokenize", "POST", R_TOKENIZE, 1 },
     { "/detokenize", "POST", R_DETOKENIZE, 1 },
+    { "/reset_prefix_cache", "POST", R_RESET_PREFIX_CACHE, 1 }, /* vLLM's */
 };
 
 typedef struct conn_ctx {
@@ -333,6 +335,14 @@ static enum MHD_Result dispatch(conn_ctx *c, const char *url, const char *method
         return serve_metrics(c);
     case R_MODELS:
         return respond_json(c, 200, srv_models_body(srv));
+    case R_RESET_PREFIX_CACHE: {
+        pthread_rwlock_rdlock(&srv->life);
+        int ready = atomic_load(&srv->state) == SRV_READY && srv->sched;
+        if (ready) srp_sched_reset_prefix_cache(srv->sched);
+        pthread_rwlock_unlock(&srv->life);
+        if (!ready) return fail(c, 503, "unavailable", NULL, "the model is not serving");
+        return respond_json(c, 200, strdup("{\"status\":\"ok\"}"));
+    }
     default:
         return serve_post(c, routes[found].id);
     }
