@@ -4,7 +4,9 @@
  * prompt being prefilled at the same time), and under every schedule tried — chunked prefill
  * across snapshot boundaries, cancellation mid-prefill, a pool of one snapshot, a KV cache too
  * small to keep what it cached — the index keeps its invariants and no slot, block or snapshot
- * is left behind. */
+ * is left behind. With SERPENT_TEST_BACKEND=cuda (ctest -L gpu) the same tests run on the GPU,
+ * where bf16 activations make a chunked prompt round differently: log-probabilities agree
+ * within bf16 error, and tokens until a near tie. */
 #include <cjson/cJSON.h>
 #include <time.h>
 
@@ -23,10 +25,19 @@ typedef struct setup {
     int interval;        /* snapshot_interval */
 } setup;
 
+static const char *backend(void) {
+    const char *b = getenv("SERPENT_TEST_BACKEND");
+    return b && *b ? b : "cpu";
+}
+
+static int on_gpu(void) {
+    return strcmp(backend(), "cpu") != 0;
+}
+
 static srp_engine *open_engine(const char *fixture, setup su) {
     srp_engine_opts o;
     srp_engine_opts_default(&o);
-    o.backend = "cpu";
+    o.backend = backend();
     o.n_threads = 1;
     o.max_seqs = su.max_seqs;
     o.max_batch_tokens = su.max_batch_tokens;
@@ -139,15 +150,23 @@ static void run_one(srp_sched *s, const srp_request_params *rp, result *out) {
 }
 
 /* The same tokens, and log-probabilities equal to float rounding (the cached run computes the
- * same sums, chunked differently). */
+ * same sums, chunked differently). On the GPU a near tie may go either way: up to the first
+ * token that differs, and at it, the chosen tokens' log-probabilities agree within bf16 error. */
 static int same(const result *a, const result *b) {
-    if (a->n != b->n || a->finish != b->finish || memcmp(a->ids, b->ids, (size_t)a->n * 4))
-        return 0;
-    for (int i = 0; i < a->n; i++)
-        if (fabsf(a->lps[i] - b->lps[i]) > 1e-4f * (1.0f + fabsf(b->lps[i]))) {
+    const float tol = on_gpu() ? 3e-2f : 1e-4f;
+    if (a->n != b->n || a->finish != b->finish) return 0;
+    for (int i = 0; i < a->n; i++) {
+        if (fabsf(a->lps[i] - b->lps[i]) > tol * (1.0f + fabsf(b->lps[i]))) {
             fprintf(stderr, "token %d: logprob %.7f, uncached %.7f\n", i, a->lps[i], b->lps[i]);
             return 0;
         }
+        if (a->ids[i] != b->ids[i]) {
+            if (!on_gpu()) return 0;
+            fprintf(stderr, "token %d: a near tie (%d, uncached %d); the rest is not compared\n",
+                    i, a->ids[i], b->ids[i]);
+            return 1;
+        }
+    }
     return 1;
 }
 
@@ -246,6 +265,7 @@ TEST(prefix_multi_turn_pure_mamba2) {
 /* The transformers reference still holds for a prompt restored from the cache: the 77-token
  * fixture prompt's first 48 tokens come from a snapshot of an earlier request. */
 TEST(prefix_restored_prompt_matches_transformers) {
+    if (on_gpu()) return; /* the fixture tests hold the GPU to transformers, near ties aside */
     srp_engine *eng = open_engine(HYBRID, (setup){ 2, 16, 0, 0, 0, 0 });
     REQUIRE(eng);
     srp_err e = { 0 };
