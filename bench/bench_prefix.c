@@ -66,7 +66,7 @@ static void sleep_us(int us) {
 typedef struct client {
     int32_t *tokens; /* the prompt of the current request, then its reply appended */
     int n, cap;
-    uint64_t rng; /* its user messages: the same in both modes whatever the order of turns */
+    uint64_t rng;      /* its user messages: the same in both modes whatever the order of turns */
     int step, n_steps; /* chat: turn; doc: index into its list of questions */
     srp_request *req;
     double t_submit, ttft;
@@ -79,8 +79,8 @@ typedef struct figures {
     double seconds;
     int requests;
     int64_t prompt_tokens, cached_tokens, generated, prefilled;
-    double *ttft;        /* [requests] */
-    int *ttft_hit;       /* 1 when the request restored a cached prefix */
+    double *ttft;  /* [requests] */
+    int *ttft_hit; /* 1 when the request restored a cached prefix */
     int n_ttft;
     int peak_snapshots;
     uint64_t snapshots_taken, deferred, evictions;
@@ -274,9 +274,8 @@ static void print_figures(const figures *f) {
     const dist all = ttft_dist(f, -1), hit = ttft_dist(f, 1);
     printf("%-5s cache %-3s  %6.1f s  %4d requests  %7.1f req/s  %8.0f gen tok/s  "
            "prefilled %8lld of %8lld prompt tokens (%5.1f%% from cache)\n",
-           f->workload, f->cache ? "on" : "off", f->seconds, f->requests,
-           f->requests / f->seconds, f->generated / f->seconds, (long long)f->prefilled,
-           (long long)f->prompt_tokens,
+           f->workload, f->cache ? "on" : "off", f->seconds, f->requests, f->requests / f->seconds,
+           f->generated / f->seconds, (long long)f->prefilled, (long long)f->prompt_tokens,
            f->prompt_tokens ? 100.0 * f->cached_tokens / f->prompt_tokens : 0.0);
     printf("      TTFT all: mean %7.1f ms  p50 %7.1f  p90 %7.1f  p99 %7.1f", all.mean * 1e3,
            all.p50 * 1e3, all.p90 * 1e3, all.p99 * 1e3);
@@ -293,22 +292,23 @@ static void print_figures(const figures *f) {
 
 static void json_figures(FILE *j, const figures *f, int64_t snap_bytes, int last) {
     const dist all = ttft_dist(f, -1), hit = ttft_dist(f, 1), miss = ttft_dist(f, 0);
-    fprintf(j,
-            "    {\"workload\": \"%s\", \"prefix_cache\": %s, \"seconds\": %.4f, \"requests\": %d, "
-            "\"requests_per_s\": %.4f, \"generated_tokens\": %lld, \"generated_tokens_per_s\": "
-            "%.2f, \"prompt_tokens\": %lld, \"cached_tokens\": %lld, \"prefilled_tokens\": %lld,\n"
-            "     \"ttft_s\": {\"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f, \"p99\": %.5f},\n"
-            "     \"ttft_hits_s\": {\"n\": %d, \"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f},\n"
-            "     \"ttft_misses_s\": {\"n\": %d, \"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f},\n"
-            "     \"snapshots_taken\": %llu, \"peak_snapshots\": %d, \"peak_snapshot_bytes\": %lld, "
-            "\"snapshot_evictions\": %llu, \"deferred\": %llu}%s\n",
-            f->workload, f->cache ? "true" : "false", f->seconds, f->requests,
-            f->requests / f->seconds, (long long)f->generated, f->generated / f->seconds,
-            (long long)f->prompt_tokens, (long long)f->cached_tokens, (long long)f->prefilled,
-            all.mean, all.p50, all.p90, all.p99, hit.n, hit.mean, hit.p50, hit.p90, miss.n,
-            miss.mean, miss.p50, miss.p90, (unsigned long long)f->snapshots_taken,
-            f->peak_snapshots, (long long)(f->peak_snapshots * snap_bytes),
-            (unsigned long long)f->evictions, (unsigned long long)f->deferred, last ? "" : ",");
+    fprintf(
+        j,
+        "    {\"workload\": \"%s\", \"prefix_cache\": %s, \"seconds\": %.4f, \"requests\": %d, "
+        "\"requests_per_s\": %.4f, \"generated_tokens\": %lld, \"generated_tokens_per_s\": "
+        "%.2f, \"prompt_tokens\": %lld, \"cached_tokens\": %lld, \"prefilled_tokens\": %lld,\n"
+        "     \"ttft_s\": {\"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f, \"p99\": %.5f},\n"
+        "     \"ttft_hits_s\": {\"n\": %d, \"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f},\n"
+        "     \"ttft_misses_s\": {\"n\": %d, \"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f},\n"
+        "     \"snapshots_taken\": %llu, \"peak_snapshots\": %d, \"peak_snapshot_bytes\": %lld, "
+        "\"snapshot_evictions\": %llu, \"deferred\": %llu}%s\n",
+        f->workload, f->cache ? "true" : "false", f->seconds, f->requests, f->requests / f->seconds,
+        (long long)f->generated, f->generated / f->seconds, (long long)f->prompt_tokens,
+        (long long)f->cached_tokens, (long long)f->prefilled, all.mean, all.p50, all.p90, all.p99,
+        hit.n, hit.mean, hit.p50, hit.p90, miss.n, miss.mean, miss.p50, miss.p90,
+        (unsigned long long)f->snapshots_taken, f->peak_snapshots,
+        (long long)(f->peak_snapshots * snap_bytes), (unsigned long long)f->evictions,
+        (unsigned long long)f->deferred, last ? "" : ",");
 }
 
 /* --- main ----------------------------------------------------------------------------------- */
@@ -324,8 +324,8 @@ static int arg_str(int argc, char **argv, int *i, const char *name, const char *
     return 1;
 }
 
-static void run_workload(srp_engine *eng, const opts *o, const char *name, int cache,
-                         figures *f, int vocab) {
+static void run_workload(srp_engine *eng, const opts *o, const char *name, int cache, figures *f,
+                         int vocab) {
     srp_sched_opts so = { .max_queue = 4096, .prefix_cache = cache };
     srp_sched *s = NULL;
     if (srp_sched_start(eng, &so, &s, &err)) die("starting the scheduler");
@@ -352,10 +352,23 @@ static void run_workload(srp_engine *eng, const opts *o, const char *name, int c
 }
 
 int main(int argc, char **argv) {
-    opts o = { .config = NULL, .backend = "auto", .workloads = "chat,doc", .conversations = 64,
-               .turns = 8, .system = 2048, .user = 96, .reply = 64, .docs = 8,
-               .doc_tokens = 3072, .questions = 16, .question_tokens = 48, .answer = 32,
-               .clients = 64, .max_batch_tokens = 2048, .max_seq_len = 4096, .seed = 1 };
+    opts o = { .config = NULL,
+               .backend = "auto",
+               .workloads = "chat,doc",
+               .conversations = 64,
+               .turns = 8,
+               .system = 2048,
+               .user = 96,
+               .reply = 64,
+               .docs = 8,
+               .doc_tokens = 3072,
+               .questions = 16,
+               .question_tokens = 48,
+               .answer = 32,
+               .clients = 64,
+               .max_batch_tokens = 2048,
+               .max_seq_len = 4096,
+               .seed = 1 };
     for (int i = 1; i < argc; i++) {
         const char *gb = NULL, *util = NULL, *seed = NULL;
         if (arg_str(argc, argv, &i, "--config", &o.config) ||
@@ -385,8 +398,10 @@ int main(int argc, char **argv) {
         } else if (arg_str(argc, argv, &i, "--seed", &seed)) {
             o.seed = strtoull(seed, NULL, 10);
         } else {
-            fprintf(stderr, "bench_prefix: unknown or incomplete argument '%s' (see the comment at "
-                            "the top of bench/bench_prefix.c)\n", argv[i]);
+            fprintf(stderr,
+                    "bench_prefix: unknown or incomplete argument '%s' (see the comment at "
+                    "the top of bench/bench_prefix.c)\n",
+                    argv[i]);
             return 2;
         }
     }
@@ -397,8 +412,10 @@ int main(int argc, char **argv) {
     const int longest_chat = o.system + o.turns * (o.user + o.reply);
     const int longest_doc = o.doc_tokens + o.question_tokens + o.answer;
     if (longest_chat > o.max_seq_len || longest_doc > o.max_seq_len) {
-        fprintf(stderr, "bench_prefix: a conversation (%d tokens) or a question (%d) exceeds "
-                        "--max-seq-len %d\n", longest_chat, longest_doc, o.max_seq_len);
+        fprintf(stderr,
+                "bench_prefix: a conversation (%d tokens) or a question (%d) exceeds "
+                "--max-seq-len %d\n",
+                longest_chat, longest_doc, o.max_seq_len);
         return 2;
     }
     srp_engine_opts eo;
@@ -427,7 +444,7 @@ int main(int argc, char **argv) {
     if (o.conversations > srp_engine_total_slots(eng) || o.clients > srp_engine_total_slots(eng))
         printf("note: more users than state slots (%d): some wait for a slot\n",
                srp_engine_total_slots(eng));
-    {   /* warm-up: first-use allocations, cuBLAS heuristics, graphs of small batches */
+    { /* warm-up: first-use allocations, cuBLAS heuristics, graphs of small batches */
         opts w = o;
         w.conversations = 4;
         w.turns = 2;

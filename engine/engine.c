@@ -200,7 +200,8 @@ static int size_pools(srp_engine *eng, srp_err *e) {
     }
     if (o->prefix_cache) {
         if (o->prefix_cache_bytes <= 0) {
-            int64_t left = budget - (int64_t)o->max_seqs * per_slot - (int64_t)o->kv_blocks * per_block;
+            int64_t left =
+                budget - (int64_t)o->max_seqs * per_slot - (int64_t)o->kv_blocks * per_block;
             if (left > 0) snap_budget += left;
         }
         int64_t n = snap_budget / snapshot_bytes(eng);

@@ -31,10 +31,10 @@ struct srp_engine {
     int *free_slots, n_free_slots;
     int32_t *free_blocks;
     int n_free_blocks;
-    int32_t *block_refs;     /* [kv_blocks]: holders of each block (sequences, the prefix cache) */
-    uint8_t *block_cached;   /* [kv_blocks]: 1 while the prefix cache holds the block */
-    int n_cache_only;        /* blocks held by the prefix cache alone */
-    int n_snapshots;         /* the snapshot pool's size, from size_pools */
+    int32_t *block_refs;   /* [kv_blocks]: holders of each block (sequences, the prefix cache) */
+    uint8_t *block_cached; /* [kv_blocks]: 1 while the prefix cache holds the block */
+    int n_cache_only;      /* blocks held by the prefix cache alone */
+    int n_snapshots;       /* the snapshot pool's size, from size_pools */
     struct srp_prefix_cache *prefix; /* NULL without the prefix cache */
     srp_workspace ws;
 

@@ -9,16 +9,16 @@
 #include "snapshots.h"
 
 typedef struct node {
-    uint64_t hash;                            /* chain hash (full nodes) */
+    uint64_t hash; /* chain hash (full nodes) */
     int32_t parent, first_child, next_sib, prev_sib;
-    int32_t hnext;                            /* next in the hash bucket */
-    int32_t older, newer;                     /* the LRU list */
-    int32_t block;                            /* KV block of a full node, else -1 */
-    int32_t snap;                             /* snapshot id, or -1 */
-    int32_t end;                              /* prompt position the node ends at */
-    int32_t depth;                            /* full blocks from the root through the node */
+    int32_t hnext;        /* next in the hash bucket */
+    int32_t older, newer; /* the LRU list */
+    int32_t block;        /* KV block of a full node, else -1 */
+    int32_t snap;         /* snapshot id, or -1 */
+    int32_t end;          /* prompt position the node ends at */
+    int32_t depth;        /* full blocks from the root through the node */
     int32_t n_children, pins;
-    int16_t n_tokens;                         /* block size, or fewer for a tail */
+    int16_t n_tokens; /* block size, or fewer for a tail */
     uint8_t alive, tail;
 } node;
 
@@ -69,10 +69,14 @@ static int32_t *toks(srp_prefix_cache *pc, int x) {
 /* --- the LRU list --------------------------------------------------------------------------- */
 static void lru_unlink(srp_prefix_cache *pc, int x) {
     node *n = &pc->nodes[x];
-    if (n->older >= 0) pc->nodes[n->older].newer = n->newer;
-    else pc->oldest = n->newer;
-    if (n->newer >= 0) pc->nodes[n->newer].older = n->older;
-    else pc->newest = n->older;
+    if (n->older >= 0)
+        pc->nodes[n->older].newer = n->newer;
+    else
+        pc->oldest = n->newer;
+    if (n->newer >= 0)
+        pc->nodes[n->newer].older = n->older;
+    else
+        pc->newest = n->older;
     n->older = n->newer = -1;
 }
 
@@ -80,8 +84,10 @@ static void lru_push_newest(srp_prefix_cache *pc, int x) {
     node *n = &pc->nodes[x];
     n->older = pc->newest;
     n->newer = -1;
-    if (pc->newest >= 0) pc->nodes[pc->newest].newer = x;
-    else pc->oldest = x;
+    if (pc->newest >= 0)
+        pc->nodes[pc->newest].newer = x;
+    else
+        pc->oldest = x;
     pc->newest = x;
 }
 
@@ -107,8 +113,7 @@ static int find_full(srp_prefix_cache *pc, int parent, uint64_t h, const int32_t
 static int find_tail(srp_prefix_cache *pc, int parent, const int32_t *t, int k) {
     for (int x = pc->nodes[parent].first_child; x >= 0; x = pc->nodes[x].next_sib) {
         const node *n = &pc->nodes[x];
-        if (n->tail && n->n_tokens == k && !memcmp(toks(pc, x), t, (size_t)k * sizeof *t))
-            return x;
+        if (n->tail && n->n_tokens == k && !memcmp(toks(pc, x), t, (size_t)k * sizeof *t)) return x;
     }
     return -1;
 }
@@ -144,8 +149,10 @@ static void remove_leaf(srp_prefix_cache *pc, int x, int evicted) {
         }
         if (!n->tail) hash_unlink(pc, x);
         node *p = &pc->nodes[n->parent];
-        if (n->prev_sib >= 0) pc->nodes[n->prev_sib].next_sib = n->next_sib;
-        else p->first_child = n->next_sib;
+        if (n->prev_sib >= 0)
+            pc->nodes[n->prev_sib].next_sib = n->next_sib;
+        else
+            p->first_child = n->next_sib;
         if (n->next_sib >= 0) pc->nodes[n->next_sib].prev_sib = n->prev_sib;
         p->n_children--;
         lru_unlink(pc, x);
@@ -331,7 +338,8 @@ int srp_prefix_share(srp_prefix_cache *pc, const srp_prefix_match *m, srp_seq *s
     if (m->node < 0 || !pc->with_kv) return 0;
     const node *n = &pc->nodes[m->node];
     int y = n->tail ? n->parent : m->node;
-    for (int i = n->depth - 1; i >= 0; i--, y = pc->nodes[y].parent) pc->scratch[i] = pc->nodes[y].block;
+    for (int i = n->depth - 1; i >= 0; i--, y = pc->nodes[y].parent)
+        pc->scratch[i] = pc->nodes[y].block;
     return srp_seq_share_blocks(pc->eng, s, pc->scratch, n->depth, e);
 }
 
@@ -341,8 +349,9 @@ int srp_prefix_restore(srp_prefix_cache *pc, const srp_prefix_match *m, srp_seq 
     int32_t block = -1;
     if (n->tail && pc->with_kv) {
         if (s->n_blocks <= n->depth)
-            return srp_err_set(e, SRP_EINVAL, "prefix cache: the block after the prefix is not "
-                                              "reserved");
+            return srp_err_set(e, SRP_EINVAL,
+                               "prefix cache: the block after the prefix is not "
+                               "reserved");
         block = s->blocks[n->depth];
     }
     int rc = srp_snap_load(&pc->pool, pc->eng, n->snap, s->slot, block, e);

@@ -75,9 +75,9 @@ static int copy_state(srp_snap_pool *p, srp_engine *eng, int id, int slot, int32
         char *snap_conv = (char *)p->conv[l] + id * cb, *slot_conv = (char *)st->conv + slot * cb;
         char *snap_ssm = (char *)p->ssm[l] + id * sb, *slot_ssm = (char *)st->ssm + slot * sb;
         TRY(be->copy(be, to_slot ? slot_conv : snap_conv, to_slot ? snap_conv : slot_conv,
-                         (size_t)cb, e));
-        TRY(be->copy(be, to_slot ? slot_ssm : snap_ssm, to_slot ? snap_ssm : slot_ssm,
-                         (size_t)sb, e));
+                     (size_t)cb, e));
+        TRY(be->copy(be, to_slot ? slot_ssm : snap_ssm, to_slot ? snap_ssm : slot_ssm, (size_t)sb,
+                     e));
     }
     if (block < 0) return 0;
     const int64_t kb = srp_engine_kv_layer_bytes(eng);

@@ -14,7 +14,7 @@
 
 typedef struct srp_snap_pool {
     int n, n_free;
-    int32_t *free;     /* [n]: a stack of free ids */
+    int32_t *free;      /* [n]: a stack of free ids */
     void **conv, **ssm; /* [n_mamba]: n conv windows, n SSM states */
     void **k, **v;      /* [n_attn]: n KV blocks each */
     int n_mamba, n_attn;

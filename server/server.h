@@ -145,7 +145,7 @@ typedef struct srv_choice {
     srv_tok_lp *lps; /* logprobs of tokens that made text */
     int n_lps, cap_lps, streamed_lps;
     int n_generated;
-    int n_cached; /* prompt tokens the prefix cache supplied */
+    int n_cached;              /* prompt tokens the prefix cache supplied */
     double t_last;             /* time of the last token, for inter-token latency */
     const char *finish_reason; /* "stop", "length", "abort"; NULL while running */
     int done, stopped_by_string, chunk_finish_sent, role_sent;

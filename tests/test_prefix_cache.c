@@ -162,8 +162,8 @@ static int same(const result *a, const result *b) {
         }
         if (a->ids[i] != b->ids[i]) {
             if (!on_gpu()) return 0;
-            fprintf(stderr, "token %d: a near tie (%d, uncached %d); the rest is not compared\n",
-                    i, a->ids[i], b->ids[i]);
+            fprintf(stderr, "token %d: a near tie (%d, uncached %d); the rest is not compared\n", i,
+                    a->ids[i], b->ids[i]);
             return 1;
         }
     }
@@ -186,8 +186,8 @@ static void check_no_leaks(srp_engine *eng) {
     srp_sched_reset_prefix_cache(s);
     srp_sched_get_stats(s, &st);
     srp_sched_stop(s);
-    CHECKF(st.blocks_free == st.blocks_total, "%d of %d blocks free after a reset",
-           st.blocks_free, st.blocks_total);
+    CHECKF(st.blocks_free == st.blocks_total, "%d of %d blocks free after a reset", st.blocks_free,
+           st.blocks_total);
     CHECKF(st.snapshots_used == 0 && st.blocks_cached == 0, "%d snapshots, %d blocks after a reset",
            st.snapshots_used, st.blocks_cached);
     CHECK(srp_engine_free_blocks(eng) == srp_engine_total_blocks(eng));
@@ -341,7 +341,7 @@ TEST(prefix_same_prefix_at_once_waits_for_the_first) {
     int32_t p[4][80];
     fill(p[0], 80, vocab);
     for (int i = 1; i < 4; i++) memcpy(p[i], p[0], sizeof p[0]);
-    fill(p[3] + 60, 20, vocab); /* the fourth parts from the others at 60 */
+    fill(p[3] + 60, 20, vocab);                  /* the fourth parts from the others at 60 */
     const uint64_t seeds[4] = { 11, 12, 13, 0 }; /* n = 3 over one prompt, and a greedy one */
     result ref[4], got[4];
     srp_sched *s = start(eng, 0, 0);
@@ -443,8 +443,7 @@ TEST(prefix_small_pool_keeps_the_most_used_snapshot) {
     srp_sched_stats st;
     srp_sched_get_stats(s, &st);
     srp_sched_stop(s);
-    CHECKF(st.snapshot_evictions >= 3, "%llu evictions",
-           (unsigned long long)st.snapshot_evictions);
+    CHECKF(st.snapshot_evictions >= 3, "%llu evictions", (unsigned long long)st.snapshot_evictions);
     CHECK(st.snapshots_used == 2);
     CHECK(index_ok(eng));
     check_no_leaks(eng);
@@ -561,5 +560,113 @@ TEST(prefix_prompt_logprobs_are_computed) {
     CHECKF(b.n_cached == 40, "%d cached (the first request's end)", b.n_cached);
     CHECK(index_ok(eng));
     check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
+/* The index under random operations, without the model in the way: lookups, restores into new
+ * sequences, saves at random boundaries, closes, evictions and resets over prompts that share
+ * prefixes of many lengths, with a pool of 6 snapshots and 64 KV blocks. After every operation
+ * the index keeps its invariants and every KV block's holder count equals the sequences that
+ * hold it plus the cache (the free list holding exactly the blocks nobody does). */
+#include "engine_internal.h"
+
+static int blocks_consistent(srp_engine *eng, srp_seq *seqs, int n) {
+    const int nb = eng->opts.kv_blocks;
+    int *count = calloc((size_t)nb, sizeof *count), ok = 1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; seqs[i].slot >= 0 && j < seqs[i].n_blocks; j++) count[seqs[i].blocks[j]]++;
+    int on_free = 0;
+    for (int i = 0; i < eng->n_free_blocks; i++) {
+        const int b = eng->free_blocks[i];
+        if (count[b] || eng->block_cached[b] || eng->block_refs[b]) ok = 0;
+        on_free++;
+    }
+    int cache_only = 0, zero = 0;
+    for (int b = 0; b < nb; b++) {
+        if (eng->block_refs[b] != count[b] + eng->block_cached[b]) ok = 0;
+        cache_only += eng->block_cached[b] && count[b] == 0;
+        zero += eng->block_refs[b] == 0;
+    }
+    if (zero != on_free || cache_only != eng->n_cache_only) ok = 0;
+    free(count);
+    return ok;
+}
+
+TEST(prefix_index_random_operations) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 8, 64, 64, 0, 6, 0 });
+    REQUIRE(eng);
+    struct srp_prefix_cache *pc = srp_engine_prefix(eng);
+    REQUIRE(pc);
+    const int vocab = srp_engine_config(eng)->vocab_size, bs = srp_engine_block_size(eng);
+    enum { P = 24, S = 8 };
+    int32_t base[256], prompts[P][256];
+    int len[P];
+    uint64_t chains[P][16];
+    fill(base, 256, vocab);
+    static const int shared[] = { 0, 5, 16, 37, 64, 100, 150 };
+    for (int i = 0; i < P; i++) {
+        const int k = shared[i % 7];
+        len[i] = k + 8 + (int)(rng % 140);
+        memcpy(prompts[i], base, (size_t)k * 4);
+        fill(prompts[i] + k, len[i] - k, vocab);
+        srp_prefix_chain(prompts[i], len[i] / bs, bs, chains[i]);
+    }
+    srp_seq seqs[S];
+    int which[S];
+    for (int i = 0; i < S; i++) seqs[i] = (srp_seq){ .slot = -1 };
+    srp_err e = { 0 };
+    int hits = 0, saves = 0, ok = 1;
+    for (int op = 0; op < 3000 && ok; op++) {
+        const int kind = (int)(rng % 100), i = (int)((rng >> 8) % S), p = (int)((rng >> 16) % P);
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        if (kind < 35 && seqs[i].slot < 0) { /* admit p into seq i */
+            srp_prefix_match m;
+            srp_prefix_lookup(pc, prompts[p], len[p], len[p] - 1, chains[p], &m);
+            int rc = srp_seq_open(eng, &seqs[i], &e);
+            if (!rc) rc = srp_prefix_share(pc, &m, &seqs[i], &e);
+            if (!rc) {
+                rc = srp_seq_reserve(eng, &seqs[i], len[p] + 8, &e);
+                if (rc == SRP_EFULL) {
+                    srp_prefix_evict_blocks(pc, (len[p] + 8 + bs - 1) / bs - seqs[i].n_blocks -
+                                                    eng->n_free_blocks);
+                    rc = srp_seq_reserve(eng, &seqs[i], len[p] + 8, &e);
+                }
+            }
+            if (!rc) rc = srp_prefix_restore(pc, &m, &seqs[i], &e);
+            hits += !rc && m.n_tokens > 0;
+            srp_prefix_release(pc, &m);
+            if (rc) srp_seq_close(eng, &seqs[i]);
+            which[i] = p;
+        } else if (kind < 75 && seqs[i].slot >= 0) { /* prefill on to a boundary; save there */
+            const int n = len[which[i]], at = seqs[i].n_past + 1 + (int)(rng % 40);
+            seqs[i].n_past = at < n ? at : n;
+            ok &= srp_prefix_save(pc, prompts[which[i]], chains[which[i]], &seqs[i], &e) == 0;
+            saves++;
+        } else if (kind < 92 && seqs[i].slot >= 0) {
+            srp_seq_close(eng, &seqs[i]);
+        } else if (kind < 99) {
+            srp_prefix_evict_blocks(pc, 1 + (int)(rng % 8));
+        } else {
+            srp_prefix_reset(pc);
+        }
+        if (srp_prefix_check(pc, &e)) {
+            fprintf(stderr, "after operation %d (%d): %s\n", op, kind, e.msg);
+            ok = 0;
+        }
+        if (!blocks_consistent(eng, seqs, S)) {
+            fprintf(stderr, "after operation %d (%d): KV block holders do not add up\n", op, kind);
+            ok = 0;
+        }
+    }
+    CHECK(ok);
+    CHECKF(hits > 50 && saves > 500, "%d hits, %d saves", hits, saves);
+    srp_prefix_stats st;
+    srp_prefix_get_stats(pc, &st);
+    CHECKF(st.snapshot_evictions > 0 && st.block_evictions > 0, "%llu, %llu evictions",
+           (unsigned long long)st.snapshot_evictions, (unsigned long long)st.block_evictions);
+    for (int i = 0; i < S; i++) srp_seq_close(eng, &seqs[i]);
+    srp_prefix_reset(pc);
+    CHECK(srp_engine_free_blocks(eng) == srp_engine_total_blocks(eng));
+    CHECK(blocks_consistent(eng, seqs, S));
     srp_engine_close(eng);
 }
