@@ -71,6 +71,7 @@ typedef struct client {
     srp_request *req;
     double t_submit, ttft;
     int got_first, n_gen;
+    int later; /* a turn after the first, a question after its document's first */
 } client;
 
 typedef struct figures {
@@ -79,8 +80,9 @@ typedef struct figures {
     double seconds;
     int requests;
     int64_t prompt_tokens, cached_tokens, generated, prefilled;
-    double *ttft;  /* [requests] */
-    int *ttft_hit; /* 1 when the request restored a cached prefix */
+    double *ttft;    /* [requests] */
+    int *ttft_hit;   /* 1 when the request restored a cached prefix */
+    int *ttft_later; /* what the cache can serve: the same requests in both modes */
     int n_ttft;
     int peak_snapshots;
     uint64_t snapshots_taken, deferred, evictions;
@@ -124,6 +126,7 @@ static int poll(client *c, figures *f, int keep_reply) {
         exit(1);
     }
     f->ttft[f->n_ttft] = c->ttft;
+    f->ttft_later[f->n_ttft] = c->later;
     f->ttft_hit[f->n_ttft++] = st.n_cached > 0;
     f->prompt_tokens += st.n_prompt;
     f->cached_tokens += st.n_cached;
@@ -170,6 +173,7 @@ static void run_chat(srp_sched *s, const opts *o, int vocab, figures *f) {
                 continue;
             }
             for (int t = 0; t < o->user; t++) c->tokens[c->n++] = draw(&c->rng, vocab);
+            c->later = 1;
             submit(s, c, o->reply);
         }
         sample_stats(s, f);
@@ -200,6 +204,7 @@ static void run_doc(srp_sched *s, const opts *o, int vocab, figures *f) {
     if (C <= 0) return;
     client *cl = calloc((size_t)C, sizeof *cl);
     int next = 0;
+    char *asked = calloc((size_t)D, 1);
     const double t0 = srp_sched_now();
     for (int i = 0; i < C; i++) {
         cl[i].cap = len;
@@ -212,6 +217,8 @@ static void run_doc(srp_sched *s, const opts *o, int vocab, figures *f) {
         memcpy(cl[i].tokens + o->doc_tokens, qs + (size_t)q * o->question_tokens,
                (size_t)o->question_tokens * 4);
         cl[i].n = len;
+        cl[i].later = asked[d];
+        asked[d] = 1;
         submit(s, &cl[i], o->answer);
     }
     while (live > 0) {
@@ -229,6 +236,8 @@ static void run_doc(srp_sched *s, const opts *o, int vocab, figures *f) {
             memcpy(c->tokens + o->doc_tokens, qs + (size_t)q * o->question_tokens,
                    (size_t)o->question_tokens * 4);
             c->n = len;
+            c->later = asked[d];
+            asked[d] = 1;
             submit(s, c, o->answer);
         }
         sample_stats(s, f);
@@ -240,6 +249,7 @@ static void run_doc(srp_sched *s, const opts *o, int vocab, figures *f) {
     free(docs);
     free(qs);
     free(order);
+    free(asked);
 }
 
 /* --- reporting ------------------------------------------------------------------------------ */
@@ -253,12 +263,12 @@ typedef struct dist {
     double mean, p50, p90, p99;
 } dist;
 
-/* TTFT distribution of the requests with hit == which (-1: all). */
-static dist ttft_dist(const figures *f, int which) {
+/* TTFT distribution of the requests whose flag (hit or later) equals which (-1: all). */
+static dist ttft_of(const figures *f, const int *flag, int which) {
     double *v = malloc((size_t)(f->n_ttft ? f->n_ttft : 1) * sizeof *v);
     dist d = { 0 };
     for (int i = 0; i < f->n_ttft; i++)
-        if (which < 0 || f->ttft_hit[i] == which) v[d.n++] = f->ttft[i];
+        if (which < 0 || flag[i] == which) v[d.n++] = f->ttft[i];
     if (d.n) {
         qsort(v, (size_t)d.n, sizeof *v, cmp_double);
         for (int i = 0; i < d.n; i++) d.mean += v[i] / d.n;
@@ -268,6 +278,10 @@ static dist ttft_dist(const figures *f, int which) {
     }
     free(v);
     return d;
+}
+
+static dist ttft_dist(const figures *f, int which) {
+    return ttft_of(f, f->ttft_hit, which);
 }
 
 static void print_figures(const figures *f) {
@@ -292,6 +306,7 @@ static void print_figures(const figures *f) {
 
 static void json_figures(FILE *j, const figures *f, int64_t snap_bytes, int last) {
     const dist all = ttft_dist(f, -1), hit = ttft_dist(f, 1), miss = ttft_dist(f, 0);
+    const dist later = ttft_of(f, f->ttft_later, 1);
     fprintf(
         j,
         "    {\"workload\": \"%s\", \"prefix_cache\": %s, \"seconds\": %.4f, \"requests\": %d, "
@@ -300,13 +315,14 @@ static void json_figures(FILE *j, const figures *f, int64_t snap_bytes, int last
         "     \"ttft_s\": {\"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f, \"p99\": %.5f},\n"
         "     \"ttft_hits_s\": {\"n\": %d, \"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f},\n"
         "     \"ttft_misses_s\": {\"n\": %d, \"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f},\n"
+        "     \"ttft_later_s\": {\"n\": %d, \"mean\": %.5f, \"p50\": %.5f, \"p90\": %.5f},\n"
         "     \"snapshots_taken\": %llu, \"peak_snapshots\": %d, \"peak_snapshot_bytes\": %lld, "
         "\"snapshot_evictions\": %llu, \"deferred\": %llu}%s\n",
         f->workload, f->cache ? "true" : "false", f->seconds, f->requests, f->requests / f->seconds,
         (long long)f->generated, f->generated / f->seconds, (long long)f->prompt_tokens,
         (long long)f->cached_tokens, (long long)f->prefilled, all.mean, all.p50, all.p90, all.p99,
-        hit.n, hit.mean, hit.p50, hit.p90, miss.n, miss.mean, miss.p50, miss.p90,
-        (unsigned long long)f->snapshots_taken, f->peak_snapshots,
+        hit.n, hit.mean, hit.p50, hit.p90, miss.n, miss.mean, miss.p50, miss.p90, later.n,
+        later.mean, later.p50, later.p90, (unsigned long long)f->snapshots_taken, f->peak_snapshots,
         (long long)(f->peak_snapshots * snap_bytes), (unsigned long long)f->evictions,
         (unsigned long long)f->deferred, last ? "" : ",");
 }
@@ -338,6 +354,7 @@ static void run_workload(srp_engine *eng, const opts *o, const char *name, int c
     const int n_max = !strcmp(name, "chat") ? o->conversations * o->turns : o->docs * o->questions;
     f->ttft = calloc((size_t)n_max, sizeof *f->ttft);
     f->ttft_hit = calloc((size_t)n_max, sizeof *f->ttft_hit);
+    f->ttft_later = calloc((size_t)n_max, sizeof *f->ttft_later);
     rng = o->seed ^ (uint64_t)(name[0]) * 0x9e3779b97f4a7c15ull; /* same prompts both modes */
     if (!strcmp(name, "chat"))
         run_chat(s, o, vocab, f);
@@ -455,6 +472,7 @@ int main(int argc, char **argv) {
         run_workload(eng, &w, "chat", 0, &f, vocab);
         free(f.ttft);
         free(f.ttft_hit);
+        free(f.ttft_later);
     }
     figures res[4];
     int n_res = 0;
@@ -468,11 +486,14 @@ int main(int argc, char **argv) {
             n_res++;
         }
         const figures *off = &res[n_res - 2], *on = &res[n_res - 1];
-        const dist a = ttft_dist(off, -1), b = ttft_dist(on, 1);
-        printf("%-5s with the cache: throughput x%.2f, mean TTFT of cache hits x%.1f lower "
-               "(%.1f -> %.1f ms)\n\n",
+        const dist a = ttft_of(off, off->ttft_later, 1), b = ttft_of(on, on->ttft_later, 1);
+        const dist h = ttft_dist(on, 1);
+        printf("%-5s with the cache: throughput x%.2f; mean TTFT of the %s x%.1f lower (%.1f -> "
+               "%.1f ms; of the %d cache hits: %.1f ms)\n\n",
                names[w], (on->generated / on->seconds) / (off->generated / off->seconds),
-               b.n ? a.mean / b.mean : 0.0, a.mean * 1e3, b.mean * 1e3);
+               w == 0 ? "turns after the first" : "questions after a document's first",
+               b.n && b.mean > 0 ? a.mean / b.mean : 0.0, a.mean * 1e3, b.mean * 1e3, h.n,
+               h.mean * 1e3);
     }
     if (o.json) {
         FILE *j = fopen(o.json, "w");
@@ -502,6 +523,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_res; i++) {
         free(res[i].ttft);
         free(res[i].ttft_hit);
+        free(res[i].ttft_later);
     }
     srp_engine_close(eng);
     return 0;

@@ -20,6 +20,7 @@ typedef struct node {
     int32_t n_children, pins;
     int16_t n_tokens; /* block size, or fewer for a tail */
     uint8_t alive, tail;
+    uint8_t spec; /* its snapshot is speculative: taken at a periodic boundary, never used */
 } node;
 
 struct srp_prefix_cache {
@@ -36,6 +37,7 @@ struct srp_prefix_cache {
     int32_t oldest, newest;
     int32_t *scratch; /* [max blocks per sequence] */
     int n_blocks_held;
+    int n_spec; /* speculative snapshots held */
     srp_prefix_stats st;
 };
 
@@ -129,10 +131,16 @@ static void hash_unlink(srp_prefix_cache *pc, int x) {
     *link = pc->nodes[x].hnext;
 }
 
+static void set_spec(srp_prefix_cache *pc, node *n, int spec) {
+    pc->n_spec += spec - n->spec;
+    n->spec = (uint8_t)spec;
+}
+
 static void drop_snapshot(srp_prefix_cache *pc, node *n, int evicted) {
     if (n->snap < 0) return;
     srp_snap_release(&pc->pool, n->snap);
     n->snap = -1;
+    set_spec(pc, n, 0);
     if (evicted) pc->st.snapshot_evictions++;
 }
 
@@ -164,17 +172,20 @@ static void remove_leaf(srp_prefix_cache *pc, int x, int evicted) {
     }
 }
 
-/* The least recently used snapshot not pinned: dropped (with its node when that is a leaf). */
+/* The least recently used snapshot not pinned, a speculative one first: dropped (with its
+ * node when that is a leaf). Two tiers, as in a segmented LRU: snapshots taken only because a
+ * prompt was long would otherwise push out the end-of-prompt ones the next chat turns need. */
 static int evict_snapshot(srp_prefix_cache *pc) {
-    for (int x = pc->oldest; x >= 0; x = pc->nodes[x].newer) {
-        node *n = &pc->nodes[x];
-        if (n->snap < 0 || n->pins > 0) continue;
-        if (is_leaf(n))
-            remove_leaf(pc, x, 1);
-        else
-            drop_snapshot(pc, n, 1);
-        return 1;
-    }
+    for (int pass = pc->n_spec > 0 ? 0 : 1; pass < 2; pass++)
+        for (int x = pc->oldest; x >= 0; x = pc->nodes[x].newer) {
+            node *n = &pc->nodes[x];
+            if (n->snap < 0 || n->pins > 0 || (pass == 0 && !n->spec)) continue;
+            if (is_leaf(n))
+                remove_leaf(pc, x, 1);
+            else
+                drop_snapshot(pc, n, 1);
+            return 1;
+        }
     return 0;
 }
 
@@ -247,7 +258,7 @@ static int new_node(srp_prefix_cache *pc, int parent, const int32_t *t, int k, i
 }
 
 int srp_prefix_save(srp_prefix_cache *pc, const int32_t *tokens, const uint64_t *chain,
-                    const srp_seq *s, srp_err *e) {
+                    const srp_seq *s, int speculative, srp_err *e) {
     const int b = s->n_past, depth = b / pc->bs, rest = b % pc->bs;
     if (b <= 0) return 0;
     int x = ROOT;
@@ -289,9 +300,12 @@ int srp_prefix_save(srp_prefix_cache *pc, const int32_t *tokens, const uint64_t 
                 srp_snap_release(&pc->pool, id);
             else {
                 n->snap = id;
+                set_spec(pc, n, speculative != 0);
                 pc->st.snapshots_taken++;
             }
         }
+    } else if (x > ROOT && pc->nodes[x].end == b && !speculative) {
+        set_spec(pc, &pc->nodes[x], 0);
     }
     if (x > ROOT) {
         touch(pc, x);
@@ -356,6 +370,7 @@ int srp_prefix_restore(srp_prefix_cache *pc, const srp_prefix_match *m, srp_seq 
     }
     int rc = srp_snap_load(&pc->pool, pc->eng, n->snap, s->slot, block, e);
     if (rc) return rc;
+    set_spec(pc, &pc->nodes[m->node], 0); /* it served a request */
     s->n_past = n->end;
     touch(pc, m->node);
     return 0;
@@ -377,6 +392,7 @@ static void clear(srp_prefix_cache *pc) {
     for (uint64_t i = 0; i <= pc->mask; i++) pc->buckets[i] = -1;
     pc->oldest = pc->newest = -1;
     pc->n_blocks_held = 0;
+    pc->n_spec = 0;
 }
 
 void srp_prefix_reset(srp_prefix_cache *pc) {
@@ -447,7 +463,7 @@ void srp_prefix_get_stats(const srp_prefix_cache *pc, srp_prefix_stats *st) {
 int srp_prefix_check(const srp_prefix_cache *pc, srp_err *e) {
     srp_prefix_cache *p = (srp_prefix_cache *)pc;
     const srp_engine *eng = pc->eng;
-    int alive = 0, snaps = 0, blocks = 0, rc = 0;
+    int alive = 0, snaps = 0, blocks = 0, spec = 0, rc = 0;
     int *order = calloc((size_t)pc->cap, sizeof *order);
     uint8_t *snap_seen = calloc((size_t)(pc->pool.n > 0 ? pc->pool.n : 1), 1);
     if (!order || !snap_seen) {
@@ -499,7 +515,14 @@ int srp_prefix_check(const srp_prefix_cache *pc, srp_err *e) {
             snaps++;
         }
         blocks += n->block >= 0;
+        spec += n->spec;
+        if (!rc && n->spec && n->snap < 0)
+            rc = srp_err_set(e, SRP_EFORMAT,
+                             "prefix cache: node %d is speculative without a snapshot", x);
     }
+    if (!rc && spec != pc->n_spec)
+        rc = srp_err_set(e, SRP_EFORMAT, "prefix cache: %d speculative snapshots, %d counted", spec,
+                         pc->n_spec);
     if (!rc && alive != pc->n_alive)
         rc = srp_err_set(e, SRP_EFORMAT, "prefix cache: %d nodes alive, %d counted", alive,
                          pc->n_alive);

@@ -55,10 +55,12 @@ int srp_prefix_restore(srp_prefix_cache *pc, const srp_prefix_match *m, srp_seq 
 
 /* Records s, whose first s->n_past tokens are tokens[0, n_past), as a cached prefix: its full
  * KV blocks join the index (where their prefix is not there yet) and its state is snapshotted
- * at n_past (evicting the least recently used snapshot when the pool is full). chain covers at
- * least n_past / block_size blocks. A prefix that is cached already is only marked used. */
+ * at n_past, evicting a snapshot when the pool is full: the least recently used speculative
+ * one (taken only because a prompt was long, and never used since), else the least recently
+ * used. chain covers at least n_past / block_size blocks. A prefix that is cached already is
+ * only marked used (and no longer speculative unless this save is). */
 int srp_prefix_save(srp_prefix_cache *pc, const int32_t *tokens, const uint64_t *chain,
-                    const srp_seq *s, srp_err *e);
+                    const srp_seq *s, int speculative, srp_err *e);
 
 /* Evicts least recently used entries until n KV blocks more are free (or nothing held by the
  * cache alone is left); returns the blocks freed. */

@@ -10,7 +10,8 @@
  *    with one system prompt: the later ones wait until the first has passed that point);
  *  - every `interval` tokens of a long prompt, interval being the tokens whose KV takes as many
  *    bytes as a snapshot (~6K tokens on the 8B hybrid), so these speculative snapshots never
- *    cost more memory than the KV they make reusable.
+ *    cost more memory than the KV they make reusable; until one serves a request it is the
+ *    first to go when the pool is full.
  * A prefill chunk ends exactly at the next of these (the state is only there between steps). */
 #include <stdlib.h>
 
@@ -141,13 +142,13 @@ void srp_sched_prefix_after_step(srp_sched_prefix *p, srp_request *r) {
     if (!p->pc || !r->chain) return;
     const int at = r->n_fed;
     int due = at == r->n_prompt && at >= p->min_tokens;
-    due |= p->interval > 0 && at % p->interval == 0;
     for (int i = 0; i < r->n_snap_extra; i++) due |= r->snap_extra[i] == at;
-    if (!due || r->seq.n_past != at) return;
+    const int periodic = p->interval > 0 && at % p->interval == 0;
+    if ((!due && !periodic) || r->seq.n_past != at) return;
     srp_err e = { 0 };
     /* a failed copy is the backend's failure, which the next step reports; the cache is only
      * left without this entry */
-    srp_prefix_save(p->pc, r->prompt, r->chain, &r->seq, &e);
+    srp_prefix_save(p->pc, r->prompt, r->chain, &r->seq, !due, &e);
 }
 
 void srp_sched_prefix_reset(srp_sched_prefix *p) {

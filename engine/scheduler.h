@@ -7,7 +7,9 @@
  * builds ONE batch from a decode token of every running request plus prefill chunks of new
  * ones within the per-step token budget (continuous batching, chunked prefill), runs it,
  * samples and delivers. A cancelled request leaves the batch and frees its slot and blocks at
- * the start of the next step.
+ * the start of the next step. With the prefix cache (srp_sched_opts.prefix_cache) a request
+ * whose prompt starts with a cached prefix skips it, and one that shares a prefix with a prompt
+ * being prefilled waits (letting later requests by) until that prompt has passed it.
  *
  * Threads meet only in srp_sched_submit (the submit queue) and in the request's channel. The
  * scheduler knows nothing of HTTP or JSON. Functions return 0 or a negative SRP_E* code with a

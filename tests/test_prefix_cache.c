@@ -296,6 +296,44 @@ TEST(prefix_restored_prompt_matches_transformers) {
     srp_engine_close(eng);
 }
 
+/* Two conversations taking turns with a pool of four snapshots and one every 32 tokens: each
+ * turn's prompt takes several periodic snapshots, which would push the other conversation's
+ * end-of-prompt snapshot out of a plain LRU; speculative snapshots go first, so every turn
+ * still starts from its conversation's previous prompt. */
+TEST(prefix_periodic_snapshots_do_not_push_out_turn_ends) {
+    srp_engine *eng = open_engine(HYBRID, (setup){ 2, 32, 0, 0, 4, 0 });
+    REQUIRE(eng);
+    REQUIRE(srp_engine_total_snapshots(eng) == 4);
+    const int vocab = srp_engine_config(eng)->vocab_size;
+    int32_t conv[2][256];
+    int n[2] = { 70, 70 }, prev[2] = { 0, 0 };
+    fill(conv[0], 70, vocab);
+    fill(conv[1], 70, vocab);
+    srp_sched *s = start(eng, 1, 32);
+    REQUIRE(s);
+    for (int t = 0; t < 6; t++) {
+        const int c = t % 2;
+        srp_request_params rp = params(conv[c], n[c], 8, 0);
+        result r;
+        run_one(s, &rp, &r);
+        REQUIRE(r.n == 8);
+        CHECKF(r.n_cached == prev[c], "turn %d of conversation %d: %d cached, not %d", t / 2, c,
+               r.n_cached, prev[c]);
+        prev[c] = n[c];
+        memcpy(conv[c] + n[c], r.ids, 8 * 4);
+        n[c] += 8;
+        fill(conv[c] + n[c], 14, vocab);
+        n[c] += 14;
+    }
+    srp_sched_stats st;
+    srp_sched_get_stats(s, &st);
+    srp_sched_stop(s);
+    CHECKF(st.snapshot_evictions >= 4, "%llu evictions", (unsigned long long)st.snapshot_evictions);
+    CHECK(index_ok(eng));
+    check_no_leaks(eng);
+    srp_engine_close(eng);
+}
+
 /* A document shared by several questions, asked one after another: the first is computed in
  * full and snapshotted at its end; the second follows the first's chain as far as the document
  * goes and takes a snapshot where they part; every later one starts there. */
@@ -640,7 +678,8 @@ TEST(prefix_index_random_operations) {
         } else if (kind < 75 && seqs[i].slot >= 0) { /* prefill on to a boundary; save there */
             const int n = len[which[i]], at = seqs[i].n_past + 1 + (int)(rng % 40);
             seqs[i].n_past = at < n ? at : n;
-            ok &= srp_prefix_save(pc, prompts[which[i]], chains[which[i]], &seqs[i], &e) == 0;
+            ok &= srp_prefix_save(pc, prompts[which[i]], chains[which[i]], &seqs[i],
+                                  (int)(rng % 3 == 0), &e) == 0;
             saves++;
         } else if (kind < 92 && seqs[i].slot >= 0) {
             srp_seq_close(eng, &seqs[i]);
