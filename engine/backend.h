@@ -226,6 +226,9 @@ struct srp_backend {
     int (*zero)(srp_backend *be, void *p, size_t bytes, srp_err *e);
     int (*upload)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
     int (*download)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
+    /* Backend memory to backend memory, in order with the operations queued before and after
+     * it (the prefix cache's state snapshots); the ranges do not overlap. */
+    int (*copy)(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e);
     /* Free and total bytes of backend memory (for sizing the slot pool), or -1 if unknown. */
     int64_t (*mem_available)(srp_backend *be);
     int64_t (*mem_total)(srp_backend *be);

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "mixer.h"
+#include "prefix_cache.h"
 #include "sampler.h"
 
 void srp_engine_opts_default(srp_engine_opts *o) {
@@ -127,6 +128,21 @@ static int64_t block_bytes(const srp_engine *eng) {
     return (int64_t)eng->model.n_attn * 2 * kv_block_bytes(eng);
 }
 
+/* A snapshot: a slot's state, and the KV block a prefix ending inside a block needs. */
+static int64_t snapshot_bytes(const srp_engine *eng) {
+    return slot_bytes(eng) + block_bytes(eng);
+}
+
+/* The snapshot pool on the CPU (no device budget to share): --prefix-cache-gb, else two
+ * snapshots per slot, at most 1 GB (tests and small models; host memory is touched up front). */
+static void size_snapshots_host(srp_engine *eng) {
+    const srp_engine_opts *o = &eng->opts;
+    const int64_t per = snapshot_bytes(eng) > 0 ? snapshot_bytes(eng) : 1;
+    int64_t n = o->prefix_cache_bytes > 0 ? o->prefix_cache_bytes / per : 2ll * o->max_seqs;
+    if (o->prefix_cache_bytes <= 0 && n * per > (1ll << 30)) n = (1ll << 30) / per;
+    eng->n_snapshots = (int)(n > (1 << 20) ? 1 << 20 : n);
+}
+
 /* Sizes the state-slot pool and the KV cache from the memory the backend has left after the
  * weights: `gpu_memory_utilization` of all device memory is ours. An explicit max_seqs that
  * does not fit is an error that says how many would. */
@@ -138,12 +154,14 @@ static int size_pools(srp_engine *eng, srp_err *e) {
     const int64_t per_seq_kv = per_block * eng->max_blocks_per_seq;
     const int on_gpu = strcmp(eng->be->name, "cpu") != 0;
     eng->pool_budget = -1;
+    eng->n_snapshots = 0;
     if (!on_gpu || total <= 0 || avail <= 0) {
         if (o->max_seqs <= 0) o->max_seqs = 16;
         if (eng->model.n_attn == 0)
             o->kv_blocks = 0;
         else if (o->kv_blocks <= 0)
             o->kv_blocks = o->max_seqs * eng->max_blocks_per_seq;
+        if (o->prefix_cache) size_snapshots_host(eng);
         return 0;
     }
     const double util = o->gpu_memory_utilization > 0 ? o->gpu_memory_utilization : 0.9;
@@ -157,6 +175,18 @@ static int size_pools(srp_engine *eng, srp_err *e) {
                            "no GPU memory left for state slots after the weights (%.1f of %.1f GB "
                            "in use; --gpu-memory-utilization %.2f)",
                            used / 1e9, total / 1e9, util);
+    /* the snapshot pool first: what --prefix-cache-gb asks, else a tenth, to which whatever
+     * the slots and KV cache leave is added below */
+    int64_t snap_budget = 0;
+    if (o->prefix_cache) {
+        snap_budget = o->prefix_cache_bytes > 0 ? o->prefix_cache_bytes : budget / 10;
+        if (snap_budget >= budget)
+            return srp_err_set(e, SRP_ENOMEM,
+                               "--prefix-cache-gb %.2f leaves no GPU memory for state slots (%.2f "
+                               "GB free after the weights)",
+                               snap_budget / 1e9, budget / 1e9);
+        budget -= snap_budget;
+    }
     if (o->max_seqs <= 0) {
         int64_t n = budget / (per_slot + per_seq_kv > 0 ? per_slot + per_seq_kv : 1);
         o->max_seqs = (int)(n > 256 ? 256 : n);
@@ -185,6 +215,15 @@ static int size_pools(srp_engine *eng, srp_err *e) {
                                "max_seqs or max_seq_len",
                                o->max_seq_len);
     }
+    if (o->prefix_cache) {
+        if (o->prefix_cache_bytes <= 0) {
+            int64_t left =
+                budget - (int64_t)o->max_seqs * per_slot - (int64_t)o->kv_blocks * per_block;
+            if (left > 0) snap_budget += left;
+        }
+        int64_t n = snap_budget / snapshot_bytes(eng);
+        eng->n_snapshots = (int)(n > (1 << 20) ? 1 << 20 : n);
+    }
     return 0;
 }
 
@@ -209,8 +248,12 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
     eng->mamba = calloc((size_t)(n_mamba ? n_mamba : 1), sizeof *eng->mamba);
     eng->kv = calloc((size_t)(n_attn ? n_attn : 1), sizeof *eng->kv);
     eng->free_slots = malloc((size_t)(S > 0 ? S : 1) * sizeof *eng->free_slots);
-    eng->free_blocks = malloc((size_t)(eng->opts.kv_blocks ? eng->opts.kv_blocks : 1) * 4);
-    if (!eng->mamba || !eng->kv || !eng->free_slots || !eng->free_blocks)
+    const size_t nb = (size_t)(eng->opts.kv_blocks ? eng->opts.kv_blocks : 1);
+    eng->free_blocks = malloc(nb * 4);
+    eng->block_refs = calloc(nb, sizeof *eng->block_refs);
+    eng->block_cached = calloc(nb, 1);
+    if (!eng->mamba || !eng->kv || !eng->free_slots || !eng->free_blocks || !eng->block_refs ||
+        !eng->block_cached)
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
     for (int l = 0; l < n_mamba; l++) {
         srp_mamba_state *st = &eng->mamba[l];
@@ -234,6 +277,8 @@ static int alloc_state(srp_engine *eng, srp_err *e) {
     for (int i = 0; i < S; i++) eng->free_slots[i] = S - 1 - i;
     eng->n_free_blocks = eng->opts.kv_blocks;
     for (int i = 0; i < eng->opts.kv_blocks; i++) eng->free_blocks[i] = eng->opts.kv_blocks - 1 - i;
+    if (eng->opts.prefix_cache && eng->n_snapshots > 0)
+        return srp_prefix_create(eng, eng->n_snapshots, &eng->prefix, e);
     return 0;
 }
 
@@ -309,6 +354,7 @@ int srp_engine_open(const char *model_dir, const srp_engine_opts *opts, srp_engi
 void srp_engine_close(srp_engine *eng) {
     if (!eng) return;
     srp_backend *be = eng->be;
+    srp_prefix_destroy(eng->prefix);
     if (be) {
         srp_mat *bufs[WS_BUFFERS];
         for (int i = 0, n = workspace_buffers(eng, bufs); i < n; i++)
@@ -328,6 +374,8 @@ void srp_engine_close(srp_engine *eng) {
     free(eng->kv);
     free(eng->free_slots);
     free(eng->free_blocks);
+    free(eng->block_refs);
+    free(eng->block_cached);
     free(eng->tokens);
     free(eng->seq_start);
     free(eng->n_past);
@@ -426,6 +474,24 @@ int64_t srp_engine_slot_bytes(const srp_engine *eng) {
 int64_t srp_engine_kv_block_bytes(const srp_engine *eng) {
     return block_bytes(eng);
 }
+int srp_engine_total_snapshots(const srp_engine *eng) {
+    return eng->prefix ? eng->n_snapshots : 0;
+}
+int64_t srp_engine_snapshot_bytes(const srp_engine *eng) {
+    return eng->prefix ? snapshot_bytes(eng) : 0;
+}
+int64_t srp_engine_conv_bytes(const srp_engine *eng, int l) {
+    return conv_slot_bytes(eng, l);
+}
+int64_t srp_engine_ssm_bytes(const srp_engine *eng, int l) {
+    return ssm_slot_bytes(eng, l);
+}
+int64_t srp_engine_kv_layer_bytes(const srp_engine *eng) {
+    return kv_block_bytes(eng);
+}
+srp_prefix_cache *srp_engine_prefix(srp_engine *eng) {
+    return eng->prefix;
+}
 int srp_engine_block_size(const srp_engine *eng) {
     return eng->opts.kv_block_size;
 }
@@ -438,9 +504,44 @@ int srp_seq_open(srp_engine *eng, srp_seq *s, srp_err *e) {
     return 0;
 }
 
+/* Blocks count their holders; the cache-only count follows every change. */
+static int cache_only(const srp_engine *eng, int32_t b) {
+    return eng->block_cached[b] && eng->block_refs[b] == 1;
+}
+
+static void block_ref(srp_engine *eng, int32_t b) {
+    const int was = cache_only(eng, b);
+    eng->block_refs[b]++;
+    eng->n_cache_only += cache_only(eng, b) - was;
+}
+
+static void block_unref(srp_engine *eng, int32_t b) {
+    const int was = cache_only(eng, b);
+    if (--eng->block_refs[b] == 0) eng->free_blocks[eng->n_free_blocks++] = b;
+    eng->n_cache_only += cache_only(eng, b) - was;
+}
+
+void srp_engine_block_cache_hold(srp_engine *eng, int32_t b) {
+    const int was = cache_only(eng, b);
+    eng->block_cached[b] = 1;
+    eng->block_refs[b]++;
+    eng->n_cache_only += cache_only(eng, b) - was;
+}
+
+void srp_engine_block_cache_drop(srp_engine *eng, int32_t b) {
+    const int was = cache_only(eng, b);
+    eng->block_cached[b] = 0;
+    eng->n_cache_only -= was;
+    if (--eng->block_refs[b] == 0) eng->free_blocks[eng->n_free_blocks++] = b;
+}
+
+int srp_engine_blocks_cache_only(const srp_engine *eng) {
+    return eng->n_cache_only;
+}
+
 void srp_seq_close(srp_engine *eng, srp_seq *s) {
     if (s->slot >= 0) {
-        for (int i = 0; i < s->n_blocks; i++) eng->free_blocks[eng->n_free_blocks++] = s->blocks[i];
+        for (int i = 0; i < s->n_blocks; i++) block_unref(eng, s->blocks[i]);
         eng->free_slots[eng->n_free_slots++] = s->slot;
     }
     free(s->blocks);
@@ -464,7 +565,27 @@ int srp_seq_reserve(srp_engine *eng, srp_seq *s, int n_tokens, srp_err *e) {
         s->blocks = nb;
         s->cap_blocks = eng->max_blocks_per_seq;
     }
-    while (s->n_blocks < need) s->blocks[s->n_blocks++] = eng->free_blocks[--eng->n_free_blocks];
+    while (s->n_blocks < need) {
+        const int32_t b = eng->free_blocks[--eng->n_free_blocks];
+        eng->block_refs[b] = 1;
+        s->blocks[s->n_blocks++] = b;
+    }
+    return 0;
+}
+
+int srp_seq_share_blocks(srp_engine *eng, srp_seq *s, const int32_t *blocks, int n, srp_err *e) {
+    if (eng->model.n_attn == 0 || n == 0) return 0;
+    if (s->slot < 0 || s->n_blocks != 0 || n > eng->max_blocks_per_seq)
+        return srp_err_set(e, SRP_EINVAL, "sharing %d KV blocks: the sequence is not fresh", n);
+    if (!s->blocks) {
+        s->blocks = malloc((size_t)eng->max_blocks_per_seq * sizeof *s->blocks);
+        if (!s->blocks) return srp_err_set(e, SRP_ENOMEM, "out of memory");
+        s->cap_blocks = eng->max_blocks_per_seq;
+    }
+    for (int i = 0; i < n; i++) {
+        block_ref(eng, blocks[i]);
+        s->blocks[s->n_blocks++] = blocks[i];
+    }
     return 0;
 }
 

@@ -33,6 +33,11 @@ typedef struct srp_engine_opts {
     uint64_t seed;                /* of the random weights */
     srp_progress_fn progress;     /* weight-loading progress, or NULL */
     void *progress_user;
+    /* The prefix cache (engine/prefix_cache.h): a pool of recurrent-state snapshots and an index
+     * of cached prompt prefixes over shared KV blocks. Off unless prefix_cache is set. */
+    int prefix_cache;
+    int64_t prefix_cache_bytes; /* the snapshot pool; 0: 10% of the pool budget plus what the
+                                   slots and KV cache leave (GPU), 2 per slot up to 1 GB (CPU) */
 } srp_engine_opts;
 
 /* Defaults for a small CPU session: 8 sequences, 512-token steps, 4096-token sequences. */
@@ -66,8 +71,13 @@ int srp_seq_open(srp_engine *eng, srp_seq *s, srp_err *e);
 void srp_seq_close(srp_engine *eng, srp_seq *s);
 /* Makes sure s holds KV blocks for n_tokens tokens in all (SRP_EFULL when the pool is empty). */
 int srp_seq_reserve(srp_engine *eng, srp_seq *s, int n_tokens, srp_err *e);
+/* Gives a freshly opened s (no blocks yet) the full, immutable KV blocks of a cached prefix:
+ * shared, not copied (each block counts its holders and is free when the last one lets go). */
+int srp_seq_share_blocks(srp_engine *eng, srp_seq *s, const int32_t *blocks, int n, srp_err *e);
 
 int srp_engine_free_slots(const srp_engine *eng);
+/* KV blocks on the free list; blocks that only the prefix cache holds are not among them (the
+ * cache gives them back when admission needs them). */
 int srp_engine_free_blocks(const srp_engine *eng);
 int srp_engine_total_slots(const srp_engine *eng);
 int srp_engine_total_blocks(const srp_engine *eng);
@@ -76,6 +86,10 @@ int srp_engine_block_size(const srp_engine *eng);
  * block (every attention layer's K and V). */
 int64_t srp_engine_slot_bytes(const srp_engine *eng);
 int64_t srp_engine_kv_block_bytes(const srp_engine *eng);
+/* The prefix cache's snapshot pool: snapshots it holds, bytes of one (a slot's state plus a KV
+ * block for a prefix that ends inside one); 0 without the cache. */
+int srp_engine_total_snapshots(const srp_engine *eng);
+int64_t srp_engine_snapshot_bytes(const srp_engine *eng);
 /* Parameters of the matrices one decode step reads in full (every GEMM operand and the head;
  * not the embedding table, of which a step reads only its tokens' rows), and their bytes in
  * backend memory: the weight-read floor of a decode step. */

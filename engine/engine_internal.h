@@ -45,6 +45,11 @@ struct srp_engine {
     int *free_slots, n_free_slots;
     int32_t *free_blocks;
     int n_free_blocks;
+    int32_t *block_refs;   /* [kv_blocks]: holders of each block (sequences, the prefix cache) */
+    uint8_t *block_cached; /* [kv_blocks]: 1 while the prefix cache holds the block */
+    int n_cache_only;      /* blocks held by the prefix cache alone */
+    int n_snapshots;       /* the snapshot pool's size, from size_pools */
+    struct srp_prefix_cache *prefix; /* NULL without the prefix cache */
     srp_workspace ws;
     srp_block_io io;
     /* benchmarks: while count_experts is set, steps run without graphs and experts_used sums
@@ -57,5 +62,18 @@ struct srp_engine {
 };
 
 int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e);
+
+/* Bytes of recurrent-state layer l's conv window and SSM state for one slot, and of one
+ * attention layer's K (or V) for one block: the units the snapshot pool copies. */
+int64_t srp_engine_conv_bytes(const srp_engine *eng, int l);
+int64_t srp_engine_ssm_bytes(const srp_engine *eng, int l);
+int64_t srp_engine_kv_layer_bytes(const srp_engine *eng);
+
+/* The prefix cache's hold on KV block b: taking it adds a holder, dropping it removes one (the
+ * block is free once nobody holds it). */
+void srp_engine_block_cache_hold(srp_engine *eng, int32_t b);
+void srp_engine_block_cache_drop(srp_engine *eng, int32_t b);
+/* KV blocks the prefix cache alone holds. */
+int srp_engine_blocks_cache_only(const srp_engine *eng);
 
 #endif

@@ -83,6 +83,7 @@ void srp_request_free(srp_request *r) {
     free(r->min_bias);
     free(r->out_counts);
     free(r->prompt_mask);
+    free(r->chain);
     free(r->ev);
     free(r);
 }
@@ -144,6 +145,7 @@ void srp_request_take(srp_request *r, srp_token_event *ev, int cap, int *n,
     st->finish = r->ev_n == 0 ? r->finish : SRP_FINISH_NONE;
     st->n_generated = r->n_generated_pub;
     st->n_prompt = r->n_prompt;
+    st->n_cached = r->n_cached;
     snprintf(st->error, sizeof st->error, "%s", st->finish == SRP_FINISH_ERROR ? r->error : "");
     pthread_mutex_unlock(&r->mu);
 }

@@ -33,6 +33,12 @@ struct srp_request {
     int32_t last_token;
     int32_t *out_counts;  /* [vocab] when a penalty needs them */
     uint8_t *prompt_mask; /* [vocab] for the repetition penalty */
+    /* the prefix cache (sched_prefix.c) */
+    uint64_t *chain;   /* hash chain of the prompt's full blocks, once looked up */
+    int n_cached;      /* prompt tokens restored from a snapshot (under mu) */
+    int deferred;      /* counted once in prefix_deferred */
+    int snap_extra[8]; /* prompt positions to snapshot at besides the policy's, ascending */
+    int n_snap_extra;
 
     /* the output channel, under mu */
     pthread_mutex_t mu;
@@ -45,6 +51,34 @@ struct srp_request {
     int (*alive)(void *user);
     void *user;
 };
+
+/* The scheduler's prefix-cache policy (sched_prefix.c). */
+struct srp_prefix_cache;
+struct srp_prefix_match;
+typedef struct srp_sched_prefix {
+    struct srp_prefix_cache *pc; /* NULL: off */
+    int block_size, interval, min_tokens;
+    uint64_t queried, hits, deferred;
+} srp_sched_prefix;
+
+void srp_sched_prefix_init(srp_sched_prefix *p, srp_engine *eng, const srp_sched_opts *o);
+/* For waiting request r: 1 when it should wait for a running request that is prefilling the
+ * same prefix (that one will snapshot where they part), else 0 with r's cache match in m
+ * (pinned until srp_sched_prefix_admit). */
+int srp_sched_prefix_plan(srp_sched_prefix *p, srp_request *r, srp_request *const *running,
+                          int n_running, struct srp_prefix_match *m);
+/* Opens r's slot, shares the match's KV blocks, reserves the rest of prompt + max_tokens
+ * (evicting cached blocks when short; SRP_EFULL when still short), restores the snapshot and
+ * skips r past it. Releases m; on failure r holds nothing. */
+int srp_sched_prefix_admit(srp_sched_prefix *p, srp_engine *eng, srp_request *r,
+                           struct srp_prefix_match *m, srp_err *e);
+/* The most of r's prompt one step may take from k: chunks end where snapshots are taken. */
+int srp_sched_prefix_chunk(const srp_sched_prefix *p, const srp_request *r, int k);
+/* After a step that fed r's prompt up to r->n_fed: the snapshot there, when one is due. */
+void srp_sched_prefix_after_step(srp_sched_prefix *p, srp_request *r);
+void srp_sched_prefix_reset(srp_sched_prefix *p);
+/* The cache's figures into st. */
+void srp_sched_prefix_stats(const srp_sched_prefix *p, srp_engine *eng, srp_sched_stats *st);
 
 int srp_request_new(const srp_request_params *p, int vocab, srp_request **out, srp_err *e);
 void srp_request_free(srp_request *r);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "sched_budget.h"
+#include "prefix_cache.h"
 #include "sched_internal.h"
 
 double srp_sched_now(void) {
@@ -28,6 +29,8 @@ struct srp_sched {
     int n_in;
     int stopping;
     srp_sched_stats stats;
+    int reset_asked, reset_done; /* prefix-cache resets asked for and done */
+    pthread_cond_t reset_cv;
 
     /* the engine thread's own */
     srp_request *wait_head, *wait_tail; /* admitted in this order */
@@ -42,6 +45,7 @@ struct srp_sched {
     srp_request **row_req;
     uint8_t *row_prompt; /* 1: a prompt-logprob row; 0: a generated token */
     srp_token_event *row_ev;
+    srp_sched_prefix prefix;
 };
 
 /* The caller has taken r out of the running or waiting list. The stats change before the
@@ -54,6 +58,7 @@ static void finish(srp_sched *s, srp_request *r, srp_finish_reason why, const ch
     s->stats.waiting = s->n_wait + s->n_in;
     s->stats.slots_free = srp_engine_free_slots(s->eng);
     s->stats.blocks_free = srp_engine_free_blocks(s->eng);
+    srp_sched_prefix_stats(&s->prefix, s->eng, &s->stats);
     pthread_mutex_unlock(&s->mu);
     srp_request_finish(r, why, msg);
     srp_request_unref(r);
@@ -91,28 +96,38 @@ static void drop_cancelled(srp_sched *s) {
     }
 }
 
-/* First come, first served: the head waits until it fits, and nobody overtakes it. */
+/* First come, first served: the first request that does not fit waits, and nobody overtakes
+ * it. A request that waits for a running one to prefill the prefix they share (the prefix
+ * cache's deferral) is passed over until then. */
 static void admit(srp_sched *s) {
-    while (s->wait_head && s->n_running < s->max_seqs) {
-        srp_request *r = s->wait_head;
-        srp_err e = { 0 };
+    srp_request **link = &s->wait_head, *prev = NULL;
+    while (*link && s->n_running < s->max_seqs) {
+        srp_request *r = *link;
         if (!srp_request_wanted(r)) { /* its client left while it waited */
-            s->wait_head = r->next;
-            if (!s->wait_head) s->wait_tail = NULL;
+            *link = r->next;
+            if (s->wait_tail == r) s->wait_tail = prev;
+            r->next = NULL;
             s->n_wait--;
             finish(s, r, SRP_FINISH_CANCELLED, NULL);
             continue;
         }
-        if (srp_seq_open(s->eng, &r->seq, &e)) break;
-        if (srp_seq_reserve(s->eng, &r->seq, r->n_prompt + r->max_tokens, &e)) {
-            srp_seq_close(s->eng, &r->seq);
-            break;
+        srp_prefix_match m;
+        if (srp_sched_prefix_plan(&s->prefix, r, s->running, s->n_running, &m)) {
+            prev = r;
+            link = &r->next;
+            continue;
         }
-        s->wait_head = r->next;
-        if (!s->wait_head) s->wait_tail = NULL;
+        srp_err e = { 0 };
+        const int rc = srp_sched_prefix_admit(&s->prefix, s->eng, r, &m, &e);
+        if (rc == SRP_EFULL) break;
+        *link = r->next;
+        if (s->wait_tail == r) s->wait_tail = prev;
         r->next = NULL;
         s->n_wait--;
-        s->running[s->n_running++] = r;
+        if (rc)
+            finish(s, r, SRP_FINISH_ERROR, e.msg);
+        else
+            s->running[s->n_running++] = r;
     }
 }
 
@@ -122,6 +137,7 @@ static void publish_stats(srp_sched *s) {
     s->stats.waiting = s->n_wait + s->n_in;
     s->stats.slots_free = srp_engine_free_slots(s->eng);
     s->stats.blocks_free = srp_engine_free_blocks(s->eng);
+    srp_sched_prefix_stats(&s->prefix, s->eng, &s->stats);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -189,6 +205,7 @@ static int plan_step(srp_sched *s, int *n_rows, int *n_decode, int *prefill_toke
         if (r->n_fed >= r->n_prompt) continue;
         if (!srp_request_wanted(r)) continue; /* dropped at the next step, unprefilled */
         int left = r->n_prompt - r->n_fed, k = left < budget ? left : budget;
+        k = srp_sched_prefix_chunk(&s->prefix, r, k);
         int room = s->max_logits - rows;
         srp_logits_mode mode;
         if (r->prompt_logprobs >= 0) {
@@ -252,7 +269,10 @@ static void run_step(srp_sched *s) {
     }
     for (int i = 0; i < n_items; i++) {
         srp_request *r = s->item_req[i];
-        if (r->n_fed < r->n_prompt) r->n_fed += s->items[i].n_tokens;
+        if (r->n_fed < r->n_prompt) {
+            r->n_fed += s->items[i].n_tokens;
+            srp_sched_prefix_after_step(&s->prefix, r);
+        }
     }
     if (n_rows && srp_engine_sample(s->eng, logits, s->params, s->tokens, &e)) {
         fail_step(s, n_items, e.msg);
@@ -324,8 +344,10 @@ static void *engine_main(void *arg) {
     srp_sched *s = arg;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->stopping && !s->in_head && !s->n_running && !s->wait_head)
+        while (!s->stopping && !s->in_head && !s->n_running && !s->wait_head &&
+               s->reset_asked == s->reset_done)
             pthread_cond_wait(&s->wake, &s->mu);
+        const int reset = s->reset_asked;
         if (s->in_head) {
             if (s->wait_tail)
                 s->wait_tail->next = s->in_head;
@@ -341,7 +363,19 @@ static void *engine_main(void *arg) {
         if (stopping) {
             cancel_all(s);
             publish_stats(s);
+            pthread_mutex_lock(&s->mu);
+            s->reset_done = s->reset_asked;
+            pthread_cond_broadcast(&s->reset_cv);
+            pthread_mutex_unlock(&s->mu);
             return NULL;
+        }
+        if (reset != s->reset_done) { /* only this thread writes reset_done */
+            srp_sched_prefix_reset(&s->prefix);
+            publish_stats(s);
+            pthread_mutex_lock(&s->mu);
+            s->reset_done = reset;
+            pthread_cond_broadcast(&s->reset_cv);
+            pthread_mutex_unlock(&s->mu);
         }
         drop_cancelled(s);
         admit(s);
@@ -353,6 +387,7 @@ static void *engine_main(void *arg) {
 static void sched_free(srp_sched *s) {
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->reset_cv);
     free(s->running);
     free(s->items);
     free(s->item_req);
@@ -388,6 +423,8 @@ int srp_sched_start(srp_engine *eng, const srp_sched_opts *o, srp_sched **out, s
     s->max_seqs = srp_engine_total_slots(eng);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->reset_cv, NULL);
+    srp_sched_prefix_init(&s->prefix, eng, o);
     const size_t S = (size_t)s->max_seqs, L = (size_t)s->max_logits;
     s->running = calloc(S, sizeof *s->running);
     s->items = calloc(S, sizeof *s->items);
@@ -415,6 +452,7 @@ int srp_sched_start(srp_engine *eng, const srp_sched_opts *o, srp_sched **out, s
     s->stats.slots_total = s->stats.slots_free = s->max_seqs;
     s->stats.blocks_total = srp_engine_total_blocks(eng);
     s->stats.blocks_free = srp_engine_free_blocks(eng);
+    srp_sched_prefix_stats(&s->prefix, eng, &s->stats);
     if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
         sched_free(s);
         return srp_err_set(e, SRP_ENOMEM, "cannot start the engine thread");
@@ -493,6 +531,14 @@ int srp_sched_submit(srp_sched *s, const srp_request_params *p, srp_request **ou
     pthread_mutex_unlock(&s->mu);
     *out = r;
     return 0;
+}
+
+void srp_sched_reset_prefix_cache(srp_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    const int ticket = ++s->reset_asked;
+    pthread_cond_signal(&s->wake);
+    while (s->reset_done < ticket && !s->stopping) pthread_cond_wait(&s->reset_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void srp_sched_get_stats(srp_sched *s, srp_sched_stats *st) {

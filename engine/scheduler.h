@@ -7,7 +7,9 @@
  * builds ONE batch from a decode token of every running request plus prefill chunks of new
  * ones within the per-step token budget (continuous batching, chunked prefill), runs it,
  * samples and delivers. A cancelled request leaves the batch and frees its slot and blocks at
- * the start of the next step.
+ * the start of the next step. With the prefix cache (srp_sched_opts.prefix_cache) a request
+ * whose prompt starts with a cached prefix skips it, and one that shares a prefix with a prompt
+ * being prefilled waits (letting later requests by) until that prompt has passed it.
  *
  * Threads meet only in srp_sched_submit (the submit queue) and in the request's channel. The
  * scheduler knows nothing of HTTP or JSON. Functions return 0 or a negative SRP_E* code with a
@@ -36,6 +38,15 @@ typedef struct srp_sched_opts {
     /* Tests: a step's duration from what it held, in place of the clock (NULL: measured). */
     double (*step_seconds)(void *user, int n_decode, int n_prefill);
     void *step_seconds_user;
+    /* Prefix caching, when the engine was opened with its prefix cache (engine/prefix_cache.h).
+     * While a prompt is prefilled its recurrent state is snapshotted at the end of the prompt,
+     * where its prefix is shared with a cached or a running prompt, and every
+     * snapshot_interval tokens; a prompt that starts with a cached prefix starts from the
+     * longest snapshot of it, and one that shares a prefix with a prompt being prefilled waits
+     * until that one has passed the shared part. */
+    int prefix_cache;      /* 0: off */
+    int snapshot_interval; /* 0: the tokens whose KV takes a snapshot's bytes; < 0: none */
+    int min_prefix_tokens; /* no snapshot saves fewer tokens than this; 0: 4 KV blocks */
 } srp_sched_opts;
 
 /* max_queue 1024, itl_slowdown 2.5, no step target, min_prefill 32. */
@@ -101,6 +112,7 @@ typedef struct srp_request_status {
     srp_finish_reason finish; /* SRP_FINISH_NONE while running */
     int n_generated;          /* tokens drawn so far (the stop token included) */
     int n_prompt;
+    int n_cached;    /* prompt tokens taken from the prefix cache instead of prefilled */
     char error[256]; /* for SRP_FINISH_ERROR */
 } srp_request_status;
 
@@ -129,9 +141,22 @@ typedef struct srp_sched_stats {
     int prefill_budget;   /* prompt tokens the last step with prompts pending could take */
     double decode_step_s; /* the decode-only step time that bounded it (0: not bounded) */
     double step_target_s; /* the step time it aimed at (0: not bounded) */
+    /* the prefix cache (zeros when off) */
+    uint64_t prefix_queried_tokens; /* prompt tokens of requests admitted with the cache on */
+    uint64_t prefix_hit_tokens;     /* of those, restored from snapshots instead of prefilled */
+    uint64_t prefix_deferred;       /* requests held back to share a prompt being prefilled */
+    uint64_t snapshots_taken, snapshot_evictions, block_evictions;
+    int snapshots_total, snapshots_used;
+    int64_t snapshot_bytes; /* of one snapshot */
+    int blocks_cached;      /* KV blocks the prefix index holds (requests may share them) */
+    int blocks_cache_only;  /* of those, held by no request: admission takes them back */
 } srp_sched_stats;
 
 void srp_sched_get_stats(srp_sched *s, srp_sched_stats *st);
+
+/* Empties the prefix cache (every snapshot and cached KV block not in use goes back); returns
+ * once the engine thread has done it. */
+void srp_sched_reset_prefix_cache(srp_sched *s);
 
 /* The clock of event times: seconds, monotonic. */
 double srp_sched_now(void);

@@ -193,6 +193,8 @@ int cmd_serve(int argc, char **argv) {
     int min_prefill = 32;
     float gpu_mem = 0.0f, itl_slowdown = 2.5f, step_target_ms = 0.0f;
     uint64_t seed = 1;
+    int no_prefix_cache = 0;
+    float prefix_gb = 0.0f;
     cli_opt opts[] = {
         { "model", CLI_STR, &ma.model, "DIR",
           "model folder (config.json + safetensors); default: $SERPENT_MODEL, else the shipped "
@@ -255,6 +257,12 @@ int cmd_serve(int argc, char **argv) {
           0 },
         { "gpu-memory-utilization", CLI_FLOAT, &gpu_mem, "F",
           "share of GPU memory serpent may use (default 0.9)", 0 },
+        { "prefix-cache-gb", CLI_FLOAT, &prefix_gb, "F",
+          "memory for the prefix cache's state snapshots, GB (default: a tenth of what the "
+          "weights leave, plus what the slots and KV cache do not use; 1 GB at most on the CPU)",
+          0 },
+        { "no-prefix-cache", CLI_FLAG, &no_prefix_cache, NULL,
+          "compute every prompt in full (no snapshots, no shared KV blocks)", 0 },
         { "backend", CLI_STR, &ma.backend, "NAME", "cpu, cuda or auto (default auto)", 0 },
         { "threads", CLI_INT, &ma.threads, "N", "CPU threads (default: all cores)", 0 },
         { "random-weights", CLI_FLAG, &random_weights, NULL,
@@ -292,6 +300,7 @@ int cmd_serve(int argc, char **argv) {
         : (itl_slowdown != 0 && !(itl_slowdown >= 1)) ? "--itl-slowdown must be 0 (off) or >= 1"
         : !(step_target_ms >= 0)                      ? "--step-target-ms must be >= 0"
         : min_prefill < 1                             ? "--min-prefill-tokens must be >= 1"
+        : (prefix_gb < 0 || prefix_gb > 1e6)          ? "--prefix-cache-gb must be >= 0"
                                                       : NULL;
     if (bad) {
         fprintf(stderr, "serpent serve: %s\n\n", bad);
@@ -373,6 +382,8 @@ int cmd_serve(int argc, char **argv) {
     eo.max_seq_len = max_len;
     eo.max_batch_tokens = max_batched;
     eo.gpu_memory_utilization = gpu_mem;
+    eo.prefix_cache = !no_prefix_cache;
+    eo.prefix_cache_bytes = (int64_t)((double)prefix_gb * 1e9);
     eo.random_weights = random_weights;
     eo.seed = seed;
     srp_sched_opts so;
@@ -381,6 +392,7 @@ int cmd_serve(int argc, char **argv) {
     so.itl_slowdown = itl_slowdown;
     so.step_target_s = step_target_ms * 1e-3;
     so.min_prefill = min_prefill;
+    so.prefix_cache = eo.prefix_cache;
     if ((rc = load_model(srv, &ma, &eo, &so))) goto out;
     atomic_store(&srv->state, SRV_READY);
     const double slot = (double)srp_engine_slot_bytes(srv->eng);
@@ -390,6 +402,13 @@ int cmd_serve(int argc, char **argv) {
             srv->cfg.model_name, srp_engine_total_slots(srv->eng), slot < 1e6 ? 1 : 2,
             slot < 1e6 ? slot / 1e3 : slot / 1e6, slot < 1e6 ? "KB" : "MB",
             srp_engine_total_blocks(srv->eng), srv->tok ? "tokenizer loaded" : "no tokenizer");
+    if (srp_engine_total_snapshots(srv->eng) > 0)
+        fprintf(stderr, "serpent: prefix cache: %d state snapshots of %.1f MB (%.2f GB)\n",
+                srp_engine_total_snapshots(srv->eng), srp_engine_snapshot_bytes(srv->eng) / 1e6,
+                srp_engine_total_snapshots(srv->eng) * (double)srp_engine_snapshot_bytes(srv->eng) /
+                    1e9);
+    else if (eo.prefix_cache)
+        fprintf(stderr, "serpent: prefix cache: no memory left for a state snapshot; off\n");
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {}

@@ -345,6 +345,7 @@ static void finish_choice(srv_gen *g, srv_choice *c, const srp_request_status *s
     }
     add_text(g, c, "", 0, 1);
     if (!c->stopped_by_string) c->n_generated = st->n_generated;
+    c->n_cached = st->n_cached;
     if (!c->finish_reason) {
         switch (st->finish) {
         case SRP_FINISH_STOP:

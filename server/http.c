@@ -31,6 +31,7 @@ typedef enum {
     R_CHAT,
     R_TOKENIZE,
     R_DETOKENIZE,
+    R_RESET_PREFIX_CACHE,
 } route_id;
 
 static const struct {
@@ -46,6 +47,7 @@ static const struct {
     { "/v1/chat/completions", "POST", R_CHAT, 1 },
     { "/tokenize", "POST", R_TOKENIZE, 1 },
     { "/detokenize", "POST", R_DETOKENIZE, 1 },
+    { "/reset_prefix_cache", "POST", R_RESET_PREFIX_CACHE, 1 }, /* vLLM's */
 };
 
 /* A request's place in its life: headers checked, body arriving, with the workers, done
@@ -542,6 +544,14 @@ static enum MHD_Result on_headers(conn_ctx *c, const char *url, const char *meth
         return serve_metrics(c);
     case R_MODELS:
         return respond_json(c, 200, srv_models_body(srv));
+    case R_RESET_PREFIX_CACHE: {
+        pthread_rwlock_rdlock(&srv->life);
+        int ready = atomic_load(&srv->state) == SRV_READY && srv->sched;
+        if (ready) srp_sched_reset_prefix_cache(srv->sched);
+        pthread_rwlock_unlock(&srv->life);
+        if (!ready) return fail(c, 503, "unavailable", NULL, "the model is not serving");
+        return respond_json(c, 200, strdup("{\"status\":\"ok\"}"));
+    }
     default:
         if (f.n_length && f.length) {
             c->body = malloc((size_t)f.length + 1); /* announced and within the limit */

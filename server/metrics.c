@@ -128,10 +128,38 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g) {
           st->slots_total - st->slots_free);
     gauge(&b, "kv_blocks_total", "KV cache blocks of the attention layers.", "gauge", mn,
           st->blocks_total);
-    gauge(&b, "kv_blocks_used", "KV cache blocks held by requests.", "gauge", mn,
-          st->blocks_total - st->blocks_free);
-    gauge(&b, "kv_cache_usage_perc", "Fraction of KV cache blocks in use (0 to 1).", "gauge", mn,
-          st->blocks_total ? (double)(st->blocks_total - st->blocks_free) / st->blocks_total : 0);
+    const int blocks_used = st->blocks_total - st->blocks_free - st->blocks_cache_only;
+    gauge(&b, "kv_blocks_used", "KV cache blocks held by requests.", "gauge", mn, blocks_used);
+    gauge(&b, "kv_cache_usage_perc", "Fraction of KV cache blocks held by requests (0 to 1).",
+          "gauge", mn, st->blocks_total ? (double)blocks_used / st->blocks_total : 0);
+    gauge(&b, "kv_blocks_cached",
+          "KV cache blocks the prefix cache holds (shared with requests "
+          "or free for them when needed).",
+          "gauge", mn, st->blocks_cached);
+    gauge(&b, "prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
+          "counter", mn, (double)st->prefix_queried_tokens);
+    gauge(&b, "prefix_cache_hits_total",
+          "Prompt tokens restored from the prefix cache instead of computed.", "counter", mn,
+          (double)st->prefix_hit_tokens);
+    gauge(&b, "prefix_cache_deferred_total",
+          "Requests that waited for another to compute the prefix they share.", "counter", mn,
+          (double)st->prefix_deferred);
+    gauge(&b, "prefix_cache_snapshots_total", "State snapshots the prefix cache can hold.", "gauge",
+          mn, st->snapshots_total);
+    gauge(&b, "prefix_cache_snapshots_used", "State snapshots the prefix cache holds.", "gauge", mn,
+          st->snapshots_used);
+    gauge(&b, "prefix_cache_snapshot_bytes", "Bytes of one state snapshot.", "gauge", mn,
+          (double)st->snapshot_bytes);
+    gauge(&b, "prefix_cache_snapshots_taken_total", "State snapshots taken.", "counter", mn,
+          (double)st->snapshots_taken);
+    sb_printf(&b,
+              "# HELP serpent:prefix_cache_evictions_total Prefix-cache entries evicted: "
+              "snapshots for the snapshot pool, KV blocks for admission.\n"
+              "# TYPE serpent:prefix_cache_evictions_total counter\n"
+              "serpent:prefix_cache_evictions_total{kind=\"snapshot\",model_name=\"%s\"} %llu\n"
+              "serpent:prefix_cache_evictions_total{kind=\"kv_block\",model_name=\"%s\"} %llu\n",
+              mn, (unsigned long long)st->snapshot_evictions, mn,
+              (unsigned long long)st->block_evictions);
     gauge(&b, "prompt_tokens_total", "Prompt tokens prefilled.", "counter", mn,
           (double)st->prompt_tokens);
     gauge(&b, "generation_tokens_total", "Tokens generated.", "counter", mn,

@@ -256,14 +256,21 @@ void srv_stream_choice_end(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, in
     srv_sse_json(g, root);
 }
 
+/* Prompts count once whatever n is, so their cached tokens are those of each prompt's first
+ * choice (the n - 1 others usually start from its snapshot). */
 cJSON *srv_usage_json(const srv_gen *g) {
-    long prompt = 0, completion = 0;
-    for (int i = 0; i < g->n_prompts; i++) prompt += g->prompts[i].n;
+    long prompt = 0, completion = 0, cached = 0;
+    for (int i = 0; i < g->n_prompts; i++) {
+        prompt += g->prompts[i].n;
+        cached += g->choices[i * g->opts.n].n_cached;
+    }
     for (int i = 0; i < g->n_choices; i++) completion += g->choices[i].n_generated;
     cJSON *u = cJSON_CreateObject();
     cJSON_AddNumberToObject(u, "prompt_tokens", (double)prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", (double)completion);
     cJSON_AddNumberToObject(u, "total_tokens", (double)(prompt + completion));
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "prompt_tokens_details"), "cached_tokens",
+                            (double)cached);
     return u;
 }
 

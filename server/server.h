@@ -221,6 +221,7 @@ typedef struct srv_choice {
     int n_lps, cap_lps, streamed_lps;
     size_t lp_byte, lp_chars; /* streamed text_offset cursor: bytes and characters */
     int n_generated;
+    int n_cached;              /* prompt tokens the prefix cache supplied */
     double t_last;             /* time of the last token, for inter-token latency */
     const char *finish_reason; /* "stop", "length", "abort"; NULL while running */
     /* what stopped it, as vLLM's stop_reason: a stop string (index into opts.stop), a

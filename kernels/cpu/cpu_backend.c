@@ -289,6 +289,7 @@ int srp_backend_cpu_create(int n_threads, srp_backend **out, srp_err *e) {
     b->zero = cpu_zero;
     b->upload = cpu_copy;
     b->download = cpu_copy;
+    b->copy = cpu_copy;
     b->mem_available = cpu_mem_available;
     b->mem_total = cpu_mem_total;
     b->weight_load = cpu_weight_load;

@@ -81,6 +81,12 @@ static int cuda_download(srp_backend *be, void *dst, const void *src, size_t byt
     return 0;
 }
 
+/* Device to device on the stream, without waiting: it stays ordered with the steps. */
+static int cuda_copy(srp_backend *be, void *dst, const void *src, size_t bytes, srp_err *e) {
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_of(be)->stream), e);
+    return 0;
+}
+
 static int64_t cuda_mem_available(srp_backend *be) {
     (void)be;
     size_t free_b = 0, total = 0;
@@ -486,6 +492,7 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     b->zero = cuda_zero;
     b->upload = cuda_upload;
     b->download = cuda_download;
+    b->copy = cuda_copy;
     b->mem_available = cuda_mem_available;
     b->mem_total = cuda_mem_total;
     b->graph_replay = cuda_graph_replay;

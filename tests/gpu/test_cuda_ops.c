@@ -838,3 +838,33 @@ TEST(gpu_moe_in_a_step_graph) {
     free(up), free(down), free(x), free(zeros), free(l0);
     release(&p);
 }
+
+/* The device-to-device copy of the prefix cache's snapshots: both backends copy the same ranges
+ * (odd offsets and lengths, fp32 and bf16 bytes alike) and must agree bit for bit, the bytes
+ * around each range untouched. */
+TEST(gpu_copy) {
+    pair p = backends(16, 4, 4, 4, 16);
+    static const struct {
+        size_t src, dst, bytes;
+    } rows[] = { { 0, 4096, 4096 }, { 3, 9001, 1 }, { 128, 70000, 65536 + 6 }, { 5, 200000, 333 } };
+    const size_t total = 300000;
+    float *host = randv((int64_t)(total / 4), 1);
+    srp_mat c = put(p.cpu, SRP_F32, 1, (int64_t)(total / 4), host);
+    srp_mat g = put(p.gpu, SRP_F32, 1, (int64_t)(total / 4), host);
+    srp_err e = { 0 };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        CHECK(p.cpu->copy(p.cpu, (char *)c.data + rows[i].dst, (char *)c.data + rows[i].src,
+                          rows[i].bytes, &e) == 0);
+        CHECKF(p.gpu->copy(p.gpu, (char *)g.data + rows[i].dst, (char *)g.data + rows[i].src,
+                           rows[i].bytes, &e) == 0,
+               "%s", e.msg);
+    }
+    CHECK(p.gpu->sync(p.gpu, &e) == 0);
+    float *a = get(p.cpu, c), *b = get(p.gpu, g);
+    CHECKF(!memcmp(a, b, total), "the CUDA copy differs from the CPU one");
+    CHECK(memcmp(a, host, total) != 0); /* the copies changed something */
+    free(a), free(b), free(host);
+    p.cpu->free(p.cpu, c.data);
+    p.gpu->free(p.gpu, g.data);
+    release(&p);
+}

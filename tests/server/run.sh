@@ -57,6 +57,16 @@ redteam)
   stop_server "$SERPENT_URL_PID"
   ;;
 curl) source "$here/curl.sh" ;;
+prefix)
+  make_text_model "$work/text"
+  args=(--model "$work/text" --max-num-seqs 8 --max-num-batched-tokens 32 --max-model-len 2048
+    --threads 1)
+  start_server SERPENT_URL "$SERPENT_BIN" "${args[@]}"
+  start_server SERPENT_URL2 "$SERPENT_BIN" "${args[@]}" --no-prefix-cache
+  node --test "$here/prefix.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  stop_server "$SERPENT_URL2_PID"
+  ;;
 load)
   make_text_model "$work/text"
   start_server SERPENT_URL "$SERPENT_BIN" --model "$work/text" --max-num-seqs 64 \
