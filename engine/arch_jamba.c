@@ -81,8 +81,9 @@ static int parse(srp_config *c, const srp_cfg_reader *r) {
     m->bcdt_eps = c->norm_eps;
     a->scale = 1.0f / sqrtf((float)a->head_dim);
     a->rope.kind = SRP_ROPE_NONE;
-    /* sliding_window is not read: transformers 5 gives every attention layer the full causal
-     * mask whatever it says */
+    /* sliding_window (older configs) is not read: transformers 5's JambaConfig has no such
+     * field and every attention layer sees the whole causal prefix (in 4.x only the
+     * flash-attention path used it) */
     c->mlp = (srp_mlp_config){ hidden, act, 1, 0, 1.0f, 1.0f, 0, 0 };
     /* a layer has experts when its slot in the period says so and there are at least two */
     int n_moe = 0;
