@@ -7,7 +7,7 @@
 static const srp_arch_desc *const archs[] = {
     &srp_arch_nemotron_h, &srp_arch_mamba2, &srp_arch_bamba,  &srp_arch_falcon_h1,
     &srp_arch_zamba2,     &srp_arch_llama,  &srp_arch_mamba1, &srp_arch_falcon_mamba,
-    &srp_arch_granite,
+    &srp_arch_granite,    &srp_arch_jamba,
 };
 
 #define N_ARCHS (sizeof archs / sizeof archs[0])

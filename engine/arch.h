@@ -27,6 +27,6 @@ const char *srp_arch_supported_list(void);
 extern const srp_arch_desc srp_arch_nemotron_h, srp_arch_mamba2;
 extern const srp_arch_desc srp_arch_bamba, srp_arch_falcon_h1, srp_arch_zamba2, srp_arch_llama;
 extern const srp_arch_desc srp_arch_mamba1, srp_arch_falcon_mamba;
-extern const srp_arch_desc srp_arch_granite;
+extern const srp_arch_desc srp_arch_granite, srp_arch_jamba;
 
 #endif

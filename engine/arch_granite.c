@@ -165,6 +165,7 @@ static int load(srp_loader *L) {
         NULL,
         NULL,
         { NULL, NULL, "shared_mlp.output_linear.weight", "shared_mlp.input_linear.weight" },
+        NULL, /* gate_expert */
     };
     int rc = srp_load_embedding(L);
     for (int b = 0; !rc && b < c->n_blocks; b++) {

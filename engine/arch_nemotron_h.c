@@ -194,6 +194,7 @@ static int load(srp_loader *L) {
         "fc1_latent_proj",
         "fc2_latent_proj",
         { NULL, "shared_experts.up_proj.weight", "shared_experts.down_proj.weight", NULL },
+        NULL, /* gate_expert */
     };
     int rc = srp_load_embedding(L);
     for (int b = 0; !rc && b < c->n_blocks; b++) {

@@ -26,6 +26,7 @@ typedef enum {
     SRP_ARCH_MAMBA1,
     SRP_ARCH_FALCON_MAMBA,
     SRP_ARCH_GRANITE,
+    SRP_ARCH_JAMBA,
 } srp_arch;
 
 typedef enum {

@@ -15,28 +15,33 @@ static const char *bias_of(srp_loader *L, const char *prefix, const char *weight
 }
 
 /* The experts' matrices of one projection as [E * rows, cols]: the stacked tensor when the
- * checkpoint has it, else one tensor per expert. */
+ * checkpoint has it, else one tensor per expert; with `gate` (a format like per_expert) each
+ * expert's rows are its gate tensor's then per_expert's, half of rows each. */
 static int load_experts(srp_loader *L, srp_weight *out, int E, int64_t rows, int64_t cols,
-                        const char *prefix, const char *stacked, const char *per_expert) {
+                        const char *prefix, const char *stacked, const char *per_expert,
+                        const char *gate) {
     if (stacked && (srp_load_has(L, srp_lname(L, "%s%s", prefix, stacked)) || !per_expert))
         return srp_load_stacked(L, out, E, rows, cols, SRP_INIT_MATRIX,
                                 srp_lname(L, "%s%s", prefix, stacked));
     if (!srp_load_has(L, srp_lname(L, "%s%s", prefix, per_expert)) && !srp_loader_model(L)->ckpt)
         return srp_load(L, out, E * rows, cols, SRP_INIT_MATRIX,
                         srp_lname(L, "%s%s", prefix, per_expert));
+    const int per = gate ? 2 : 1, n = E * per;
+    const int64_t part_rows = rows / per;
     /* the loader's name buffers are few: these parts keep their own */
-    char(*names)[256] = malloc((size_t)E * sizeof *names);
-    srp_load_part *parts = malloc((size_t)E * sizeof *parts);
+    char(*names)[256] = malloc((size_t)n * sizeof *names);
+    srp_load_part *parts = malloc((size_t)n * sizeof *parts);
     int rc = 0;
     if (!names || !parts) {
         rc = srp_err_set(srp_loader_err(L), SRP_ENOMEM, "out of memory");
     } else {
-        for (int i = 0; i < E; i++) {
+        for (int i = 0; i < n; i++) {
+            const char *fmt = gate && i % per == 0 ? gate : per_expert;
             int k = snprintf(names[i], sizeof names[i], "%s", prefix);
-            snprintf(names[i] + k, sizeof names[i] - (size_t)k, per_expert, i);
-            parts[i] = (srp_load_part){ names[i], rows, 0, rows, 1.0f };
+            snprintf(names[i] + k, sizeof names[i] - (size_t)k, fmt, i / per);
+            parts[i] = (srp_load_part){ names[i], part_rows, 0, part_rows, 1.0f };
         }
-        rc = srp_load_concat(L, out, cols, SRP_INIT_MATRIX, E, parts);
+        rc = srp_load_concat(L, out, cols, SRP_INIT_MATRIX, n, parts);
     }
     free(names);
     free(parts);
@@ -88,9 +93,12 @@ int srp_load_moe_mixer(srp_loader *L, srp_block *bl, const char *prefix_in,
         srp_load(L, &w->router, E, d, SRP_INIT_MATRIX, srp_lname(L, "%s%s", prefix, n->router));
     if (!rc && n->bias)
         rc = srp_load_opt(L, &w->bias, 1, E, SRP_INIT_BIAS, srp_lname(L, "%s%s", prefix, n->bias));
-    if (!rc) rc = load_experts(L, &w->up, E, U, in, prefix, n->up_stacked, n->up_expert);
     if (!rc)
-        rc = load_experts(L, &w->down, E, in, c->hidden, prefix, n->down_stacked, n->down_expert);
+        rc = load_experts(L, &w->up, E, U, in, prefix, n->up_stacked, n->up_expert,
+                          c->gated ? n->gate_expert : NULL);
+    if (!rc)
+        rc = load_experts(L, &w->down, E, in, c->hidden, prefix, n->down_stacked, n->down_expert,
+                          NULL);
     if (!rc && c->latent) {
         rc = srp_load(L, &w->fc1, c->latent, d, SRP_INIT_MATRIX,
                       srp_lname(L, "%s%s.weight", prefix, n->fc1));

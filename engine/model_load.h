@@ -101,14 +101,17 @@ int srp_load_mamba1_mixer(srp_loader *L, srp_block *bl, const char *prefix,
 
 /* A mixture-of-experts mixer (engine/load_moe.c) of the config's srp_moe_config, every name
  * relative to prefix. The routed experts come from one stacked tensor each ([E, rows, cols]:
- * up_stacked, down_stacked) or from one tensor per expert (up_expert, down_expert: formats with
- * one %d), whichever the checkpoint has; bias, fc1/fc2 (".weight" and ".bias" appended) and
- * the shared expert's names may be NULL where the family has none. */
+ * up_stacked, down_stacked; gated: each expert's rows [gate | up]) or from one tensor per expert
+ * (up_expert, down_expert: formats with one %d; gated experts whose gate is a tensor of its own
+ * name it in gate_expert, else up_expert holds [gate | up]), whichever the checkpoint has; bias,
+ * fc1/fc2 (".weight" and ".bias" appended) and the shared expert's names may be NULL where the
+ * family has none. */
 typedef struct srp_moe_names {
     const char *router, *bias;
     const char *up_stacked, *down_stacked, *up_expert, *down_expert;
     const char *fc1, *fc2;
     srp_mlp_names shared;
+    const char *gate_expert;
 } srp_moe_names;
 int srp_load_moe_mixer(srp_loader *L, srp_block *bl, const char *prefix, const srp_moe_names *n);
 

@@ -57,6 +57,7 @@ static const char *const DEFAULT_FIXTURES[] = {
     "nemotron_h_moe_mtp",
     "granite_moe_rope",
     "granite_dense_nope",
+    "jamba_moe",
 };
 #define MAX_FIXTURES 64
 static char fixture_names[MAX_FIXTURES][256];
@@ -248,8 +249,25 @@ TEST(fixtures_prefill_logits_match_transformers) {
             double err = rel_err(got, r.p[i].logits, (int64_t)r.p[i].n_ids * r.vocab);
             CHECKF(err < logits_tol(), "%s prompt %d (%d tokens): relative error %.3g", FIXTURES[f],
                    i, r.p[i].n_ids, err);
-            fprintf(stderr, "  %s prompt %d (%d tokens): logits relative error %.2e\n", FIXTURES[f],
-                    i, r.p[i].n_ids, err);
+            /* and each position on its own: an error confined to a few tokens of a long prompt
+             * hides in the whole prompt's norm (the CPU only: bf16 rows on the GPU have the
+             * whole-prompt bound) */
+            double worst = 0;
+            int at = 0;
+            for (int t = 0; t < r.p[i].n_ids; t++) {
+                const size_t o = (size_t)t * r.vocab;
+                double et = rel_err(got + o, r.p[i].logits + o, r.vocab);
+                if (et > worst) {
+                    worst = et;
+                    at = t;
+                }
+            }
+            CHECKF(on_gpu() || worst < logits_tol(),
+                   "%s prompt %d: position %d has relative error %.3g", FIXTURES[f], i, at, worst);
+            fprintf(stderr,
+                    "  %s prompt %d (%d tokens): logits relative error %.2e (worst position "
+                    "%.2e)\n",
+                    FIXTURES[f], i, r.p[i].n_ids, err, worst);
             free(got);
         }
         srp_engine_close(eng);

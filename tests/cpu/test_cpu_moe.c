@@ -264,7 +264,8 @@ TEST(engine_moe_random_weights_and_expert_counts) {
     } cases[] = { { "fixtures/nemotron_h_moe_pattern", 2, 16, 3 },
                   { "fixtures/nemotron_h_moe_list", 2, 8, 2 },
                   { "fixtures/granite_moe_rope", 5, 8, 2 },
-                  { "fixtures/granite_dense_nope", 0, 0, 0 } };
+                  { "fixtures/granite_dense_nope", 0, 0, 0 },
+                  { "fixtures/jamba_moe", 3, 4, 2 } };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         srp_engine_opts o;
         srp_engine_opts_default(&o);
