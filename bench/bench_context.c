@@ -101,7 +101,7 @@ static double decode_step(srp_engine *eng, srp_seq *seqs, int B, int steps) {
     for (int s = -3; s < steps; s++) {
         double t0 = now();
         for (int i = 0; i < B; i++)
-            items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST };
+            items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST, 0 };
         if (srp_engine_step(eng, items, B, &lg, &err)) die("decode step");
         if (srp_engine_sample(eng, lg, sp, tokens, &err)) die("sample");
         if (s >= 0) t[s] = now() - t0;

@@ -206,7 +206,7 @@ static void bench_ssd(const char *name, int n_seqs, int len, int n_slots_rotate)
     c.st.ssm = rand_buf((int64_t)n_seqs * n_slots_rotate * H * P * N, SRP_F32);
     c.st.conv_dtype = SRP_BF16;
     c.p = (srp_mamba_params){ H, P, G, N, K, 128, 0.0f, INFINITY, &w_alog, &w_dtb, &w_d };
-    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL };
+    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL, NULL };
     if (be->begin_step(be, &b, &err)) die("begin_step");
     double t = time_op(ssd_op, &c, len >= 8192 ? 5 : 20);
     /* the algorithm's work with 64-token chunks: CB (causal half), M x, C S^T, x^T B */
@@ -267,7 +267,7 @@ static void bench_update(int B) {
     c.y = rand_buf((int64_t)B * H * P, SRP_BF16);
     c.states = rand_buf((int64_t)B * c.rotate * H * P * N, SRP_F32);
     c.p = (srp_mamba_params){ H, P, G, N, K, 128, 0.0f, INFINITY, &w_alog, &w_dtb, &w_d };
-    srp_batch b = { B, B, upd_tokens, upd_start, upd_past, slots, NULL, 0, 0, NULL };
+    srp_batch b = { B, B, upd_tokens, upd_start, upd_past, slots, NULL, 0, 0, NULL, NULL };
     if (be->begin_step(be, &b, &err)) die("begin_step");
     double t = time_op(upd_op, &c, 50);
     record(name, t, B * (2 * state_bytes + (H * P * 2 * 2 + 2 * G * N * 2 + H * 2)),
@@ -315,7 +315,7 @@ static void bench_conv(const char *name, int n_seqs, int len) {
     c.b = vec_weight(CONV_DIM, -0.1f, 0.1f);
     c.st.conv = rand_buf((int64_t)n_seqs * CONV_DIM * (K - 1), SRP_BF16);
     c.st.conv_dtype = SRP_BF16;
-    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL };
+    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL, NULL };
     if (be->begin_step(be, &b, &err)) die("begin_step");
     double t = time_op(conv_op, &c, 50);
     record(name, t, set_bytes + 2.0 * n_seqs * CONV_DIM * (K - 1) * 2, 2.0 * T * CONV_DIM * K);

@@ -187,7 +187,7 @@ static void bench_scan(const char *name, int n_seqs, int len) {
         c.y[k] = rand_buf((int64_t)T * DI, SRP_BF16, 0, 0);
     }
     c.states = rand_buf((int64_t)c.rotate * n_seqs * DI * NS, SRP_F32, -1, 1);
-    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL };
+    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL, NULL };
     if (be->begin_step(be, &b, &err)) die("begin_step");
     const double t = time_op(scan_op, &c, len >= 8192 ? 5 : len > 1 ? 20 : 200);
     /* x, dt, z, B, C read, y written (bf16); every sequence's state read and written; A_log */
@@ -236,7 +236,7 @@ static void bench_conv(const char *name, int n_seqs, int len) {
     }
     c.st.conv = rand_buf((int64_t)n_seqs * DI * (K - 1), SRP_BF16, -1, 1);
     c.st.conv_dtype = SRP_BF16;
-    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL };
+    srp_batch b = { n_seqs, T, tokens, start, past, slot, NULL, 0, 0, NULL, NULL };
     if (be->begin_step(be, &b, &err)) die("begin_step");
     const double t = time_op(conv_op, &c, 50);
     record(name, t, 2.0 * T * DI * 2 + 2.0 * n_seqs * DI * (K - 1) * 2, 2.0 * T * DI);

@@ -70,7 +70,7 @@ static void prefill(srp_engine *eng, srp_seq *seqs, int n, int context, int32_t 
     while (s < n) {
         int k = 0, used = 0;
         while (s + k < n && used + context <= budget && k < 256) {
-            items[k] = (srp_step_item){ &seqs[s + k], ids, context, SRP_LOGITS_NONE };
+            items[k] = (srp_step_item){ &seqs[s + k], ids, context, SRP_LOGITS_NONE, 0 };
             used += context;
             k++;
         }
@@ -86,7 +86,7 @@ static int64_t count_experts(srp_engine *eng, srp_seq *seqs, int B) {
     int32_t tokens[256];
     for (int i = 0; i < B; i++) {
         tokens[i] = (i * 6007) % 1000 + 3;
-        items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST };
+        items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST, 0 };
     }
     srp_mat lg;
     srp_engine_count_experts(eng, 1);
@@ -110,7 +110,7 @@ static double decode_steps(srp_engine *eng, srp_seq *seqs, int B, int steps) {
     for (int step = -3; step < steps; step++) { /* 3 warm-up steps (graph capture) */
         if (step == 0) t0 = now();
         for (int i = 0; i < B; i++)
-            items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST };
+            items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST, 0 };
         if (srp_engine_step(eng, items, B, &lg, &err)) die("decode step");
         if (srp_engine_sample(eng, lg, sp, tokens, &err)) die("sample");
     }
@@ -184,7 +184,7 @@ int main(int argc, char **argv) {
         double best = 1e9;
         for (int rep = 0; rep < 4; rep++) {
             if (srp_seq_open(eng, &s, &err)) die("seq");
-            srp_step_item it = { &s, ids, 8192, SRP_LOGITS_LAST };
+            srp_step_item it = { &s, ids, 8192, SRP_LOGITS_LAST, 0 };
             srp_backend *be = srp_engine_backend(eng);
             be->sync(be, &err);
             double ts = now();

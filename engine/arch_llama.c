@@ -11,8 +11,10 @@
  * decoded a token at a time reproduces transformers' cached generate() (its greedy tokens), and
  * a sequence fed a token at a time reproduces its token-by-token logits (the fixtures'
  * logits_stepwise_K.f32); the uncached logits of a whole prompt (logits_K.f32) are the one-step
- * prefill. A prompt prefilled in several chunks gets what transformers gives when fed the same
- * chunks through its cache; vLLM instead fixes the base at max_position_embeddings * factor. */
+ * prefill. A prompt prefilled in several chunks rotates every chunk as the one-step prefill
+ * would (srp_step_item.call_len), so the reply does not depend on how the scheduler cut the
+ * prompt; the prefix cache is off for these models (a cached prefix's keys would carry another
+ * prompt's rotation). vLLM instead fixes the base at max_position_embeddings * factor. */
 #include <math.h>
 #include <string.h>
 

@@ -59,6 +59,8 @@ typedef struct srp_batch {
     int max_blocks;
     int n_logits;
     const int32_t *logit_rows; /* [n_logits]: token indices whose logits are wanted */
+    /* [n_seqs]: the length L dynamic RoPE scales by (srp_rope_params); NULL: n_past + length */
+    const int32_t *rope_len;
 } srp_batch;
 
 /* Recurrent state of one Mamba-2 layer for every slot:
@@ -100,8 +102,9 @@ typedef struct srp_attn_params {
 /* Rotary position embedding (transformers' rotate_half form): in each head, channel i < dim/2
  * and channel i + dim/2 rotate by angle pos * inv_freq[i]; channels from dim on are untouched.
  * With `dynamic` (NTK-aware scaling), a sequence whose step reaches past max_positions uses the
- * base theta * (factor * L / max_positions - (factor - 1))^(dim / (dim - 2)), L being its
- * n_past + length, as transformers recomputes it from the largest position it sees. */
+ * base theta * (factor * L / max_positions - (factor - 1))^(dim / (dim - 2)), L being the
+ * batch's rope_len (n_past + length by default), as transformers recomputes it from the largest
+ * position of a forward call. */
 typedef struct srp_rope_params {
     int heads, kv_heads, head_dim, dim;
     const srp_weight *inv_freq; /* [dim / 2] fp32 */

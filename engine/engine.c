@@ -290,9 +290,10 @@ static int alloc_host_batch(srp_engine *eng, srp_err *e) {
     eng->slot = malloc((size_t)S * 4);
     eng->block_table = malloc((size_t)S * eng->max_blocks_per_seq * 4);
     eng->logit_rows = malloc((size_t)eng->max_logits * 4);
+    eng->rope_len = malloc((size_t)S * 4);
     eng->graph_seen = calloc((size_t)S + 1, 1);
     if (!eng->tokens || !eng->seq_start || !eng->n_past || !eng->slot || !eng->block_table ||
-        !eng->logit_rows || !eng->graph_seen)
+        !eng->logit_rows || !eng->rope_len || !eng->graph_seen)
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
     return 0;
 }
@@ -325,6 +326,10 @@ int srp_engine_open(const char *model_dir, const srp_engine_opts *opts, srp_engi
         return rc;
     }
     eng->use_graphs = !o->no_graphs;
+    /* A cached prefix's keys keep the dynamic-RoPE rotation of the prompt that stored them, which
+     * a longer prompt sharing the prefix would rotate otherwise: no prefix cache for such models.
+     */
+    if (eng->model.cfg.attn.rope.kind == SRP_ROPE_DYNAMIC) o->prefix_cache = 0;
     eng->max_blocks_per_seq = (o->max_seq_len + o->kv_block_size - 1) / o->kv_block_size;
     /* logits rows first: the pools get what the activations leave */
     int want_logits = o->max_logits > 0 ? o->max_logits : 256;
@@ -382,6 +387,7 @@ void srp_engine_close(srp_engine *eng) {
     free(eng->slot);
     free(eng->block_table);
     free(eng->logit_rows);
+    free(eng->rope_len);
     free(eng->graph_seen);
     free(eng);
 }
@@ -625,6 +631,8 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
         if (rc) return rc;
         eng->seq_start[i] = T;
         eng->n_past[i] = it->seq->n_past;
+        eng->rope_len[i] = it->seq->n_past + it->n_tokens;
+        if (it->call_len > eng->rope_len[i]) eng->rope_len[i] = it->call_len;
         eng->slot[i] = it->seq->slot;
         memcpy(eng->tokens + T, it->tokens, (size_t)it->n_tokens * 4);
         if (eng->model.n_attn)
@@ -646,7 +654,8 @@ static int build_batch(srp_engine *eng, const srp_step_item *items, int n, srp_b
                       eng->model.n_attn ? eng->block_table : NULL,
                       eng->max_blocks_per_seq,
                       L,
-                      eng->logit_rows };
+                      eng->logit_rows,
+                      eng->rope_len };
     return 0;
 }
 

@@ -119,6 +119,10 @@ typedef struct srp_step_item {
     const int32_t *tokens;
     int n_tokens;
     srp_logits_mode logits;
+    /* The length of the forward call this chunk belongs to: the prompt's length when a prompt is
+     * prefilled over several steps, so dynamic RoPE rotates every chunk as one call would (and
+     * the result does not depend on how the scheduler chunked it); 0: this step's own. */
+    int call_len;
 } srp_step_item;
 
 /* Runs one forward step over the items (at most max_seqs, together at most max_batch_tokens

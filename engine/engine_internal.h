@@ -15,11 +15,11 @@ typedef struct srp_workspace {
     srp_mat head_norm; /* act [L, d] */
     srp_mat logits;    /* fp32 [L, vocab] */
     /* Only for models whose blocks use them (Zamba2), else one row: */
-    srp_mat aux;  /* fp32 [T, d]: the auxiliary stream (engine/config.h srp_block_out) */
-    srp_mat wide; /* fp32 [T, 2d]: [x | e], e the step's token embeddings */
-    srp_mat moe_f32;   /* fp32 [T, experts + top_k]: router logits, routing weights */
-    srp_mat moe_i32;   /* int32 [1, T * top_k + SRP_MOE_INDEX_INTS]: chosen experts, index */
-    srp_mat moe_rows;  /* act [T * top_k, in + hidden + out]: the experts' rows */
+    srp_mat aux;      /* fp32 [T, d]: the auxiliary stream (engine/config.h srp_block_out) */
+    srp_mat wide;     /* fp32 [T, 2d]: [x | e], e the step's token embeddings */
+    srp_mat moe_f32;  /* fp32 [T, experts + top_k]: router logits, routing weights */
+    srp_mat moe_i32;  /* int32 [1, T * top_k + SRP_MOE_INDEX_INTS]: chosen experts, index */
+    srp_mat moe_rows; /* act [T * top_k, in + hidden + out]: the experts' rows */
 } srp_workspace;
 
 /* The block being run (set by forward.c for each of its mixers): the normalised input the
@@ -58,7 +58,7 @@ struct srp_engine {
     int64_t experts_used;
 
     /* host arrays of the batch being built */
-    int32_t *tokens, *seq_start, *n_past, *slot, *block_table, *logit_rows;
+    int32_t *tokens, *seq_start, *n_past, *slot, *block_table, *logit_rows, *rope_len;
 };
 
 int srp_forward(srp_engine *eng, const srp_batch *b, srp_mat *logits, srp_err *e);

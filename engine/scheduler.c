@@ -194,7 +194,7 @@ static int plan_step(srp_sched *s, int *n_rows, int *n_decode, int *prefill_toke
     for (int i = 0; i < s->n_running; i++) {
         srp_request *r = s->running[i];
         if (r->n_fed < r->n_prompt) continue;
-        s->items[n] = (srp_step_item){ &r->seq, &r->last_token, 1, SRP_LOGITS_LAST };
+        s->items[n] = (srp_step_item){ &r->seq, &r->last_token, 1, SRP_LOGITS_LAST, 0 };
         s->item_req[n++] = r;
         add_row(s, &rows, r, 0, 0);
     }
@@ -218,7 +218,7 @@ static int plan_step(srp_sched *s, int *n_rows, int *n_decode, int *prefill_toke
             mode = SRP_LOGITS_NONE;
         }
         if (k <= 0) continue;
-        s->items[n] = (srp_step_item){ &r->seq, r->prompt + r->n_fed, k, mode };
+        s->items[n] = (srp_step_item){ &r->seq, r->prompt + r->n_fed, k, mode, r->n_prompt };
         s->item_req[n++] = r;
         if (mode == SRP_LOGITS_ALL) {
             for (int t = r->n_fed; t < r->n_fed + k; t++) {

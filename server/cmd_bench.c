@@ -58,7 +58,7 @@ static int feed(srp_engine *eng, srp_seq *seq, int offset, int n, int ubatch, sr
     for (int i = 0; i < n && !rc; i += ubatch) {
         int k = n - i < ubatch ? n - i : ubatch;
         for (int t = 0; t < k; t++) ids[t] = token_at(offset + i + t, vocab);
-        srp_step_item it = { seq, ids, k, i + k == n ? SRP_LOGITS_LAST : SRP_LOGITS_NONE };
+        srp_step_item it = { seq, ids, k, i + k == n ? SRP_LOGITS_LAST : SRP_LOGITS_NONE, 0 };
         rc = srp_engine_step(eng, &it, 1, &lg, e);
     }
     if (!rc && n > 0) {
@@ -97,7 +97,7 @@ static int run_once(srp_engine *eng, int n_prompt, int n_gen, int batch, int dep
         double t0 = cli_now();
         for (int step = 0; step < n_gen && !rc; step++) {
             for (int i = 0; i < batch; i++)
-                items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST };
+                items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST, 0 };
             rc = srp_engine_step(eng, items, batch, &lg, e);
             if (!rc) rc = srp_engine_sample(eng, lg, sp, tokens, e); /* the host has the tokens */
         }

@@ -40,7 +40,7 @@ static int prefill(srp_engine *eng, srp_seq *seq, const int32_t *ids, int n, srp
     int step = srp_engine_max_batch_tokens(eng);
     for (int i = 0; i < n; i += step) {
         int k = n - i < step ? n - i : step;
-        srp_step_item it = { seq, ids + i, k, i + k == n ? SRP_LOGITS_LAST : SRP_LOGITS_NONE };
+        srp_step_item it = { seq, ids + i, k, i + k == n ? SRP_LOGITS_LAST : SRP_LOGITS_NONE, n };
         if (srp_engine_step(eng, &it, 1, logits, &e)) {
             fprintf(stderr, "serpent: %s\n", e.msg);
             return 1;
@@ -93,7 +93,7 @@ static int run(const cli_model_args *ma, const int32_t *ids, int n, srp_tokenize
         if (!ignore_eos && is_eos(cfg, tok, next)) break;
         if ((rc = emit_token(&g, next))) break;
         if (produced == max_tokens) break;
-        srp_step_item it = { &seq, &next, 1, SRP_LOGITS_LAST };
+        srp_step_item it = { &seq, &next, 1, SRP_LOGITS_LAST, 0 };
         if (srp_engine_step(eng, &it, 1, &logits, &e)) {
             fprintf(stderr, "serpent: %s\n", e.msg);
             rc = 1;
@@ -164,8 +164,9 @@ int cmd_generate(int argc, char **argv) {
     int n = 0;
     int rc = cli_prompt_ids(ma.model, prompt, prompt_ids, &tok, &ids, &n);
     if (!rc) {
-        srp_sample_params sp = { .temperature = temperature, .top_k = top_k, .top_p = top_p,
-                                   .min_p = min_p, .seed = seed };
+        srp_sample_params sp = {
+            .temperature = temperature, .top_k = top_k, .top_p = top_p, .min_p = min_p, .seed = seed
+        };
         rc = run(&ma, ids, n, tok, max_tokens, sp, print_ids, ignore_eos);
     }
     free(ids);

@@ -45,7 +45,7 @@ static int run(const cli_model_args *ma, const int32_t *ids, int n, const char *
     double nll = 0.0, t0 = cli_now();
     for (int i = 0; i < n; i += step) {
         int k = n - i < step ? n - i : step;
-        srp_step_item it = { &seq, ids + i, k, SRP_LOGITS_ALL };
+        srp_step_item it = { &seq, ids + i, k, SRP_LOGITS_ALL, n };
         srp_mat logits;
         if (srp_engine_step(eng, &it, 1, &logits, &e)) goto fail;
         if (srp_engine_logits_to_host(eng, logits, 0, k, rows, &e)) goto fail;

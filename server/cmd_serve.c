@@ -407,6 +407,8 @@ int cmd_serve(int argc, char **argv) {
                 srp_engine_total_snapshots(srv->eng), srp_engine_snapshot_bytes(srv->eng) / 1e6,
                 srp_engine_total_snapshots(srv->eng) * (double)srp_engine_snapshot_bytes(srv->eng) /
                     1e9);
+    else if (eo.prefix_cache && srp_engine_config(srv->eng)->attn.rope.kind == SRP_ROPE_DYNAMIC)
+        fprintf(stderr, "serpent: prefix cache: off, the model scales RoPE dynamically\n");
     else if (eo.prefix_cache)
         fprintf(stderr, "serpent: prefix cache: no memory left for a state snapshot; off\n");
 

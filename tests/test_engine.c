@@ -55,26 +55,26 @@ TEST(engine_refuses_bad_steps) {
     REQUIRE(srp_seq_open(eng, &b, &e) == 0);
     int32_t ok[3] = { 5, 6, 7 }, bad[2] = { 5, 333 }, neg[1] = { -1 };
     srp_mat lg;
-    srp_step_item it = { &a, bad, 2, SRP_LOGITS_LAST };
+    srp_step_item it = { &a, bad, 2, SRP_LOGITS_LAST, 0 };
     CHECK(srp_engine_step(eng, &it, 1, &lg, &e) == SRP_EINVAL);
     CHECK_STR_CONTAINS(e.msg, "333");
     it.tokens = neg;
     it.n_tokens = 1;
     CHECK(srp_engine_step(eng, &it, 1, &lg, &e) == SRP_EINVAL);
     CHECK(a.n_past == 0);
-    srp_step_item two[2] = { { &a, ok, 3, SRP_LOGITS_LAST }, { &a, ok, 1, SRP_LOGITS_LAST } };
+    srp_step_item two[2] = { { &a, ok, 3, SRP_LOGITS_LAST, 0 }, { &a, ok, 1, SRP_LOGITS_LAST, 0 } };
     CHECK(srp_engine_step(eng, two, 2, &lg, &e) == SRP_EINVAL); /* same sequence twice */
     int32_t many[40] = { 0 };
-    it = (srp_step_item){ &a, many, 33, SRP_LOGITS_NONE };
+    it = (srp_step_item){ &a, many, 33, SRP_LOGITS_NONE, 0 };
     CHECK(srp_engine_step(eng, &it, 1, &lg, &e) == SRP_EINVAL); /* beyond max_seq_len */
-    it = (srp_step_item){ &a, ok, 0, SRP_LOGITS_NONE };
+    it = (srp_step_item){ &a, ok, 0, SRP_LOGITS_NONE, 0 };
     CHECK(srp_engine_step(eng, &it, 1, &lg, &e) == SRP_EINVAL); /* no tokens */
     srp_seq closed = { .slot = -1 };
-    it = (srp_step_item){ &closed, ok, 3, SRP_LOGITS_NONE };
+    it = (srp_step_item){ &closed, ok, 3, SRP_LOGITS_NONE, 0 };
     CHECK(srp_engine_step(eng, &it, 1, &lg, &e) == SRP_EINVAL);
     CHECK(a.n_past == 0 && b.n_past == 0);
     /* and a good step still works afterwards */
-    it = (srp_step_item){ &a, ok, 3, SRP_LOGITS_LAST };
+    it = (srp_step_item){ &a, ok, 3, SRP_LOGITS_LAST, 0 };
     CHECK(srp_engine_step(eng, &it, 1, &lg, &e) == 0);
     CHECK(a.n_past == 3 && lg.rows == 1 && lg.cols == 333);
     srp_seq_close(eng, &a);

@@ -28,9 +28,9 @@ TEST(engine_random_weights_of_the_families) {
         int32_t ids[40];
         for (int i = 0; i < 40; i++) ids[i] = (i * 7 + 3) % 200;
         srp_mat lg;
-        srp_step_item it = { &s, ids, 40, SRP_LOGITS_LAST };
+        srp_step_item it = { &s, ids, 40, SRP_LOGITS_LAST, 0 };
         REQUIRE(srp_engine_step(eng, &it, 1, &lg, &e) == 0);
-        srp_step_item next = { &s, ids, 1, SRP_LOGITS_LAST };
+        srp_step_item next = { &s, ids, 1, SRP_LOGITS_LAST, 0 };
         REQUIRE(srp_engine_step(eng, &next, 1, &lg, &e) == 0);
         const int V = srp_engine_config(eng)->vocab_size;
         float *row = malloc(sizeof(float) * V);

@@ -267,7 +267,7 @@ static int logits_of(srp_engine *eng, const int32_t *ids, int n, float *out) {
     srp_seq s;
     srp_err e = { 0 };
     if (srp_seq_open(eng, &s, &e)) return -1;
-    srp_step_item it = { &s, ids, n, SRP_LOGITS_ALL };
+    srp_step_item it = { &s, ids, n, SRP_LOGITS_ALL, 0 };
     srp_mat lg;
     int rc =
         srp_engine_step(eng, &it, 1, &lg, &e) || srp_engine_logits_to_host(eng, lg, 0, n, out, &e);

@@ -312,7 +312,7 @@ static int engine_logits(srp_engine *eng, const int32_t *ids, int T, int piece, 
     const int step = piece > 0 ? piece : T;
     for (int i = 0; i < T; i += step) {
         const int k = T - i < step ? T - i : step;
-        srp_step_item it = { &s, ids + i, k, SRP_LOGITS_ALL };
+        srp_step_item it = { &s, ids + i, k, SRP_LOGITS_ALL, 0 };
         srp_mat lg;
         if (srp_engine_step(eng, &it, 1, &lg, &e) ||
             srp_engine_logits_to_host(eng, lg, 0, k, out + (size_t)i * lg.cols, &e)) {

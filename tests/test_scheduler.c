@@ -266,7 +266,7 @@ static void prompt_logprobs_match_scoring(int backend_extras) {
     REQUIRE(srp_seq_open(eng, &seq, &e) == 0);
     for (int i = 0; i < p->n; i += 16) {
         int k = p->n - i < 16 ? p->n - i : 16;
-        srp_step_item it = { &seq, p->ids + i, k, SRP_LOGITS_ALL };
+        srp_step_item it = { &seq, p->ids + i, k, SRP_LOGITS_ALL, 0 };
         srp_mat lg;
         REQUIRE(srp_engine_step(eng, &it, 1, &lg, &e) == 0);
         REQUIRE(srp_engine_logits_to_host(eng, lg, 0, k, rows + (size_t)i * vocab, &e) == 0);

@@ -38,7 +38,8 @@ int srp_cpu_rope(srp_backend *be, const srp_rope_params *p, srp_mat q, srp_mat k
     const int half = p->dim / 2;
     for (int s = 0; s < b->n_seqs; s++) {
         const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1];
-        const double ratio = dynamic_ratio(p, b->n_past[s] + (t1 - t0));
+        const double ratio =
+            dynamic_ratio(p, b->rope_len ? b->rope_len[s] : b->n_past[s] + (t1 - t0));
 #pragma omp parallel for schedule(static) if ((t1 - t0) * (int64_t)q.cols > CPU_PAR_MIN)
         for (int t = t0; t < t1; t++) {
             const double pos = b->n_past[s] + (t - t0);

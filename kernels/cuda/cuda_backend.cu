@@ -231,7 +231,7 @@ static void cuda_weight_free(srp_backend *be, srp_weight *w) {
 /* Offsets (in int32 elements) of each metadata array inside the staging buffers. Fixed by the
  * limits, not the batch, so device pointers never move between steps. */
 typedef struct meta_layout {
-    size_t tokens, seq_start, n_past, slot, block_table, logit_rows, token_seq, token_pos,
+    size_t tokens, seq_start, n_past, rope_len, slot, block_table, logit_rows, token_seq, token_pos,
         chunk_seq, chunk_start, chunk_len, decode_seq, prefill_seq, prefill_chunk0, total;
     int max_chunks;
 } meta_layout;
@@ -243,6 +243,7 @@ static meta_layout layout_for(const srp_backend_limits *l) {
     m.tokens = o, o += (size_t)l->max_tokens;
     m.seq_start = o, o += (size_t)l->max_seqs + 1;
     m.n_past = o, o += (size_t)l->max_seqs;
+    m.rope_len = o, o += (size_t)l->max_seqs;
     m.slot = o, o += (size_t)l->max_seqs;
     m.block_table = o,
     o += (size_t)l->max_seqs * (l->max_blocks_per_seq > 0 ? l->max_blocks_per_seq : 1);
@@ -279,6 +280,7 @@ static int cuda_configure(srp_backend *be, const srp_backend_limits *lim, srp_er
     b->tokens = d + m.tokens;
     b->seq_start = d + m.seq_start;
     b->n_past = d + m.n_past;
+    b->rope_len = d + m.rope_len;
     b->slot = d + m.slot;
     b->block_table = d + m.block_table;
     b->logit_rows = d + m.logit_rows;
@@ -327,6 +329,9 @@ static int cuda_begin_step(srp_backend *be, const srp_batch *b, srp_err *e) {
     memcpy(h + m.tokens, b->tokens, (size_t)b->n_tokens * 4);
     memcpy(h + m.seq_start, b->seq_start, (size_t)(b->n_seqs + 1) * 4);
     memcpy(h + m.n_past, b->n_past, (size_t)b->n_seqs * 4);
+    for (int s = 0; s < b->n_seqs; s++)
+        h[m.rope_len + s] =
+            b->rope_len ? b->rope_len[s] : b->n_past[s] + b->seq_start[s + 1] - b->seq_start[s];
     memcpy(h + m.slot, b->slot, (size_t)b->n_seqs * 4);
     if (b->block_table)
         memcpy(h + m.block_table, b->block_table, (size_t)b->n_seqs * b->max_blocks * 4);

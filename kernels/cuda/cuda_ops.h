@@ -43,6 +43,7 @@ typedef struct cuda_batch {
     const int32_t *tokens;         /* [n_tokens] */
     const int32_t *seq_start;      /* [n_seqs + 1] */
     const int32_t *n_past;         /* [n_seqs] */
+    const int32_t *rope_len;       /* [n_seqs]: dynamic RoPE's L (srp_batch.rope_len) */
     const int32_t *slot;           /* [n_seqs] */
     const int32_t *block_table;    /* [n_seqs * max_blocks] or NULL */
     const int32_t *logit_rows;     /* [n_logits] */
@@ -92,7 +93,8 @@ typedef struct cuda_backend {
     size_t sample_cub_bytes;
     int32_t *sample_host; /* pinned: the same, coming back */
 
-    int32_t *moe_host; /* pinned [SRP_MOE_MAX_EXPERTS + 1]: expert row offsets (kernels/cuda/moe.cu) */
+    int32_t
+        *moe_host; /* pinned [SRP_MOE_MAX_EXPERTS + 1]: expert row offsets (kernels/cuda/moe.cu) */
 
     /* ---- attention (kernels/cuda/attention.cu) ---- */
     /* Split-K partials of decode attention: SRP_ATTN_WS_BYTES, allocated by the first attention

@@ -5,15 +5,14 @@
 
 __global__ void rope_kernel(__nv_bfloat16 *q, int64_t ldq, __nv_bfloat16 *k, int64_t ldk,
                             const float *inv_freq, const int32_t *token_pos,
-                            const int32_t *token_seq, const int32_t *seq_start,
-                            const int32_t *n_past, int heads, int kv_heads, int head_dim, int dim,
-                            int dynamic, float factor, int max_positions) {
+                            const int32_t *token_seq, const int32_t *rope_len, int heads,
+                            int kv_heads, int head_dim, int dim, int dynamic, float factor,
+                            int max_positions) {
     const int t = blockIdx.x, half = dim / 2;
     const float pos = (float)token_pos[t];
     float ratio = 1.0f;
     if (dynamic) {
-        const int s = token_seq[t];
-        const int len = n_past[s] + seq_start[s + 1] - seq_start[s];
+        const int len = rope_len[token_seq[t]];
         if (len > max_positions)
             ratio = (float)pow((double)factor * len / max_positions - (factor - 1.0),
                                (double)dim / (dim - 2));
@@ -44,8 +43,8 @@ int srp_cuda_rope(cuda_backend *cb, const srp_rope_params *p, srp_mat q, srp_mat
     rope_kernel<<<cb->batch.n_tokens, 128, 0, cb->stream>>>(
         (__nv_bfloat16 *)q.data, q.ld, (__nv_bfloat16 *)k.data, k.ld,
         (const float *)p->inv_freq->m.data, cb->batch.token_pos, cb->batch.token_seq,
-        cb->batch.seq_start, cb->batch.n_past, p->heads, p->kv_heads, p->head_dim, p->dim,
-        p->dynamic, p->factor, p->max_positions);
+        cb->batch.rope_len, p->heads, p->kv_heads, p->head_dim, p->dim, p->dynamic, p->factor,
+        p->max_positions);
     CUDA_LAUNCHED(e);
     return 0;
 }

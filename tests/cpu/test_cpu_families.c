@@ -144,7 +144,7 @@ TEST(cpu_ssd_state_256) {
                wd = { { D, SRP_F32, 1, H, H }, 0 };
     srp_mamba_params p = { H, P, 1, N, 4, 16, 0.0f, INFINITY, &wa, &wb, &wd };
     int32_t start[2] = { 0, T }, past[1] = { 0 }, slot[1] = { 0 }, tokens[64] = { 0 };
-    srp_batch b = { 1, T, tokens, start, past, slot, NULL, 0, 0, NULL };
+    srp_batch b = { 1, T, tokens, start, past, slot, NULL, 0, 0, NULL, NULL };
     srp_mamba_state st = { NULL, SRP_F32, state };
     REQUIRE(be->begin_step(be, &b, &e) == 0);
     REQUIRE(be->ssd(be, &p, view(x, T, 0, H * P, H * P), view(B, T, 0, N, N), view(C, T, 0, N, N),

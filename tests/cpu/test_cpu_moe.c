@@ -294,7 +294,7 @@ TEST(engine_moe_random_weights_and_expert_counts) {
         for (int i = 0; i < 3; i++) {
             REQUIRE(srp_seq_open(eng, &s[i], &e) == 0);
             for (int k = 0; k < 9; k++) ids[i][k] = (i * 31 + k * 17) % cfg->vocab_size;
-            it[i] = (srp_step_item){ &s[i], ids[i], 9, SRP_LOGITS_LAST };
+            it[i] = (srp_step_item){ &s[i], ids[i], 9, SRP_LOGITS_LAST, 0 };
         }
         srp_engine_count_experts(eng, 1);
         srp_mat lg;

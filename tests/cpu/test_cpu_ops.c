@@ -69,7 +69,7 @@ static void make_batch(test_batch *tb, int n, const int *len, const int *past) {
         T += len[s];
     }
     tb->start[n] = T;
-    tb->b = (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, NULL };
+    tb->b = (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, NULL, NULL };
 }
 
 TEST(cpu_gemm_bias_accumulate) {

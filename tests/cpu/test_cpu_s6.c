@@ -67,7 +67,7 @@ static void make_batch(s6_batch *tb, int n, const int *len, const int *past) {
         T += len[s];
     }
     tb->start[n] = T;
-    tb->b = (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, NULL };
+    tb->b = (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, NULL, NULL };
 }
 
 /* The recurrence in double, on the layout the op uses; h is the slot states [8][Di][N]. */

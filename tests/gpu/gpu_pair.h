@@ -120,7 +120,8 @@ static inline void gp_make_batch(gp_batch *tb, int n, const int *len, const int 
     }
     tb->start[n] = T;
     for (int t = 0; t < T; t++) tb->rows[t] = t;
-    tb->b = (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, tb->rows };
+    tb->b =
+        (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, tb->rows, NULL };
 }
 
 static inline void gp_begin(gp_pair *p, const srp_batch *b) {

@@ -121,7 +121,8 @@ static void make_batch(test_batch *tb, int n, const int *len, const int *past) {
     }
     tb->start[n] = T;
     for (int t = 0; t < T; t++) tb->rows[t] = t;
-    tb->b = (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, tb->rows };
+    tb->b =
+        (srp_batch){ n, T, tb->tokens, tb->start, tb->past, tb->slot, NULL, 0, 0, tb->rows, NULL };
 }
 
 static void begin(pair *p, const srp_batch *b) {
