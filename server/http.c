@@ -352,8 +352,10 @@ static void run_post(void *arg) {
     c->gen = gen;
     c->job = JOB_DONE;
     atomic_fetch_sub(&srv->n_suspended, 1);
-    MHD_resume_connection(c->mc);
+    struct MHD_Connection *mc = c->mc;
     pthread_mutex_unlock(&c->jmu);
+    /* last: once resumed, the connection thread may finish the request and free c (and jmu) */
+    MHD_resume_connection(mc);
 }
 
 static enum MHD_Result submit_post(conn_ctx *c) {
