@@ -208,6 +208,11 @@ typedef struct srp_sample_params {
     int top_n;
     int32_t *top_ids;
     float *top_logprobs;
+
+    /* Constrained decoding (engine/grammar): token t may be drawn only when bit (t & 31) of
+     * allowed[t >> 5] is set; the others count as -inf before every processor. A backend applies
+     * it where it samples (the GPU's stays on the GPU). NULL: every token. */
+    const uint32_t *allowed;
 } srp_sample_params;
 
 /* The largest step the engine will run; a backend sizes its per-step buffers from it. */

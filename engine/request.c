@@ -60,6 +60,17 @@ int srp_request_new(const srp_request_params *p, int vocab, srp_request **out, s
         srp_request_free(r);
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
     }
+    if (p->grammar) {
+        int rc = p->grammar_vocab && srp_vocab_size(p->grammar_vocab) == vocab
+                     ? srp_matcher_new(p->grammar, p->grammar_vocab, &r->matcher, e)
+                     : srp_err_set(e, SRP_EINVAL, "a grammar needs the model's vocabulary");
+        if (!rc && !(r->mask = malloc(((size_t)vocab + 31) / 32 * sizeof *r->mask)))
+            rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
+        if (rc) {
+            srp_request_free(r);
+            return rc;
+        }
+    }
     r->sample.logit_bias_ids = r->bias_ids;
     r->sample.logit_bias = r->bias;
     r->sample.output_counts = r->out_counts;
@@ -83,6 +94,8 @@ void srp_request_free(srp_request *r) {
     free(r->min_bias);
     free(r->out_counts);
     free(r->prompt_mask);
+    srp_matcher_free(r->matcher);
+    free(r->mask);
     free(r->chain);
     free(r->ev);
     free(r);

@@ -59,8 +59,11 @@ static int process_row(const float *logits, int n, const srp_sample_params *p, f
     const float freq = isfinite(p->frequency_penalty) ? p->frequency_penalty : 0.0f;
     int rep = r > 0.0f && r != 1.0f && isfinite(r) && (p->output_counts || p->prompt_mask);
     int counts = (pres != 0.0f || freq != 0.0f) && p->output_counts;
-    if (p->n_logit_bias <= 0 && !rep && !counts) return 0;
+    if (p->n_logit_bias <= 0 && !rep && !counts && !p->allowed) return 0;
     for (int i = 0; i < n; i++) out[i] = isfinite(logits[i]) ? logits[i] : -INFINITY;
+    if (p->allowed)
+        for (int i = 0; i < n; i++)
+            if (!(p->allowed[i >> 5] >> (i & 31) & 1u)) out[i] = -INFINITY;
     for (int i = 0; i < p->n_logit_bias; i++) {
         int32_t id = p->logit_bias_ids[i];
         if (id < 0 || id >= n) continue;

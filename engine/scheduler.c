@@ -45,6 +45,7 @@ struct srp_sched {
     srp_request **row_req;
     uint8_t *row_prompt; /* 1: a prompt-logprob row; 0: a generated token */
     srp_token_event *row_ev;
+    int *mask_rows; /* rows of constrained requests */
     srp_sched_prefix prefix;
 };
 
@@ -161,6 +162,7 @@ static void add_row(srp_sched *s, int *rows, srp_request *r, int prompt_row, int
             p->logit_bias = r->min_bias;
         }
     }
+    if (!prompt_row && r->matcher) p->allowed = r->mask; /* filled by fill_masks */
     if (k >= 0) {
         p->logprob_out = &ev->logprob;
         p->top_n = k;
@@ -243,6 +245,44 @@ static int is_stop(const srp_request *r, int32_t t) {
     return 0;
 }
 
+/* Row i's allowed tokens: the grammar's, and the stop ids where the reply may end. A row whose
+ * grammar allows nothing (no token of the vocabulary spells what it needs) draws unmasked; its
+ * token is dropped and the reply ends there (grammar_end 2). */
+static void fill_mask(srp_sched *s, int i) {
+    srp_request *r = s->row_req[i];
+    const int words = (s->vocab + 31) / 32;
+    srp_matcher_mask(r->matcher, r->mask);
+    if (srp_matcher_can_end(r->matcher))
+        for (int k = 0; k < r->n_stop_ids; k++)
+            r->mask[r->stop_ids[k] >> 5] |= 1u << (r->stop_ids[k] & 31);
+    uint32_t any = 0;
+    for (int w = 0; w < words && !any; w++) any = r->mask[w];
+    if (!any) {
+        r->grammar_end = 2;
+        s->params[i].allowed = NULL;
+    }
+}
+
+/* Computing masks costs CPU time per constrained row: they run on OpenMP's threads, while the
+ * device still runs the step's forward pass (srp_engine_step returns once it is queued). */
+static void fill_masks(srp_sched *s, int n_rows) {
+    int n = 0;
+    for (int i = 0; i < n_rows; i++)
+        if (s->params[i].allowed) s->mask_rows[n++] = i;
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (int k = 0; k < n; k++) fill_mask(s, s->mask_rows[k]);
+}
+
+/* After row token t of constrained request r: the grammar moves past it (a stop id ends the
+ * reply as usual); where no byte may follow, the reply ends. */
+static void advance_grammar(srp_request *r, int32_t t) {
+    if (r->grammar_end || is_stop(r, t)) return;
+    if (srp_matcher_accept(r->matcher, t))
+        r->grammar_end = 2; /* not reached: the mask allowed t */
+    else if (srp_matcher_must_end(r->matcher))
+        r->grammar_end = 1;
+}
+
 /* Fails every request of a step whose forward pass failed (their states are undefined). */
 static void fail_step(srp_sched *s, int n_items, const char *msg) {
     for (int i = 0; i < n_items; i++) {
@@ -274,6 +314,7 @@ static void run_step(srp_sched *s) {
             srp_sched_prefix_after_step(&s->prefix, r);
         }
     }
+    fill_masks(s, n_rows);
     if (n_rows && srp_engine_sample(s->eng, logits, s->params, s->tokens, &e)) {
         fail_step(s, n_items, e.msg);
         return;
@@ -290,6 +331,8 @@ static void run_step(srp_sched *s) {
         ev->token = s->tokens[i];
         ev->time = now;
         ev->is_prompt = s->row_prompt[i];
+        if (!ev->is_prompt && r->grammar_end == 2) continue; /* the grammar allowed no token */
+        if (!ev->is_prompt && r->matcher) advance_grammar(r, ev->token);
         if (!ev->is_prompt) {
             r->n_generated++;
             r->last_token = ev->token;
@@ -308,8 +351,12 @@ static void run_step(srp_sched *s) {
     for (int i = 0; i < s->n_running;) {
         srp_request *r = s->running[i];
         srp_finish_reason why = SRP_FINISH_NONE;
+        const char *msg = NULL;
         if (r->n_fed == r->n_prompt) {
-            if (r->n_generated > 0 && is_stop(r, r->last_token))
+            if (r->grammar_end == 2 && !srp_matcher_can_end(r->matcher)) {
+                why = SRP_FINISH_ERROR;
+                msg = "constrained decoding: no token of the vocabulary continues the grammar here";
+            } else if (r->grammar_end || (r->n_generated > 0 && is_stop(r, r->last_token)))
                 why = SRP_FINISH_STOP;
             else if (r->n_generated >= r->max_tokens)
                 why = SRP_FINISH_LENGTH;
@@ -318,7 +365,7 @@ static void run_step(srp_sched *s) {
         }
         if (why != SRP_FINISH_NONE) {
             remove_running(s, i);
-            finish(s, r, why, NULL);
+            finish(s, r, why, msg);
         } else {
             i++;
         }
@@ -396,6 +443,7 @@ static void sched_free(srp_sched *s) {
     free(s->row_req);
     free(s->row_prompt);
     free(s->row_ev);
+    free(s->mask_rows);
     srp_budget_free(&s->budget);
     free(s);
 }
@@ -434,8 +482,9 @@ int srp_sched_start(srp_engine *eng, const srp_sched_opts *o, srp_sched **out, s
     s->row_req = calloc(L, sizeof *s->row_req);
     s->row_prompt = calloc(L, 1);
     s->row_ev = calloc(L, sizeof *s->row_ev);
+    s->mask_rows = calloc(L, sizeof *s->mask_rows);
     if (!s->running || !s->items || !s->item_req || !s->params || !s->tokens || !s->row_req ||
-        !s->row_prompt || !s->row_ev) {
+        !s->row_prompt || !s->row_ev || !s->mask_rows) {
         sched_free(s);
         return srp_err_set(e, SRP_ENOMEM, "out of memory");
     }

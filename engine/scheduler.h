@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "grammar/grammar.h"
 
 #define SRP_MAX_TOP_LOGPROBS 20
 
@@ -78,6 +79,12 @@ typedef struct srp_request_params {
     const int32_t *stop_ids; /* drawing one of these finishes with SRP_FINISH_STOP; copied */
     int n_stop_ids;
     int min_tokens;      /* the stop ids cannot be drawn before this many tokens (vLLM's) */
+    /* Constrained decoding: the reply is a sentence of this grammar (NULL: free text), over
+     * vocab's token bytes. Each draw is masked to the tokens the grammar allows next, the stop
+     * ids included only where it may end; where it must end the reply finishes with
+     * SRP_FINISH_STOP. The request holds its own reference. */
+    srp_grammar *grammar;
+    const srp_vocab *grammar_vocab;
     int logprobs;        /* -1: none; k >= 0: the chosen token's logprob and the top k */
     int prompt_logprobs; /* -1: none; k >= 0: logprob of each prompt token after the first */
     /* Called on the engine thread, with the request's lock held, after every event and the

@@ -101,6 +101,10 @@ static int load_model(srv_server *srv, const cli_model_args *ma, srp_engine_opts
     int have = 0;
     for (int i = 0; i < srv->n_eos; i++) have |= srv->eos_ids[i] == teos;
     if (teos >= 0 && !have && srv->n_eos < 8) srv->eos_ids[srv->n_eos++] = teos;
+    if (srv->tok && srv_vocab_build(srv, &e)) {
+        fprintf(stderr, "serpent: %s\n", e.msg);
+        return 1;
+    }
     if (srp_sched_start(srv->eng, so, &srv->sched, &e)) {
         fprintf(stderr, "serpent: %s\n", e.msg);
         return 1;
@@ -440,6 +444,8 @@ out:
     srp_engine_close(srv->eng);
     srp_chat_template_free(srv->chat_tmpl);
     srp_tokenizer_free(srv->tok);
+    srv_grammar_cache_clear();
+    srp_vocab_free(srv->vocab_bytes);
     free(srv->bos_text);
     free(srv->eos_text);
     srv_metrics_destroy(&srv->metrics);

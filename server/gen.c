@@ -222,6 +222,8 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
             rp.stop_ids = stop_ids;
             rp.n_stop_ids = n_stop;
             rp.min_tokens = g->opts.min_tokens;
+            rp.grammar = g->opts.grammar;
+            rp.grammar_vocab = srv->vocab_bytes;
             rp.logprobs = g->opts.logprobs;
             rp.prompt_logprobs =
                 g->opts.echo && g->opts.logprobs >= 0 && j == 0 ? g->opts.logprobs : -1;

@@ -49,12 +49,6 @@ static int best_of_is_n(const cJSON *root, const cJSON *v) {
     return cJSON_IsNumber(v) && (v->valuedouble == 1 || v->valuedouble == nv);
 }
 
-static int text_format(const cJSON *root, const cJSON *v) {
-    (void)root;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
-    return cJSON_IsObject(v) && cJSON_IsString(t) && !strcmp(t->valuestring, "text");
-}
-
 static int text_only(const cJSON *root, const cJSON *v) {
     (void)root;
     const cJSON *m;
@@ -90,8 +84,7 @@ static const field_rule rules[] = {
     { "top_p", BOTH, USED, NULL, NULL },
     { "tools", CHAT, USED, NULL, NULL },       /* rendered; tool_choice must be "none" */
     { "tool_choice", CHAT, USED, NULL, NULL }, /* checked with tools (openai_chat.c) */
-    { "response_format", BOTH, REJECT, text_format,
-      "only {\"type\": \"text\"} is supported (structured output is not implemented yet)" },
+    { "response_format", BOTH, USED, NULL, NULL }, /* structured.c */
     { "reasoning_effort", CHAT, USED, NULL, NULL }, /* a chat template variable */
     { "user", BOTH, IGNORED, NULL, NULL },
     { "metadata", CHAT, IGNORED, NULL, NULL },
@@ -143,22 +136,15 @@ static const field_rule rules[] = {
     { "chat_template", CHAT, REJECT, NULL,
       "is not accepted: the model's own chat template is used (as vLLM without "
       "--trust-request-chat-template)" },
-    { "guided_json", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
-    { "guided_regex", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
-    { "guided_choice", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
-    { "guided_grammar", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
-    { "guided_decoding_backend", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
-    { "guided_whitespace_pattern", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
-    { "structural_tag", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
-    { "structured_outputs", BOTH, REJECT, NULL,
-      "is not supported (structured output is not implemented yet)" },
+    { "guided_json", BOTH, USED, NULL, NULL },
+    { "guided_regex", BOTH, USED, NULL, NULL },
+    { "guided_choice", BOTH, USED, NULL, NULL },
+    { "guided_grammar", BOTH, USED, NULL, NULL },
+    /* serpent has one grammar engine; any backend named constrains the reply the same way */
+    { "guided_decoding_backend", BOTH, IGNORED, NULL, NULL },
+    { "guided_whitespace_pattern", BOTH, USED, NULL, NULL },
+    { "structural_tag", BOTH, REJECT, NULL, "is not supported (structural tags)" },
+    { "structured_outputs", BOTH, USED, NULL, NULL },
     { "prompt_embeds", COMPL, REJECT, NULL, "is not supported" },
     { "kv_transfer_params", BOTH, REJECT, NULL, "is not supported (no disaggregated serving)" },
     { "vllm_xargs", BOTH, REJECT, NULL, "is not supported" },
@@ -198,20 +184,6 @@ int srv_check_fields(const cJSON *root, const char *api, srv_error *e) {
             continue;
         }
         if (r->d != REJECT || cJSON_IsNull(it) || (r->ok && r->ok(root, it))) continue;
-        if (!strcmp(r->name, "response_format")) {
-            const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "type");
-            static const char *const known[] = { "text", "json_object", "json_schema",
-                                                 "structural_tag" };
-            int k = 0;
-            for (size_t i = 0; cJSON_IsString(t) && i < sizeof known / sizeof known[0]; i++)
-                k |= !strcmp(t->valuestring, known[i]);
-            if (!k)
-                return srv_fail(e, 400, "response_format.type",
-                                "'response_format.type' must be one of text, json_object, "
-                                "json_schema, structural_tag");
-            return srv_fail(e, 400, "response_format", "'response_format' of type '%s' %s",
-                            t->valuestring, r->why);
-        }
         return srv_fail(e, 400, r->name, "'%s' %s", r->name, r->why);
     }
     return 0;

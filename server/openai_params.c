@@ -12,6 +12,7 @@ void srv_gen_opts_free(srv_gen_opts *o) {
     free(o->bias_ids);
     free(o->bias);
     for (int i = 0; i < o->n_stop; i++) free(o->stop[i]);
+    srp_grammar_unref(o->grammar);
     memset(o, 0, sizeof *o);
 }
 
@@ -234,6 +235,7 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
     if (parse_stop(root, o, e) < 0) return -1;
     if (parse_stop_ids(srv, root, o, e) < 0) return -1;
     if (parse_logit_bias(srv, root, o, e) < 0) return -1;
+    if (srv_parse_structured(srv, root, o, e) < 0) return -1;
     if (!srv->tok) o->return_token_ids = 1; /* no text without a tokenizer */
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "engine.h"
+#include "grammar/grammar.h"
 #include "metrics.h"
 #include "scheduler.h"
 #include "text.h"
@@ -98,6 +99,7 @@ typedef struct srv_server {
     int vocab;                    /* the model's */
     int32_t eos_ids[SRV_MAX_EOS]; /* config.json, generation_config.json and tokenizer EOS */
     int n_eos;
+    srp_vocab *vocab_bytes; /* each token's bytes, for constrained decoding; NULL: no tokenizer */
     const char *chat_template;           /* NULL: chat answers 400 */
     struct srp_chat_template *chat_tmpl; /* compiled; NULL when absent or broken */
     char chat_tmpl_error[512];
@@ -159,6 +161,7 @@ typedef struct srv_gen_opts {
     char *stop[SRV_MAX_STOP]; /* malloc'ed, non-empty */
     int n_stop_ids;
     int32_t stop_ids[SRV_MAX_STOP_IDS]; /* stop_token_ids */
+    srp_grammar *grammar;               /* structured output (a reference); NULL: free text */
 } srv_gen_opts;
 
 void srv_gen_opts_free(srv_gen_opts *o);
@@ -168,6 +171,29 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
                        srv_error *e);
 /* SRP_DECODE_* flags from skip_special_tokens / spaces_between_special_tokens. */
 int srv_decode_flags(const srv_gen_opts *o);
+/* --- structured output (structured.c) ------------------------------------------------------ */
+
+#define SRV_GRAMMAR_CACHE 64  /* compiled grammars kept, by source */
+#define SRV_MAX_CHOICES   256 /* guided_choice */
+
+/* The constraint a request asks for (response_format, guided_json, guided_regex,
+ * guided_choice, guided_grammar or structured_outputs) compiled into o->grammar (NULL: none);
+ * a schema or grammar serpent cannot compile is a 400 naming the field and the construct. */
+int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts *o,
+                         srv_error *e);
+/* An OpenAI response format object (chat's response_format, or with responses the Responses
+ * API's text.format, whose name and schema sit beside type) into *out (NULL for text). */
+int srv_response_format_grammar(const srv_server *srv, const cJSON *rf, const char *param,
+                                int responses, srp_grammar **out, srv_error *e);
+/* A grammar from the cache or compiled. kind: 'j' JSON Schema, 'o' any JSON object, 'r'
+ * regex, 'g' GBNF, 'c' choices (NUL-separated); param names the field in errors. */
+int srv_grammar_get(const srv_server *srv, char kind, const char *src, size_t len,
+                    const char *param, srp_grammar **out, srv_error *e);
+/* srv->vocab_bytes from the tokenizer: every token's bytes as they appear inside a text. */
+int srv_vocab_build(srv_server *srv, srp_err *e);
+/* Drops the cached grammars (at shutdown). */
+void srv_grammar_cache_clear(void);
+
 /* Checks every top-level field of a request against the table of what serpent implements,
  * ignores (as vLLM does) or rejects (openai_fields.c): a field serpent cannot honour is a 400
  * naming it; an unknown field is logged once and ignored, as vLLM does. api: "completions" or

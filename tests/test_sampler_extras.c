@@ -387,3 +387,37 @@ TEST(sampler_gpu_twin_matches_cpu) {
     }
     fprintf(stderr, "  twin: %d of %d rows identical\n", same, rows);
 }
+
+/* Constrained decoding's mask (srp_sample_params.allowed): greedy takes the best allowed token,
+ * a draw never lands on a banned one, and the logprobs stay those of the raw row. */
+TEST(sampler_allowed_mask) {
+    enum { N = 70 };
+    float logits[N], scratch[N], lp = 0.0f, top_lp[1];
+    int32_t order[N], top_id[1];
+    for (int i = 0; i < N; i++) logits[i] = (float)((i * 37) % N) / 7.0f;
+    uint32_t allowed[3] = { 0 };
+    const int ok[] = { 3, 40, 69 };
+    for (int k = 0; k < 3; k++) allowed[ok[k] >> 5] |= 1u << (ok[k] & 31);
+    srp_sample_params p = greedy();
+    const int32_t free_best = srp_sample_row(logits, N, &p, scratch, order);
+    p.allowed = allowed;
+    int32_t best = ok[0];
+    for (int k = 1; k < 3; k++)
+        if (logits[ok[k]] > logits[best]) best = ok[k];
+    CHECK(free_best != best);
+    CHECK(srp_sample_row(logits, N, &p, scratch, order) == best);
+    p.logprob_out = &lp;
+    p.top_n = 1;
+    p.top_ids = top_id;
+    p.top_logprobs = top_lp;
+    srp_sample_row(logits, N, &p, scratch, order);
+    CHECK(top_id[0] == free_best); /* raw row: the banned argmax is still the most likely */
+    srp_sample_params s = sampled(1.5f, 0, 1.0f, 0.0f, 99);
+    s.allowed = allowed;
+    for (uint64_t step = 0; step < 300; step++) {
+        s.step = step;
+        const int32_t t = srp_sample_row(logits, N, &s, scratch, order);
+        CHECKF(t == 3 || t == 40 || t == 69, "step %llu drew banned token %d",
+               (unsigned long long)step, t);
+    }
+}

@@ -698,3 +698,87 @@ TEST(sched_min_tokens_and_alive) {
     srp_sched_stop(s);
     srp_engine_close(eng);
 }
+
+/* Constrained decoding through the scheduler (issue 17): a synthetic vocabulary (token t spells
+ * one letter of "abcd", every fifth token two letters, a few none), a regex grammar; greedy and
+ * sampled requests batched with a free one all give sentences of the grammar, end with
+ * SRP_FINISH_STOP where the grammar must end, and the free request is what it is alone. */
+static void spell(int32_t t, char *out) {
+    if (t % 97 == 0) { /* no bytes: a special token */
+        out[0] = 0;
+        return;
+    }
+    out[0] = (char)('a' + t % 4);
+    out[1] = t % 5 == 0 ? (char)('a' + (t / 5) % 4) : 0;
+    out[2] = 0;
+}
+
+TEST(sched_grammar_constrains_replies) {
+    prompt ps[4];
+    REQUIRE(load_reference(ps, 4) == 4);
+    srp_engine *eng = open_engine(4, 64);
+    REQUIRE(eng);
+    const int V = srp_engine_config(eng)->vocab_size;
+    uint8_t **bytes = calloc((size_t)V, sizeof *bytes);
+    int *lens = calloc((size_t)V, sizeof *lens);
+    for (int t = 0; t < V; t++) {
+        char s[3];
+        spell(t, s);
+        lens[t] = (int)strlen(s);
+        bytes[t] = (uint8_t *)strdup(s);
+    }
+    srp_vocab *vocab = NULL;
+    srp_grammar *g = NULL;
+    srp_err e = { 0 };
+    REQUIRE(srp_vocab_new(V, (const uint8_t *const *)bytes, lens, &vocab, &e) == 0);
+    const char *re = "ab(c|dd)[a-d]{1,6}b";
+    REQUIRE(srp_grammar_regex(re, strlen(re), &g, &e) == 0);
+    srp_sched *s = NULL;
+    srp_sched_opts so;
+    srp_sched_opts_default(&so);
+    REQUIRE(srp_sched_start(eng, &so, &s, &e) == 0);
+    srp_request *rq[4];
+    for (int i = 0; i < 4; i++) {
+        srp_request_params rp = greedy_params(&ps[i], 40);
+        if (i < 3) {
+            rp.grammar = g;
+            rp.grammar_vocab = vocab;
+        }
+        if (i == 1) rp.sample = (srp_sample_params){ .temperature = 1.5f, .top_p = 1.0f, .seed = 3 };
+        REQUIRE(srp_sched_submit(s, &rp, &rq[i], &e) == 0);
+    }
+    srp_grammar_unref(g); /* the requests hold their own references */
+    for (int i = 0; i < 4; i++) {
+        int32_t ids[64];
+        int n = 0;
+        srp_finish_reason why = collect(rq[i], ids, 64, &n, NULL);
+        if (i == 3) {
+            CHECK(why == SRP_FINISH_LENGTH && n == 40);
+            for (int k = 0; k < ps[3].n_greedy && k < n; k++) CHECK(ids[k] == ps[3].greedy[k]);
+        } else {
+            char text[160] = "";
+            for (int k = 0; k < n; k++) {
+                char sp[3];
+                spell(ids[k], sp);
+                strcat(text, sp);
+            }
+            CHECKF(why == SRP_FINISH_STOP, "request %d finished %d: '%s'", i, why, text);
+            size_t L = strlen(text);
+            int ok = L >= 5 && !strncmp(text, "ab", 2) && text[L - 1] == 'b';
+            const char *rest = text + 2;
+            if (ok && rest[0] == 'c') rest += 1;
+            else if (ok && !strncmp(rest, "dd", 2)) rest += 2;
+            else ok = 0;
+            size_t mid = ok ? strlen(rest) - 1 : 0;
+            ok = ok && mid >= 1 && mid <= 6 && strspn(rest, "abcd") == strlen(rest);
+            CHECKF(ok, "request %d: '%s' is not in %s", i, text, re);
+        }
+        srp_request_release(rq[i]);
+    }
+    srp_sched_stop(s);
+    srp_engine_close(eng);
+    srp_vocab_free(vocab);
+    for (int t = 0; t < V; t++) free(bytes[t]);
+    free(bytes);
+    free(lens);
+}

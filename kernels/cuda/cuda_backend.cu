@@ -32,6 +32,10 @@ static void cuda_destroy(srp_backend *be) {
     if (cb->sample_dev) cudaFree(cb->sample_dev);
     if (cb->sample_params_dev) cudaFree(cb->sample_params_dev);
     if (cb->sample_scratch) cudaFree(cb->sample_scratch);
+    if (cb->sample_mask_host) cudaFreeHost(cb->sample_mask_host);
+    if (cb->sample_slot_host) cudaFreeHost(cb->sample_slot_host);
+    if (cb->sample_mask_dev) cudaFree(cb->sample_mask_dev);
+    if (cb->sample_slot_dev) cudaFree(cb->sample_slot_dev);
     free(cb->sample_rows_host);
     free(cb->sample_params_host);
     if (cb->ssd_scratch) cudaFree(cb->ssd_scratch);

@@ -92,6 +92,10 @@ typedef struct cuda_backend {
     void *sample_scratch;
     size_t sample_cub_bytes;
     int32_t *sample_host; /* pinned: the same, coming back */
+    /* constrained decoding: the allowed-token bitmasks of the rows that have one, packed, and
+     * each row's slot in them (-1: none); made at the first such row */
+    uint32_t *sample_mask_host, *sample_mask_dev; /* pinned / device [max_logits][words] */
+    int *sample_slot_host, *sample_slot_dev;      /* pinned / device [max_logits] */
 
     int32_t
         *moe_host; /* pinned [SRP_MOE_MAX_EXPERTS + 1]: expert row offsets (kernels/cuda/moe.cu) */

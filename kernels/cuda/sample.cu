@@ -9,6 +9,7 @@
  *   prefix holding top_p of their mass; a uniform draw u(seed, step) picks the first token whose
  *   running mass exceeds u times the total, in that order (index order when neither top-k nor
  *   top-p applies).
+ * A row with an allowed-token mask (constrained decoding) reads every banned logit as -inf.
  * Sums run in double, as on the CPU, so a draw lands on the other side of a boundary only when
  * it is within ~1e-16 of it. Rows that need an order are sorted with CUB's segmented sort.
  * tests/gpu/sample_twin.c is this file's selection on the host, sequentially; the fuzz target
@@ -97,21 +98,32 @@ __device__ int first_exceeding(AT at, int n, double target, double *red, int *fo
     return *found;
 }
 
+/* Row r's logit i, -inf where its mask (if any) bans i. */
+__device__ __forceinline__ float masked_logit(const float *row, int i, const uint32_t *mask) {
+    return mask && !(mask[i >> 5] >> (i & 31) & 1u) ? -INFINITY : row[i];
+}
+
+__device__ __forceinline__ const uint32_t *row_mask(const uint32_t *masks, const int *slots,
+                                                    int r, int vocab) {
+    return slots && slots[r] >= 0 ? masks + (int64_t)slots[r] * ((vocab + 31) / 32) : NULL;
+}
+
 /* p_i, or -1 for a token min-p drops; values get the token ids (the sort's payload). best holds
  * each row's argmax (argmax_kernel's output). */
 __global__ void probs_kernel(const float *logits, int64_t ld, int vocab,
                              const srp_sample_params *sp, const int *rows, const int32_t *best,
-                             float *probs, int32_t *ids) {
+                             const uint32_t *masks, const int *slots, float *probs, int32_t *ids) {
     const int r = rows[blockIdx.x];
     const srp_sample_params p = sp[r];
     const float *row = logits + (int64_t)r * ld;
+    const uint32_t *mask = row_mask(masks, slots, r, vocab);
     const int b = best[r];
     const float mx = row[b]; /* read only when some logit, hence this one, is finite */
     const double inv_t = 1.0 / p.temperature;
     float *out = probs + (int64_t)blockIdx.x * vocab;
     int32_t *id = ids + (int64_t)blockIdx.x * vocab;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        const float x = row[i];
+        const float x = masked_logit(row, i, mask);
         float v = i == b ? 1.0f : isfinite(x) ? (float)exp((double)(x - mx) * inv_t) : 0.0f;
         out[i] = (p.min_p > 0.0f && v < p.min_p) ? -1.0f : v;
         id[i] = i;
@@ -192,14 +204,16 @@ __global__ void draw_sorted_kernel(const float *sorted, const int32_t *ids, cons
 
 /* One block per row: the index of the largest finite logit, lowest index among equals; 0 when
  * none is finite. */
-__global__ void argmax_kernel(const float *logits, int64_t ld, int vocab, int32_t *out) {
+__global__ void argmax_kernel(const float *logits, int64_t ld, int vocab, const uint32_t *masks,
+                              const int *slots, int32_t *out) {
     __shared__ float best_v[32];
     __shared__ int best_i[32];
     const float *row = logits + blockIdx.x * ld;
+    const uint32_t *mask = row_mask(masks, slots, blockIdx.x, vocab);
     float v = -INFINITY;
     int idx = 0x7fffffff;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float x = row[i];
+        float x = masked_logit(row, i, mask);
         if (isfinite(x) && x > v) v = x, idx = i; /* strided: a later i never beats an equal one */
     }
     for (int o = 16; o > 0; o >>= 1) {
@@ -237,6 +251,37 @@ static int ensure_scratch(cuda_backend *cb, int vocab, srp_err *e) {
     return 0;
 }
 
+/* The masks of the rows that have one, packed into the pinned buffer and sent with each row's
+ * slot; *slots stays NULL when no row has a mask (nothing is sent). */
+static int upload_masks(cuda_backend *cb, const srp_sample_params *params, int n, int vocab,
+                        const int **slots, srp_err *e) {
+    int any = 0;
+    for (int r = 0; r < n && !any; r++) any = params[r].allowed != NULL;
+    if (!any) return 0;
+    const size_t words = ((size_t)vocab + 31) / 32, rows = (size_t)cb->lim.max_logits;
+    if (!cb->sample_mask_host) {
+        CUDA_TRY(cudaMallocHost((void **)&cb->sample_mask_host, rows * words * 4), e);
+        CUDA_TRY(cudaMallocHost((void **)&cb->sample_slot_host, rows * sizeof(int)), e);
+        CUDA_TRY(cudaMalloc((void **)&cb->sample_mask_dev, rows * words * 4), e);
+        CUDA_TRY(cudaMalloc((void **)&cb->sample_slot_dev, rows * sizeof(int)), e);
+    }
+    /* the previous step's copies read these buffers: it synchronized before returning */
+    int k = 0;
+    for (int r = 0; r < n; r++) {
+        cb->sample_slot_host[r] = params[r].allowed ? k : -1;
+        if (params[r].allowed)
+            memcpy(cb->sample_mask_host + (size_t)k++ * words, params[r].allowed, words * 4);
+    }
+    CUDA_TRY(cudaMemcpyAsync(cb->sample_mask_dev, cb->sample_mask_host, (size_t)k * words * 4,
+                             cudaMemcpyHostToDevice, cb->stream),
+             e);
+    CUDA_TRY(cudaMemcpyAsync(cb->sample_slot_dev, cb->sample_slot_host, (size_t)n * sizeof(int),
+                             cudaMemcpyHostToDevice, cb->stream),
+             e);
+    *slots = cb->sample_slot_dev;
+    return 0;
+}
+
 int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *params,
                     int32_t *tokens, srp_err *e) {
     if (logits.dtype != SRP_F32) return srp_err_set(e, SRP_EINVAL, "sample: logits must be fp32");
@@ -245,8 +290,11 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
     if (n > cb->lim.max_logits) return srp_err_set(e, SRP_EINVAL, "sample: %d rows", n);
     srp_sample_params *norm = cb->sample_params_host;
     for (int r = 0; r < n; r++) norm[r] = srp_sample_normalize(&params[r], vocab);
+    const int *slots = NULL;
+    int rc = upload_masks(cb, params, n, vocab, &slots, e);
+    if (rc) return rc;
     argmax_kernel<<<n, 256, 0, cb->stream>>>((const float *)logits.data, logits.ld, vocab,
-                                             cb->sample_dev);
+                                             cb->sample_mask_dev, slots, cb->sample_dev);
     CUDA_LAUNCHED(e);
     /* rows that sample, in two lists: with an order (top-k / top-p) and without */
     int *sorted_rows = (int *)cb->sample_rows_host, *plain_rows = sorted_rows + n;
@@ -260,7 +308,7 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
             plain_rows[n_plain++] = r;
     }
     if (n_sorted + n_plain > 0) {
-        int rc = ensure_scratch(cb, vocab, e);
+        rc = ensure_scratch(cb, vocab, e);
         if (rc) return rc;
         srp_sample_params *dparams = (srp_sample_params *)cb->sample_params_dev;
         CUDA_TRY(cudaMemcpyAsync(dparams, norm, (size_t)n * sizeof *norm, cudaMemcpyHostToDevice,
@@ -283,7 +331,7 @@ int srp_cuda_sample(cuda_backend *cb, srp_mat logits, const srp_sample_params *p
                          e);
                 probs_kernel<<<k, SAMPLE_THREADS, 0, cb->stream>>>(
                     (const float *)logits.data, logits.ld, vocab, dparams, rows_dev, cb->sample_dev,
-                    probs, ids);
+                    cb->sample_mask_dev, slots, probs, ids);
                 CUDA_LAUNCHED(e);
                 if (!pass) {
                     draw_unsorted_kernel<<<k, SAMPLE_THREADS, 0, cb->stream>>>(

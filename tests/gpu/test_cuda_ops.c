@@ -374,8 +374,17 @@ TEST(gpu_ssd_generic_and_decode) {
 static void compare_samples(const float *l, int R, int V, const srp_sample_params *sp,
                             const int32_t *tc, const int32_t *tg) {
     int same = 0;
+    float *masked = malloc(sizeof *masked * (size_t)V);
     for (int r = 0; r < R; r++) {
-        const int32_t tw = sample_twin_row(l + (int64_t)r * V, V, &sp[r]);
+        const float *row = l + (int64_t)r * V;
+        if (sp[r].allowed) { /* the twin knows no masks: it gets the banned logits as -inf */
+            for (int i = 0; i < V; i++)
+                masked[i] = sp[r].allowed[i >> 5] >> (i & 31) & 1u ? row[i] : -INFINITY;
+            row = masked;
+        }
+        const int32_t tw = sample_twin_row(row, V, &sp[r]);
+        CHECKF(!sp[r].allowed || sp[r].allowed[tg[r] >> 5] >> (tg[r] & 31) & 1u,
+               "V %d row %d: gpu token %d is banned by the row's mask", V, r, tg[r]);
         CHECKF(tg[r] >= 0 && tg[r] < V, "V %d row %d: gpu token %d", V, r, tg[r]);
         same += tc[r] == tg[r] && tw == tg[r];
         CHECKF(tc[r] == tg[r] && tw == tg[r],
@@ -383,6 +392,7 @@ static void compare_samples(const float *l, int R, int V, const srp_sample_param
                sp[r].temperature, sp[r].top_k, sp[r].top_p, sp[r].min_p, tc[r], tg[r], tw);
     }
     fprintf(stderr, "  sample V %d: %d of %d rows identical (cpu, gpu, twin)\n", V, same, R);
+    free(masked);
 }
 
 /* The GPU sampler draws what the CPU sampler draws from the same logits: greedy with ties,
@@ -412,12 +422,31 @@ static void check_sample(int R, int V, float scale) {
                                      .min_p = minp[(r / 64) % 4],
                                      .seed = 1000u + r,
                                      .step = (uint64_t)r * 7 };
+    /* constrained decoding: every third row allows a random third of the tokens (a row that
+     * allows one token, and the last row's mask banning its argmax) */
+    const int words = (V + 31) / 32;
+    uint32_t *masks = calloc((size_t)R * words, sizeof *masks);
+    uint64_t x = 12345;
+    for (int r = 0; r < R; r += 3) {
+        uint32_t *m = masks + (size_t)r * words;
+        for (int i = 0; i < V; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            if ((x >> 33) % 3 == 0 || (r % 9 == 6 && i == (int)((x >> 20) % V)))
+                m[i >> 5] |= 1u << (i & 31);
+        }
+        if (r % 9 == 6) { /* exactly one token */
+            memset(m, 0, (size_t)words * 4);
+            m[(V / 2) >> 5] |= 1u << ((V / 2) & 31);
+        }
+        m[0] |= 1u; /* never empty */
+        sp[r].allowed = m;
+    }
     int32_t *tc = malloc(sizeof(int32_t) * R), *tg = malloc(sizeof(int32_t) * R);
     REQUIRE(p.cpu->sample(p.cpu, lc, sp, tc, &e) == 0);
     int rc = p.gpu->sample(p.gpu, lg, sp, tg, &e);
     CHECKF(rc == 0, "%s", e.msg);
     compare_samples(l, R, V, sp, tc, tg);
-    free(l), free(sp), free(tc), free(tg);
+    free(l), free(sp), free(tc), free(tg), free(masks);
     release(&p);
 }
 

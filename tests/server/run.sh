@@ -47,6 +47,12 @@ clients)
   node --test "$here/clients.test.mjs"
   stop_server "$SERPENT_URL_PID"
   ;;
+structured)
+  start_server SERPENT_URL "$SERPENT_BIN" --model "$here/../../models/serpent-tiny" \
+    --max-num-seqs 8 --threads 1
+  node --test "$here/structured.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  ;;
 redteam)
   start_server SERPENT_URL "$SERPENT_BIN" --model "$here/../../models/serpent-tiny" --api-key secret \
     --max-connections 64 --max-connections-per-ip 32 --request-timeout 2 --max-request-mb 20 \

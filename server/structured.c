@@ -1,0 +1,258 @@
+/* Structured output: the request fields that constrain a reply to a grammar (OpenAI's
+ * response_format, vLLM's guided_* and structured_outputs), compiled through engine/grammar and
+ * kept in a small cache, since clients send the same schema with every call. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+/* --- the cache: the last SRV_GRAMMAR_CACHE compiled grammars, by kind and source text ------ */
+
+typedef struct cached_grammar {
+    char kind;
+    char *src;
+    size_t len;
+    srp_grammar *g;
+    unsigned long used;
+} cached_grammar;
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static cached_grammar cache[SRV_GRAMMAR_CACHE];
+static unsigned long cache_clock;
+
+static srp_grammar *cache_find(char kind, const char *src, size_t len) {
+    srp_grammar *g = NULL;
+    pthread_mutex_lock(&cache_mu);
+    for (int i = 0; i < SRV_GRAMMAR_CACHE && !g; i++)
+        if (cache[i].g && cache[i].kind == kind && cache[i].len == len &&
+            !memcmp(cache[i].src, src, len)) {
+            cache[i].used = ++cache_clock;
+            g = srp_grammar_ref(cache[i].g);
+        }
+    pthread_mutex_unlock(&cache_mu);
+    return g;
+}
+
+static void cache_put(char kind, const char *src, size_t len, srp_grammar *g) {
+    char *copy = malloc(len + 1);
+    if (!copy) return;
+    memcpy(copy, src, len);
+    copy[len] = 0;
+    pthread_mutex_lock(&cache_mu);
+    int lru = 0;
+    for (int i = 1; i < SRV_GRAMMAR_CACHE; i++)
+        if (cache[i].used < cache[lru].used) lru = i;
+    srp_grammar_unref(cache[lru].g);
+    free(cache[lru].src);
+    cache[lru] = (cached_grammar){ kind, copy, len, srp_grammar_ref(g), ++cache_clock };
+    pthread_mutex_unlock(&cache_mu);
+}
+
+void srv_grammar_cache_clear(void) {
+    pthread_mutex_lock(&cache_mu);
+    for (int i = 0; i < SRV_GRAMMAR_CACHE; i++) {
+        srp_grammar_unref(cache[i].g);
+        free(cache[i].src);
+        memset(&cache[i], 0, sizeof cache[i]);
+    }
+    pthread_mutex_unlock(&cache_mu);
+}
+
+/* kind: 'j' JSON Schema, 'o' any object, 'r' regex, 'g' GBNF, 'c' choices (NUL-separated). */
+static int compile(char kind, const char *src, size_t len, srp_grammar **out, srp_err *se) {
+    switch (kind) {
+    case 'j': return srp_grammar_json_schema(src, len, out, se);
+    case 'o': return srp_grammar_json_object(out, se);
+    case 'r': return srp_grammar_regex(src, len, out, se);
+    case 'g': return srp_grammar_gbnf(src, len, out, se);
+    default: {
+        const char *ch[SRV_MAX_CHOICES];
+        size_t lens[SRV_MAX_CHOICES];
+        int n = 0;
+        for (size_t at = 0; at < len && n < SRV_MAX_CHOICES; n++) {
+            ch[n] = src + at;
+            lens[n] = strlen(src + at);
+            at += lens[n] + 1;
+        }
+        return srp_grammar_choice(ch, lens, n, out, se);
+    }
+    }
+}
+
+int srv_grammar_get(const srv_server *srv, char kind, const char *src, size_t len,
+                    const char *param, srp_grammar **out, srv_error *e) {
+    *out = NULL;
+    if (!srv->vocab_bytes)
+        return srv_fail(e, 400, param,
+                        "'%s' needs the model's tokenizer (the model folder has none)", param);
+    if ((*out = cache_find(kind, src, len))) return 0;
+    srp_err se = { 0 };
+    int rc = compile(kind, src, len, out, &se);
+    if (rc == SRP_ENOMEM) return srv_fail(e, 500, NULL, "out of memory");
+    if (rc) return srv_fail(e, 400, param, "'%s': %s", param, se.msg);
+    cache_put(kind, src, len, *out);
+    return 0;
+}
+
+/* --- the request fields ------------------------------------------------------------------- */
+
+static const cJSON *field(const cJSON *o, const char *name) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    return it && !cJSON_IsNull(it) ? it : NULL;
+}
+
+/* A schema given as a JSON value, or as a string holding one (vLLM accepts both). */
+static int schema_grammar(const srv_server *srv, const cJSON *schema, const char *param,
+                          srp_grammar **out, srv_error *e) {
+    if (cJSON_IsString(schema))
+        return srv_grammar_get(srv, 'j', schema->valuestring, strlen(schema->valuestring), param,
+                               out, e);
+    if (!cJSON_IsObject(schema) && !cJSON_IsBool(schema))
+        return srv_fail(e, 400, param, "'%s' must be a JSON Schema", param);
+    char *text = cJSON_PrintUnformatted(schema);
+    if (!text) return srv_fail(e, 500, NULL, "out of memory");
+    int rc = srv_grammar_get(srv, 'j', text, strlen(text), param, out, e);
+    free(text);
+    return rc;
+}
+
+static int choice_grammar(const srv_server *srv, const cJSON *list, const char *param,
+                          srp_grammar **out, srv_error *e) {
+    int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : 0;
+    if (n < 1 || n > SRV_MAX_CHOICES)
+        return srv_fail(e, 400, param, "'%s' must be a list of 1 to %d strings", param,
+                        SRV_MAX_CHOICES);
+    size_t len = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, list) {
+        if (!cJSON_IsString(c))
+            return srv_fail(e, 400, param, "'%s' must be a list of strings", param);
+        len += strlen(c->valuestring) + 1;
+    }
+    char *buf = malloc(len), *at = buf;
+    if (!buf) return srv_fail(e, 500, NULL, "out of memory");
+    cJSON_ArrayForEach(c, list) {
+        size_t k = strlen(c->valuestring) + 1;
+        memcpy(at, c->valuestring, k);
+        at += k;
+    }
+    int rc = srv_grammar_get(srv, 'c', buf, len - 1, param, out, e);
+    free(buf);
+    return rc;
+}
+
+static int text_grammar(const srv_server *srv, char kind, const cJSON *v, const char *param,
+                        srp_grammar **out, srv_error *e) {
+    if (!cJSON_IsString(v) || !v->valuestring[0])
+        return srv_fail(e, 400, param, "'%s' must be a non-empty string", param);
+    return srv_grammar_get(srv, kind, v->valuestring, strlen(v->valuestring), param, out, e);
+}
+
+int srv_response_format_grammar(const srv_server *srv, const cJSON *rf, const char *param,
+                                int responses, srp_grammar **out, srv_error *e) {
+    char p[96];
+    const cJSON *type = field(rf, "type");
+    snprintf(p, sizeof p, "%s.type", param);
+    if (!cJSON_IsObject(rf) || !cJSON_IsString(type))
+        return srv_fail(e, 400, p, "'%s' must be text, json_object or json_schema", p);
+    if (!strcmp(type->valuestring, "text")) return 0;
+    if (!strcmp(type->valuestring, "json_object"))
+        return srv_grammar_get(srv, 'o', "", 0, param, out, e);
+    if (strcmp(type->valuestring, "json_schema"))
+        return srv_fail(e, 400, p, "'%s' must be text, json_object or json_schema", p);
+    /* chat: {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}; the Responses
+     * API's text.format has name and schema beside type */
+    const cJSON *js = responses ? rf : field(rf, "json_schema");
+    snprintf(p, sizeof p, "%s%s", param, responses ? "" : ".json_schema");
+    if (!cJSON_IsObject(js)) return srv_fail(e, 400, p, "'%s' must be an object", p);
+    const cJSON *schema = field(js, "schema");
+    snprintf(p + strlen(p), sizeof p - strlen(p), ".schema");
+    if (!schema) /* OpenAI: a schema-less json_schema format is any JSON object */
+        return srv_grammar_get(srv, 'o', "", 0, param, out, e);
+    return schema_grammar(srv, schema, p, out, e);
+}
+
+int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts *o,
+                         srv_error *e) {
+    /* the spellings, in vLLM's: one constraint per request */
+    static const char *const names[] = { "response_format", "guided_json",    "guided_regex",
+                                         "guided_choice",   "guided_grammar", "structured_outputs" };
+    const cJSON *v[6];
+    int given = 0, which = -1;
+    for (int i = 0; i < 6; i++) {
+        v[i] = field(root, names[i]);
+        if (v[i] && !(i == 0 && cJSON_IsObject(v[i]) && cJSON_IsString(field(v[i], "type")) &&
+                      !strcmp(field(v[i], "type")->valuestring, "text"))) {
+            given++;
+            which = i;
+        }
+    }
+    if (given > 1)
+        return srv_fail(e, 400, names[which],
+                        "only one of response_format, guided_json, guided_regex, guided_choice, "
+                        "guided_grammar and structured_outputs may constrain a request");
+    const cJSON *ws = field(root, "guided_whitespace_pattern");
+    if (ws)
+        return srv_fail(e, 400, "guided_whitespace_pattern",
+                        "'guided_whitespace_pattern' is not supported (JSON whitespace is one "
+                        "space or a newline with indentation)");
+    switch (which) {
+    case -1: return 0;
+    case 0: return srv_response_format_grammar(srv, v[0], "response_format", 0, &o->grammar, e);
+    case 1: return schema_grammar(srv, v[1], "guided_json", &o->grammar, e);
+    case 2: return text_grammar(srv, 'r', v[2], "guided_regex", &o->grammar, e);
+    case 3: return choice_grammar(srv, v[3], "guided_choice", &o->grammar, e);
+    case 4: return text_grammar(srv, 'g', v[4], "guided_grammar", &o->grammar, e);
+    default: break;
+    }
+    /* structured_outputs: {"json" | "regex" | "choice" | "grammar" | "json_object": ...} */
+    const cJSON *so = v[5];
+    if (!cJSON_IsObject(so))
+        return srv_fail(e, 400, "structured_outputs", "'structured_outputs' must be an object");
+    const cJSON *it;
+    int n = 0;
+    cJSON_ArrayForEach(it, so) if (!cJSON_IsNull(it)) n++;
+    if (n != 1)
+        return srv_fail(e, 400, "structured_outputs",
+                        "'structured_outputs' must hold exactly one of json, regex, choice, "
+                        "grammar, json_object");
+    cJSON_ArrayForEach(it, so) {
+        if (cJSON_IsNull(it)) continue;
+        char p[64];
+        snprintf(p, sizeof p, "structured_outputs.%.40s", it->string);
+        if (!strcmp(it->string, "json")) return schema_grammar(srv, it, p, &o->grammar, e);
+        if (!strcmp(it->string, "regex")) return text_grammar(srv, 'r', it, p, &o->grammar, e);
+        if (!strcmp(it->string, "choice")) return choice_grammar(srv, it, p, &o->grammar, e);
+        if (!strcmp(it->string, "grammar")) return text_grammar(srv, 'g', it, p, &o->grammar, e);
+        if (!strcmp(it->string, "json_object")) {
+            if (!cJSON_IsTrue(it)) return srv_fail(e, 400, p, "'%s' must be true", p);
+            return srv_grammar_get(srv, 'o', "", 0, p, &o->grammar, e);
+        }
+        return srv_fail(e, 400, p, "'%s' is not supported (structural tags, ...)", p);
+    }
+    return 0;
+}
+
+/* --- the vocabulary's bytes ----------------------------------------------------------------- */
+
+int srv_vocab_build(srv_server *srv, srp_err *e) {
+    const int n = srv->vocab, n_tok = srp_tokenizer_vocab_size(srv->tok);
+    uint8_t **bytes = calloc((size_t)n, sizeof *bytes);
+    int *lens = calloc((size_t)n, sizeof *lens);
+    int rc = bytes && lens ? 0 : srp_err_set(e, SRP_ENOMEM, "out of memory");
+    uint8_t buf[1024];
+    /* ids past the tokenizer's (padded embedding rows) and special tokens have no bytes: no
+     * grammar allows them */
+    for (int i = 0; i < n && i < n_tok && !rc; i++) {
+        int len = srp_tokenizer_token_bytes(srv->tok, i, buf, (int)sizeof buf);
+        if (len <= 0 || len > (int)sizeof buf) continue;
+        if (!(bytes[i] = malloc((size_t)len))) rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
+        else memcpy(bytes[i], buf, (size_t)len), lens[i] = len;
+    }
+    if (!rc) rc = srp_vocab_new(n, (const uint8_t *const *)bytes, lens, &srv->vocab_bytes, e);
+    for (int i = 0; bytes && i < n; i++) free(bytes[i]);
+    free(bytes);
+    free(lens);
+    return rc;
+}
