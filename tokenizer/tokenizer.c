@@ -12,6 +12,7 @@
 #include "hf.h"
 #include "json_file.h"
 #include "sentencepiece_c.h"
+#include "token_bytes.h"
 
 struct srp_tokenizer {
     srp_spm *spm; /* exactly one of spm, hf */
@@ -572,6 +573,15 @@ int srp_tokenizer_eos(const srp_tokenizer *t) {
 }
 const char *srp_tokenizer_chat_template(const srp_tokenizer *t) {
     return t->chat_template;
+}
+
+int srp_tokenizer_token_bytes(const srp_tokenizer *t, int id, uint8_t *buf, int cap) {
+    if (id < 0 || id >= t->vocab || t->special[id]) return -1;
+    srp_tbuf b = { 0 };
+    int n = t->hf ? srp_hf_token_bytes(t->hf, id, &b) : srp_spm_token_bytes(t->spm, id, &b);
+    if (n > 0 && buf) memcpy(buf, b.p, (size_t)(n < cap ? n : cap));
+    srp_tbuf_free(&b);
+    return n < 0 ? -1 : n;
 }
 
 int srp_tokenizer_is_special(const srp_tokenizer *t, int id) {

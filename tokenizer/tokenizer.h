@@ -82,6 +82,13 @@ int srp_tokenizer_eos(const srp_tokenizer *t); /* -1 if none */
 const char *srp_tokenizer_chat_template(const srp_tokenizer *t);
 /* Id of a token written as text ("<|im_end|>"), or -1. */
 int srp_tokenizer_token_id(const srp_tokenizer *t, const char *token);
+/* Token id's bytes as they appear inside a text (what constrained decoding matches against):
+ * the decoders applied to that one token with nothing stripped (byte-level BPE's alphabet
+ * mapped back to bytes, U+2581 of SentencePiece / Metaspace as a space, a byte-fallback
+ * <0xHH> as that single byte). Writes at most cap of them to buf and returns their length
+ * (call again with a larger buf when it exceeds cap), or -1 for special, control and unknown
+ * tokens and ids outside the vocabulary, which have no text. */
+int srp_tokenizer_token_bytes(const srp_tokenizer *t, int id, uint8_t *buf, int cap);
 /* 1 for special tokens (those decode drops with skip_special), else 0. */
 int srp_tokenizer_is_special(const srp_tokenizer *t, int id);
 
