@@ -155,4 +155,9 @@ void gt_literal(gtext *t, const char *s, size_t n);
 /* A code point as it may appear inside a GBNF character class. */
 void gt_class_char(gtext *t, uint32_t cp);
 
+/* regex.c: a regular expression as one parenthesized GBNF expression appended to out; json:
+ * it matches the text of a JSON string whose value the expression matches. `what` names it
+ * in messages (a schema path). */
+int g_regex_gbnf(const char *re, size_t len, int json, const char *what, gtext *out, srp_err *e);
+
 #endif
