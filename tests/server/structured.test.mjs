@@ -75,6 +75,9 @@ test('AI SDK: generateObject and streamObject through the chat API', async () =>
   const { object } = await generateObject({ model: openai.chat(model), schema: Person, messages, temperature: 0, maxOutputTokens: 400 });
   Person.parse(object);
   const s = streamObject({ model: openai.chat(model), schema: Person, messages, temperature: 0.5, seed: 3, maxOutputTokens: 400 });
+  let partials = 0;
+  for await (const _ of s.partialObjectStream) partials++; // the object settles once the stream is read
+  assert.ok(partials > 1);
   Person.parse(await s.object);
 });
 
