@@ -12,6 +12,7 @@ void srv_gen_opts_free(srv_gen_opts *o) {
     free(o->bias_ids);
     free(o->bias);
     for (int i = 0; i < o->n_stop; i++) free(o->stop[i]);
+    cJSON_Delete(o->tools);
     memset(o, 0, sizeof *o);
 }
 
