@@ -94,13 +94,11 @@ int srv_split_feed(srv_split *s, const char *text, size_t len, int final) {
         free(x->arguments);
     }
     s->n_calls_ready = s->out.n_calls;
-    int blank = 1;
-    for (size_t i = 0; i < s->out.len && blank; i++) blank = is_space(s->out.content[i]);
-    /* whitespace between or around calls is not content; it is known only at the end */
-    if (s->tools_by && blank)
-        s->content_ready = final && !s->out.n_calls ? s->out.len : 0;
-    else
-        s->content_ready = s->out.len;
+    /* whitespace around calls is not content; it is known only at the end (or once more
+     * text follows) */
+    size_t t = s->out.len;
+    while (t && is_space(s->out.content[t - 1])) t--;
+    s->content_ready = !s->tools_by || (final && !s->out.n_calls) ? s->out.len : t;
     s->done = final;
     return 0;
 }

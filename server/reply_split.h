@@ -40,8 +40,9 @@ typedef struct srv_split {
 } srv_split;
 
 /* Decides what it can of text[0..len), which grows between calls; final: it is complete.
- * Content that is only whitespace is held back while a tool call may still follow (a reply
- * of calls has no content). 0, or -1 when out of memory. */
+ * With a tool parser, content's trailing whitespace is held back until more text follows and
+ * dropped at the end of a reply with calls (the newlines around calls are not content).
+ * 0, or -1 when out of memory. */
 int srv_split_feed(srv_split *s, const char *text, size_t len, int final);
 void srv_split_free(srv_split *s);
 

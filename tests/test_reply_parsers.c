@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "reply_split.h"
+#include "server.h"
 #include "test.h"
 
 typedef struct expect {
@@ -98,11 +99,14 @@ TEST(server_tool_parser_hermes) {
                    "\"Paris\"}}\n</tool_call>",
                    &(expect){ NULL, "", 1, { "get_weather" }, { "{\"city\":\"Paris\"}" } }));
     /* several, with text before and whitespace between */
-    CHECK(run_case(
-        &u,
-        "Let me check.\n<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>\n"
-        "<tool_call>{\"name\":\"b\",\"arguments\":{\"x\":[1,2]}}</tool_call>",
-        &(expect){ NULL, "Let me check.\n\n", 2, { "a", "b" }, { "{}", "{\"x\":[1,2]}" } }));
+    CHECK(run_case(&u,
+                   "Let me check.\n<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>\n"
+                   "<tool_call>{\"name\":\"b\",\"arguments\":{\"x\":[1,2]}}</tool_call>",
+                   &(expect){ NULL, "Let me check.", 2, { "a", "b" }, { "{}", "{\"x\":[1,2]}" } }));
+    /* text on both sides of a call keeps its spaces; a reply without calls keeps all */
+    CHECK(run_case(&u, "a <tool_call>{\"name\":\"f\"}</tool_call> b\n",
+                   &(expect){ NULL, "a  b", 1, { "f" }, { "{}" } }));
+    CHECK(run_case(&u, "text\n\n", &(expect){ NULL, "text\n\n", 0, { 0 }, { 0 } }));
     /* malformed JSON, a missing name, an unclosed call: left as content */
     CHECK(
         run_case(&u, "<tool_call>{\"name\": \"a\", </tool_call>",
@@ -157,7 +161,7 @@ TEST(server_tool_parser_qwen3_coder) {
         "<parameter=z>\n{\"a\":1}\n</parameter>\n<parameter=s>\nline 1\nline 2\n</parameter>\n"
         "</function>\n</tool_call>",
         &(expect){ NULL,
-                   "Sure.\n",
+                   "Sure.",
                    1,
                    { "f" },
                    { "{\"n\":\"seven\",\"z\":\"{\\\"a\\\":1}\",\"s\":\"line 1\\nline 2\"}" } }));
@@ -244,4 +248,167 @@ TEST(server_tool_call_ids_differ) {
     srv_tool_call_id(a);
     srv_tool_call_id(b);
     CHECK(strlen(a) == 29 && !strncmp(a, "call_", 5) && strcmp(a, b));
+}
+
+/* --- the chat and Responses writers over a split reply ------------------------------------ */
+
+typedef struct fake_gen {
+    srv_server srv;
+    srv_gen g;
+    srv_prompt p;
+    srv_choice c;
+    srv_split sp;
+} fake_gen;
+
+static void fake_init(fake_gen *f, const srv_api *api, const char *parser, srv_reasoning r) {
+    memset(f, 0, sizeof *f);
+    f->srv.cfg.model_name = "m";
+    f->srv.cfg.tool_parser = parser ? srv_tool_parser_find(parser) : NULL;
+    f->srv.cfg.reasoning_parser = r;
+    f->g.srv = &f->srv;
+    f->g.api = api;
+    f->g.opts.n = 1;
+    f->g.opts.stream = 1;
+    f->g.opts.logprobs = -1;
+    f->g.opts.parse_tools = parser != NULL;
+    f->g.prompts = &f->p;
+    f->g.n_prompts = 1;
+    f->g.choices = &f->c;
+    f->g.n_choices = 1;
+    f->c.stop_string = f->c.stop_token = -1;
+    f->c.split = &f->sp;
+    f->sp.reasoning = r;
+    f->sp.tools_by = f->srv.cfg.tool_parser;
+    snprintf(f->g.id, sizeof f->g.id, "%s_x", api->id_prefix);
+}
+
+/* Streams text in pieces of `step` bytes, then finishes the choice. */
+static void fake_stream(fake_gen *f, const char *text, size_t step) {
+    size_t n = strlen(text);
+    for (size_t at = 0; at < n; at += step) {
+        size_t k = at + step < n ? step : n - at;
+        f->c.text = realloc(f->c.text, f->c.len + k + 1);
+        memcpy(f->c.text + f->c.len, text + at, k);
+        f->c.len += k;
+        f->c.text[f->c.len] = 0;
+        f->c.released = f->c.len;
+        f->g.api->chunks(&f->g, 0);
+    }
+    f->c.done = 1;
+    f->c.finish_reason = "stop";
+    f->g.n_done = 1;
+    f->g.api->chunks(&f->g, 1);
+}
+
+static void fake_free(fake_gen *f) {
+    free(f->c.text);
+    srv_split_free(&f->sp);
+    free(f->g.out);
+    if (f->g.api->free_state) f->g.api->free_state(&f->g);
+}
+
+/* The JSON of each "data:" line of the stream, in order (caller deletes the array). */
+static cJSON *stream_events(const fake_gen *f) {
+    cJSON *all = cJSON_CreateArray();
+    const char *s = f->g.out ? f->g.out : "";
+    while ((s = strstr(s, "data: "))) {
+        s += 6;
+        const char *end = strstr(s, "\n\n");
+        cJSON *j = cJSON_ParseWithLength(s, (size_t)(end - s));
+        if (j) cJSON_AddItemToArray(all, j);
+        s = end;
+    }
+    return all;
+}
+
+static const char tool_reply[] =
+    "Checking.<tool_call>{\"name\":\"a\",\"arguments\":{\"k\":1}}</tool_call>\n"
+    "<tool_call>{\"name\":\"b\",\"arguments\":{}}</tool_call>";
+
+TEST(server_chat_stream_tool_calls) {
+    for (size_t step = 1; step <= 7; step += 3) {
+        fake_gen f;
+        fake_init(&f, &srv_api_chat, "hermes", SRV_REASONING_NONE);
+        fake_stream(&f, tool_reply, step);
+        cJSON *evs = stream_events(&f), *ev;
+        char content[256] = "", names[64] = "", args[128] = "";
+        const char *finish = NULL;
+        cJSON_ArrayForEach(ev, evs) {
+            const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(ev, "choices"), 0);
+            const cJSON *d = cJSON_GetObjectItem(ch, "delta");
+            const cJSON *ct = cJSON_GetObjectItem(d, "content");
+            if (cJSON_IsString(ct)) strcat(content, ct->valuestring);
+            const cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
+            const cJSON *fn = cJSON_GetObjectItem(tc, "function");
+            const cJSON *nm = cJSON_GetObjectItem(fn, "name"),
+                        *ar = cJSON_GetObjectItem(fn, "arguments");
+            if (cJSON_IsString(nm)) {
+                strcat(names, nm->valuestring);
+                CHECK(!strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(tc, "id")), "call_", 5));
+                CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(tc, "type")), "function"));
+            }
+            if (cJSON_IsString(ar)) strcat(args, ar->valuestring);
+            const cJSON *fr = cJSON_GetObjectItem(ch, "finish_reason");
+            if (cJSON_IsString(fr)) finish = fr->valuestring;
+        }
+        CHECKF(!strcmp(content, "Checking.") && !strcmp(names, "ab") &&
+                   !strcmp(args, "{\"k\":1}{}") && finish && !strcmp(finish, "tool_calls"),
+               "step %zu: content '%s' names '%s' args '%s'", step, content, names, args);
+        /* the whole reply says the same */
+        char *whole = f.g.api->response(&f.g);
+        cJSON *w = cJSON_Parse(whole);
+        const cJSON *msg = cJSON_GetObjectItem(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(w, "choices"), 0), "message");
+        CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(msg, "content")), "Checking."));
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(msg, "tool_calls")) == 2);
+        cJSON_Delete(w);
+        free(whole);
+        cJSON_Delete(evs);
+        fake_free(&f);
+    }
+}
+
+TEST(server_responses_stream_items) {
+    fake_gen f;
+    fake_init(&f, &srv_api_responses, "hermes", SRV_REASONING_DEEPSEEK_R1);
+    fake_stream(
+        &f, "hmm</think>Checking.<tool_call>{\"name\":\"a\",\"arguments\":{\"k\":1}}</tool_call>",
+        2);
+    cJSON *evs = stream_events(&f), *ev;
+    char types[2048] = "";
+    int seq = 0;
+    cJSON_ArrayForEach(ev, evs) {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "type"));
+        CHECK((int)cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "sequence_number")) == seq++);
+        /* a run of deltas counts once */
+        size_t tl = strlen(t), have = strlen(types);
+        if (strstr(t, ".delta") && have > tl && !strncmp(types + have - tl - 1, t, tl)) continue;
+        snprintf(types + have, sizeof types - have, "%s ", t);
+    }
+    CHECKF(!strcmp(types, "response.created response.in_progress response.output_item.added "
+                          "response.content_part.added response.reasoning_text.delta "
+                          "response.reasoning_text.done response.content_part.done "
+                          "response.output_item.done response.output_item.added "
+                          "response.content_part.added response.output_text.delta "
+                          "response.output_item.added response.function_call_arguments.delta "
+                          "response.function_call_arguments.done response.output_item.done "
+                          "response.output_text.done response.content_part.done "
+                          "response.output_item.done response.completed "),
+           "%s", types);
+    const cJSON *done =
+        cJSON_GetObjectItem(cJSON_GetArrayItem(evs, cJSON_GetArraySize(evs) - 1), "response");
+    char *whole = f.g.api->response(&f.g);
+    cJSON *w = cJSON_Parse(whole);
+    CHECK(cJSON_Compare(cJSON_GetObjectItem(w, "output"), cJSON_GetObjectItem(done, "output"), 1));
+    const cJSON *out = cJSON_GetObjectItem(w, "output");
+    CHECK(cJSON_GetArraySize(out) == 3);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 2), "type")),
+                  "function_call"));
+    CHECK(
+        !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 2), "arguments")),
+                "{\"k\":1}"));
+    cJSON_Delete(w);
+    free(whole);
+    cJSON_Delete(evs);
+    fake_free(&f);
 }
