@@ -256,6 +256,23 @@ static cJSON *chat_request(const cJSON *root, srv_error *e) {
     return chat;
 }
 
+/* An error of the chat path names chat's fields: say the Responses API's instead. */
+static void rename_field(srv_error *e, const char *chat, const char *resp) {
+    size_t cl = strlen(chat);
+    if (!strncmp(e->param, chat, cl)) {
+        char rest[64];
+        snprintf(rest, sizeof rest, "%s", e->param + cl);
+        snprintf(e->param, sizeof e->param, "%s%s", resp, rest);
+    }
+    char quoted[64], *at;
+    snprintf(quoted, sizeof quoted, "'%s", chat);
+    if ((at = strstr(e->msg, quoted))) {
+        char tail[sizeof e->msg];
+        snprintf(tail, sizeof tail, "%s", at + strlen(quoted));
+        snprintf(at, sizeof e->msg - (size_t)(at - e->msg), "'%s%s", resp, tail);
+    }
+}
+
 int srv_handle_responses(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
                          srv_error *e) {
     if (srv_check_model(srv, root, e)) return -1;
@@ -266,7 +283,11 @@ int srv_handle_responses(srv_server *srv, const cJSON *root, const srv_peer *pee
     if (!chat) return -1;
     int rc = srv_chat_start(srv, chat, peer, &srv_api_responses, gen, e);
     cJSON_Delete(chat);
-    if (rc) return -1;
+    if (rc) {
+        rename_field(e, "max_completion_tokens", "max_output_tokens");
+        rename_field(e, "messages", "input");
+        return -1;
+    }
     (*gen)->id[4] = '_'; /* OpenAI's ids read resp_...; the generation writes resp-... */
     return 0;
 }
@@ -398,6 +419,7 @@ static cJSON *response_json(srv_gen *g, const reply_view *v) {
     cJSON_AddStringToObject(r, "model", g->srv->cfg.model_name);
     cJSON_AddBoolToObject(r, "background", 0);
     cJSON_AddNullToObject(r, "error");
+    cJSON_AddNullToObject(r, "instructions"); /* not kept: the template has rendered them */
     if (!strcmp(status, "incomplete"))
         cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "incomplete_details"), "reason",
                                 "max_output_tokens");
@@ -408,6 +430,7 @@ static cJSON *response_json(srv_gen *g, const reply_view *v) {
         if (strcmp(status, "in_progress")) cJSON_AddItemToArray(out, item_json(&g->items->v[i], v));
     cJSON_AddNumberToObject(r, "max_output_tokens", g->opts.max_tokens);
     cJSON_AddBoolToObject(r, "parallel_tool_calls", !g->opts.first_call_only);
+    cJSON_AddStringToObject(r, "tool_choice", g->opts.parse_tools ? "auto" : "none");
     cJSON_AddNullToObject(r, "previous_response_id");
     cJSON_AddBoolToObject(r, "store", 0);
     cJSON_AddNumberToObject(r, "temperature", g->opts.sample.temperature);
