@@ -199,6 +199,7 @@ int cmd_serve(int argc, char **argv) {
     uint64_t seed = 1;
     int no_prefix_cache = 0;
     float prefix_gb = 0.0f;
+    const char *tool_parser = NULL, *reasoning_parser = NULL;
     cli_opt opts[] = {
         { "model", CLI_STR, &ma.model, "DIR",
           "model folder (config.json + safetensors); default: $SERPENT_MODEL, else the shipped "
@@ -259,6 +260,16 @@ int cmd_serve(int argc, char **argv) {
           "origins browsers may call from (CORS): a JSON list or comma-separated; \"*\" is any "
           "(default \"*\")",
           0 },
+        { "tool-call-parser", CLI_STR, &tool_parser, "NAME",
+          "parse the model's tool calls when a request's tool_choice is \"auto\" (the default "
+          "with tools): hermes, qwen3_coder, nemotron_v2 or granite (default: none, and \"auto\" "
+          "is a 400, as vLLM without --enable-auto-tool-choice)",
+          0 },
+        { "reasoning-parser", CLI_STR, &reasoning_parser, "NAME",
+          "split <think>...</think> off replies into reasoning_content: deepseek_r1 (reasoning "
+          "from the reply's start) or qwen3 (after a <think> the reply or the chat template "
+          "opened) (default: none)",
+          0 },
         { "gpu-memory-utilization", CLI_FLOAT, &gpu_mem, "F",
           "share of GPU memory serpent may use (default 0.9)", 0 },
         { "prefix-cache-gb", CLI_FLOAT, &prefix_gb, "F",
@@ -305,7 +316,11 @@ int cmd_serve(int argc, char **argv) {
         : !(step_target_ms >= 0)                      ? "--step-target-ms must be >= 0"
         : min_prefill < 1                             ? "--min-prefill-tokens must be >= 1"
         : (prefix_gb < 0 || prefix_gb > 1e6)          ? "--prefix-cache-gb must be >= 0"
-                                                      : NULL;
+        : tool_parser && !srv_tool_parser_find(tool_parser)
+            ? "--tool-call-parser must be one of hermes, qwen3_coder, nemotron_v2, granite"
+        : reasoning_parser && srv_reasoning_find(reasoning_parser) < 0
+            ? "--reasoning-parser must be deepseek_r1 or qwen3"
+            : NULL;
     if (bad) {
         fprintf(stderr, "serpent serve: %s\n\n", bad);
         cli_print_help(stderr, "serve", summary, opts, n_opts);
@@ -347,19 +362,24 @@ int cmd_serve(int argc, char **argv) {
     srv_server *srv = calloc(1, sizeof *srv);
     if (!srv) return 1;
     char base[256];
-    srv->cfg = (srv_config){ .host = host,
-                             .port = port,
-                             .model_name = name ? name : folder_name(ma.model, base, sizeof base),
-                             .model_path = ma.model,
-                             .api_key = api_key,
-                             .max_model_len = max_len,
-                             .max_body_bytes = (size_t)max_body_mb << 20,
-                             .http_threads = http_threads,
-                             .tokenizer_threads = tok_threads,
-                             .request_timeout = req_timeout,
-                             .max_connections = max_conns,
-                             .max_connections_per_ip = max_conns_ip,
-                             .max_logprobs = max_logprobs };
+    srv->cfg =
+        (srv_config){ .host = host,
+                      .port = port,
+                      .model_name = name ? name : folder_name(ma.model, base, sizeof base),
+                      .model_path = ma.model,
+                      .api_key = api_key,
+                      .max_model_len = max_len,
+                      .max_body_bytes = (size_t)max_body_mb << 20,
+                      .http_threads = http_threads,
+                      .tokenizer_threads = tok_threads,
+                      .request_timeout = req_timeout,
+                      .max_connections = max_conns,
+                      .max_connections_per_ip = max_conns_ip,
+                      .max_logprobs = max_logprobs,
+                      .tool_parser = tool_parser ? srv_tool_parser_find(tool_parser) : NULL,
+                      .reasoning_parser = reasoning_parser
+                                              ? (srv_reasoning)srv_reasoning_find(reasoning_parser)
+                                              : SRV_REASONING_NONE };
     if (parse_origins(origins, &srv->cfg)) {
         fprintf(stderr, "serpent serve: --allowed-origins: not a JSON list of strings\n");
         free(srv);

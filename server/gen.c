@@ -135,6 +135,8 @@ void srv_gen_free(srv_gen *g) {
         srv_choice *c = &g->choices[i];
         srp_request_release(c->req); /* no notify after this */
         srp_detok_free(c->detok);
+        if (c->split) srv_split_free(c->split);
+        free(c->split);
         free(c->text);
         free(c->ids);
         free(c->lps);
@@ -146,6 +148,7 @@ void srv_gen_free(srv_gen *g) {
     }
     free(g->prompts);
     free(g->choices);
+    if (g->api->free_state) g->api->free_state(g);
     free(g->out);
     srv_gen_opts_free(&g->opts);
     pthread_mutex_destroy(&g->wmu);
@@ -205,7 +208,19 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
             c->index = p * g->opts.n + j;
             c->prompt_index = p;
             c->stop_string = c->stop_token = -1;
-            if (srv->tok && srp_detok_new(srv->tok, srv_decode_flags(&g->opts), &c->detok, NULL)) {
+            /* replies split into reasoning, content and calls: chat's and the Responses API's */
+            int split = api != &srv_api_completions &&
+                        (g->opts.parse_tools || srv->cfg.reasoning_parser != SRV_REASONING_NONE);
+            if (split && (c->split = calloc(1, sizeof *c->split))) {
+                c->split->reasoning = srv->cfg.reasoning_parser;
+                c->split->think_open = prompts[p].think_open;
+                c->split->tools_by = g->opts.parse_tools ? srv->cfg.tool_parser : NULL;
+                c->split->tools = g->opts.tools;
+                c->split->first_call_only = g->opts.first_call_only;
+            }
+            if ((split && !c->split) ||
+                (srv->tok &&
+                 srp_detok_new(srv->tok, srv_decode_flags(&g->opts), &c->detok, NULL))) {
                 srv_gen_free(g);
                 return srv_fail(e, 500, NULL, "out of memory");
             }
@@ -337,6 +352,14 @@ cJSON *srv_stop_reason_json(const srv_gen *g, const srv_choice *c) {
     if (c->stop_string >= 0) return cJSON_CreateString(g->opts.stop[c->stop_string]);
     if (c->stop_token >= 0) return cJSON_CreateNumber(c->stop_token);
     return cJSON_CreateNull();
+}
+
+srv_split *srv_choice_split(srv_gen *g, srv_choice *c, int *err) {
+    (void)g;
+    if (!c->split) return NULL;
+    if (srv_split_feed(c->split, c->text ? c->text : "", c->done ? c->len : c->released, c->done))
+        *err = -1;
+    return c->split;
 }
 
 static void finish_choice(srv_gen *g, srv_choice *c, const srp_request_status *st) {

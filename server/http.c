@@ -29,6 +29,7 @@ typedef enum {
     R_MODELS,
     R_COMPLETIONS,
     R_CHAT,
+    R_RESPONSES,
     R_TOKENIZE,
     R_DETOKENIZE,
     R_RESET_PREFIX_CACHE,
@@ -45,6 +46,7 @@ static const struct {
     { "/v1/models", "GET", R_MODELS, 1 },
     { "/v1/completions", "POST", R_COMPLETIONS, 1 },
     { "/v1/chat/completions", "POST", R_CHAT, 1 },
+    { "/v1/responses", "POST", R_RESPONSES, 1 },
     { "/tokenize", "POST", R_TOKENIZE, 1 },
     { "/detokenize", "POST", R_DETOKENIZE, 1 },
     { "/reset_prefix_cache", "POST", R_RESET_PREFIX_CACHE, 1 }, /* vLLM's */
@@ -267,7 +269,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
                     free(body);
                 }
             }
-            srv_sse_done(g);
+            if (!g->api->no_done) srv_sse_done(g);
             g->stream_ended = 1;
         }
     }
@@ -333,6 +335,8 @@ static void run_post(void *arg) {
             srv_handle_completions(srv, root, &c->peer, &gen, &e);
         else if (id == R_CHAT)
             srv_handle_chat(srv, root, &c->peer, &gen, &e);
+        else if (id == R_RESPONSES)
+            srv_handle_responses(srv, root, &c->peer, &gen, &e);
         else if (id == R_TOKENIZE)
             srv_handle_tokenize(srv, root, &body, &e);
         else

@@ -10,6 +10,29 @@
 
 static const char *const roles[] = { "system", "user", "assistant", "tool", "developer" };
 
+/* An assistant message's tool_calls carry their arguments as a JSON string (OpenAI's form);
+ * templates index into them, so they become the object (as vLLM does). */
+static int parse_call_arguments(cJSON *m, const char *param, srv_error *e) {
+    cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), *call;
+    if (!calls || cJSON_IsNull(calls)) return 0;
+    if (!cJSON_IsArray(calls))
+        return srv_fail(e, 400, param, "'%s.tool_calls' must be a list", param);
+    cJSON_ArrayForEach(call, calls) {
+        cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+        cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsObject(fn) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name")))
+            return srv_fail(e, 400, param,
+                            "'%s.tool_calls' entries need function.name and function.arguments",
+                            param);
+        if (!cJSON_IsString(args)) continue;
+        cJSON *obj = cJSON_Parse(args->valuestring);
+        if (!obj)
+            return srv_fail(e, 400, param, "'%s.tool_calls' arguments are not valid JSON", param);
+        cJSON_ReplaceItemInObjectCaseSensitive(fn, "arguments", obj);
+    }
+    return 0;
+}
+
 /* A copy of the messages with content flattened to a string (text parts joined), the form
  * chat templates expect. */
 static cJSON *normalize_messages(const cJSON *msgs, srv_error *e) {
@@ -42,11 +65,17 @@ static cJSON *normalize_messages(const cJSON *msgs, srv_error *e) {
             goto fail;
         }
         cJSON_AddItemToArray(out, copy);
+        if (parse_call_arguments(copy, param, e)) goto fail;
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!content || cJSON_IsNull(content) || cJSON_IsString(content)) {
             if (!content && strcmp(role->valuestring, "assistant")) {
                 srv_fail(e, 400, param, "'%s.content' is required", param);
                 goto fail;
+            }
+            /* an assistant's null content (beside its tool_calls) renders as "", as vLLM's */
+            if (!cJSON_IsString(content)) {
+                cJSON_DeleteItemFromObjectCaseSensitive(copy, "content");
+                cJSON_AddStringToObject(copy, "content", "");
             }
         } else if (cJSON_IsArray(content)) {
             size_t len = 0, cap = 0;
@@ -94,12 +123,16 @@ static int get_flag(const cJSON *root, const char *name, int *v, srv_error *e) {
     return 1;
 }
 
-/* tools are rendered by the template; calling them needs structured output, which serpent
- * does not have yet: tool_choice must be "none" (OpenAI's default is "auto" with tools). */
-static int check_tools(const cJSON *root, const cJSON **tools_out, srv_error *e) {
+typedef enum { TOOLS_NONE, TOOLS_AUTO, TOOLS_FORCED } tool_mode;
+
+/* tools are rendered by the template whatever tool_choice says (as vLLM); tool_choice (OpenAI's
+ * default with tools: "auto") says whether the reply's calls are parsed (auto) or forced
+ * (required, a named function). */
+static int check_tools(const cJSON *root, const cJSON **tools_out, tool_mode *mode, srv_error *e) {
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
     *tools_out = NULL;
+    *mode = TOOLS_NONE;
     if (tools && !cJSON_IsNull(tools) && !cJSON_IsArray(tools))
         return srv_fail(e, 400, "tools", "'tools' must be a list of tools");
     int have = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
@@ -115,11 +148,12 @@ static int check_tools(const cJSON *root, const cJSON **tools_out, srv_error *e)
     if (!none && !have && cJSON_IsString(tc) && !strcmp(tc->valuestring, "required"))
         none = 1; /* "required" with no tools is "none", as OpenAI and vLLM */
     if (!none && !have) return srv_fail(e, 400, "tool_choice", "'tool_choice' needs 'tools'");
-    if (!none)
-        return srv_fail(e, 400, tc && !cJSON_IsNull(tc) ? "tool_choice" : "tools",
-                        "tool calls are not supported yet: with 'tools', 'tool_choice' must be "
-                        "\"none\" (it defaults to \"auto\")");
     if (have) *tools_out = tools;
+    if (!none)
+        *mode =
+            !tc || cJSON_IsNull(tc) || !strcmp(cJSON_IsString(tc) ? tc->valuestring : "", "auto")
+                ? TOOLS_AUTO
+                : TOOLS_FORCED;
     return 0;
 }
 
@@ -143,7 +177,8 @@ static cJSON *template_vars(const srv_server *srv, const cJSON *root, int add_ge
     cJSON_AddStringToObject(vars, "bos_token", srv->bos_text ? srv->bos_text : "");
     cJSON_AddStringToObject(vars, "eos_token", srv->eos_text ? srv->eos_text : "");
     const cJSON *tools = NULL;
-    if (check_tools(root, &tools, e)) {
+    tool_mode mode;
+    if (check_tools(root, &tools, &mode, e)) {
         cJSON_Delete(vars);
         return NULL;
     }
@@ -265,6 +300,11 @@ int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_pro
     if (!rc && srv_unmark(text, &text_len, &plain, &n_plain))
         rc = srv_fail(e, 500, NULL, "out of memory");
     if (!rc) rc = srv_check_text_length(srv, text_len, "messages", e);
+    if (!rc && srv->cfg.reasoning_parser) { /* a template that opens the reasoning itself */
+        size_t n = text_len;
+        while (n && strchr(" \t\r\n", text[n - 1])) n--;
+        p->think_open = n >= 7 && !memcmp(text + n - 7, "<think>", 7);
+    }
     if (!rc) {
         srp_err te = { 0 };
         if (srp_tokenizer_encode_spans(srv->tok, text, text_len, add_special, plain, n_plain,
@@ -283,12 +323,38 @@ int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_pro
     return rc;
 }
 
-int srv_handle_chat(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
-                    srv_error *e) {
-    if (srv_check_model(srv, root, e)) return -1;
-    if (srv_check_fields(root, "chat", e)) return -1;
+/* tool_choice and the other fields that say how the reply is split: with "auto" the calls
+ * are parsed, which needs --tool-call-parser (vLLM: --enable-auto-tool-choice); "required"
+ * and named functions go to the constrained-decoding hook. */
+static int reply_opts(srv_server *srv, const cJSON *root, srv_gen_opts *o, srv_error *e) {
+    const cJSON *tools;
+    tool_mode mode;
+    int v = 1;
+    if (check_tools(root, &tools, &mode, e)) return -1;
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    if (mode == TOOLS_AUTO && !srv->cfg.tool_parser)
+        return srv_fail(e, 400, tc && !cJSON_IsNull(tc) ? "tool_choice" : "tools",
+                        "\"auto\" tool choice (the default with 'tools') requires the server to "
+                        "be started with --tool-call-parser (one of %s); or send "
+                        "'tool_choice': \"none\"",
+                        srv_tool_parser_names());
+    if (mode == TOOLS_FORCED && srv_tools_constrain(srv, tools, tc, o, e)) return -1;
+    if (mode != TOOLS_NONE && srv->cfg.tool_parser) {
+        o->parse_tools = 1;
+        if (!(o->tools = cJSON_Duplicate(tools, 1))) return srv_fail(e, 500, NULL, "out of memory");
+    }
+    if (get_flag(root, "parallel_tool_calls", &v, e) < 0) return -1;
+    o->first_call_only = !v;
+    v = 1;
+    if (get_flag(root, "include_reasoning", &v, e) < 0) return -1;
+    o->drop_reasoning = !v;
+    return 0;
+}
+
+int srv_chat_start(srv_server *srv, const cJSON *root, const srv_peer *peer, const srv_api *api,
+                   srv_gen **gen, srv_error *e) {
     srv_gen_opts o;
-    if (srv_parse_gen_opts(srv, root, 1, &o, e)) {
+    if (srv_parse_gen_opts(srv, root, 1, &o, e) || reply_opts(srv, root, &o, e)) {
         srv_gen_opts_free(&o);
         return -1;
     }
@@ -311,7 +377,14 @@ int srv_handle_chat(srv_server *srv, const cJSON *root, const srv_peer *peer, sr
         srv_gen_opts_free(&o);
         return -1;
     }
-    return srv_gen_start(srv, &srv_api_chat, p, 1, &o, peer, gen, e);
+    return srv_gen_start(srv, api, p, 1, &o, peer, gen, e);
+}
+
+int srv_handle_chat(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
+                    srv_error *e) {
+    if (srv_check_model(srv, root, e)) return -1;
+    if (srv_check_fields(root, "chat", e)) return -1;
+    return srv_chat_start(srv, root, peer, &srv_api_chat, gen, e);
 }
 
 /* --- responses --------------------------------------------------------------------------- */
@@ -360,6 +433,52 @@ static cJSON *content_json(const srv_gen *g, const char *s, size_t n, int with_e
     return r;
 }
 
+/* reasoning_content (vLLM's first name for it) and reasoning (its current one) */
+static void add_reasoning(const srv_gen *g, cJSON *o, const char *s, size_t n, int always) {
+    if (g->srv->cfg.reasoning_parser == SRV_REASONING_NONE || g->opts.drop_reasoning) return;
+    if (!n && !always) return;
+    cJSON_AddItemToObject(o, "reasoning_content", n ? srv_json_text(s, n) : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "reasoning", n ? srv_json_text(s, n) : cJSON_CreateNull());
+}
+
+static cJSON *tool_call_json(const srv_tool_call *t, int index, int with_args) {
+    cJSON *o = cJSON_CreateObject();
+    if (index >= 0) cJSON_AddNumberToObject(o, "index", index);
+    cJSON_AddStringToObject(o, "id", t->id);
+    cJSON_AddStringToObject(o, "type", "function");
+    cJSON *fn = cJSON_AddObjectToObject(o, "function");
+    cJSON_AddStringToObject(fn, "name", t->name);
+    cJSON_AddStringToObject(fn, "arguments", with_args ? t->arguments : "");
+    return o;
+}
+
+/* A reply with calls finishes with "tool_calls" (as vLLM, whatever ended it). */
+static void split_finish(srv_choice *c, const srv_split *sp) {
+    if (c->done && sp->n_calls_ready && c->finish_reason &&
+        (!strcmp(c->finish_reason, "stop") || !strcmp(c->finish_reason, "length")))
+        c->finish_reason = "tool_calls";
+}
+
+/* The message of a split reply: reasoning, content (null when empty) and tool_calls. */
+static void split_message(srv_gen *g, srv_choice *c, cJSON *msg) {
+    int err = 0;
+    srv_split *sp = srv_choice_split(g, c, &err);
+    if (err) g->failed = 1;
+    const char *echo = g->opts.echo ? g->prompts[0].text : NULL;
+    if (sp->content_ready || (echo && echo[0]))
+        cJSON_AddItemToObject(msg, "content",
+                              content_json(g, sp->out.content, sp->content_ready, 1));
+    else
+        cJSON_AddNullToObject(msg, "content");
+    add_reasoning(g, msg, sp->reason, sp->reason_len, 1);
+    if (sp->n_calls_ready) {
+        cJSON *calls = cJSON_AddArrayToObject(msg, "tool_calls");
+        for (int k = 0; k < sp->n_calls_ready; k++)
+            cJSON_AddItemToArray(calls, tool_call_json(&sp->out.calls[k], -1, 1));
+    }
+    split_finish(c, sp);
+}
+
 static char *chat_response(srv_gen *g) {
     cJSON *root = srv_response_base(g, "chat.completion");
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
@@ -369,7 +488,10 @@ static char *chat_response(srv_gen *g) {
         cJSON_AddNumberToObject(ch, "index", c->index);
         cJSON *msg = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddItemToObject(msg, "content", content_json(g, c->text, c->len, 1));
+        if (c->split)
+            split_message(g, c, msg);
+        else
+            cJSON_AddItemToObject(msg, "content", content_json(g, c->text, c->len, 1));
         if (g->opts.logprobs >= 0) {
             int to = c->n_lps;
             while (c->stopped_by_string && to > 0 && c->lps[to - 1].offset >= c->len) to--;
@@ -392,9 +514,79 @@ static char *chat_response(srv_gen *g) {
     return s;
 }
 
+/* One chunk of a choice (root and ch consumed), its delta's tool call or NULL. */
+static void send_chunk(srv_gen *g, srv_choice *c, cJSON *root, cJSON *ch, int finish_now) {
+    if (!cJSON_GetObjectItemCaseSensitive(ch, "logprobs")) cJSON_AddNullToObject(ch, "logprobs");
+    if (finish_now) cJSON_AddItemToObject(ch, "stop_reason", srv_stop_reason_json(g, c));
+    srv_stream_choice_end(g, c, root, ch, finish_now);
+}
+
+/* The stream of a split reply: reasoning and content deltas as they are decided, then each
+ * tool call once it is complete (its id, type and name, then its arguments), as OpenAI's
+ * tool_calls deltas. */
+static void split_chunks(srv_gen *g, srv_choice *c) {
+    int err = 0;
+    srv_split *sp = srv_choice_split(g, c, &err);
+    if (err) g->failed = 1;
+    split_finish(c, sp);
+    const int drop = g->opts.drop_reasoning;
+    int first = !c->role_sent, new_reason = !drop && sp->reason_len > c->reason_sent;
+    int new_content = sp->content_ready > c->content_sent,
+        new_calls = sp->n_calls_ready > c->calls_sent;
+    int to_lps = srv_choice_sendable_lps(c);
+    int new_lps = to_lps > c->streamed_lps, finish_now = c->done && !c->chunk_finish_sent;
+    int new_ids = g->opts.return_token_ids && c->n_ids > c->streamed_ids;
+    if (first || new_reason || new_content || new_lps || new_ids || (finish_now && !new_calls)) {
+        cJSON *root = srv_response_base(g, "chat.completion.chunk");
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ch, "index", c->index);
+        cJSON *delta = cJSON_AddObjectToObject(ch, "delta");
+        if (first) cJSON_AddStringToObject(delta, "role", "assistant");
+        if (new_reason)
+            add_reasoning(g, delta, sp->reason + c->reason_sent, sp->reason_len - c->reason_sent,
+                          0);
+        if (first || new_content)
+            cJSON_AddItemToObject(
+                delta, "content",
+                content_json(g, sp->out.content ? sp->out.content + c->content_sent : "",
+                             sp->content_ready - c->content_sent, first));
+        if (g->opts.logprobs >= 0 && new_lps)
+            cJSON_AddItemToObject(ch, "logprobs", chat_logprobs(g, c, c->streamed_lps, to_lps));
+        c->streamed_lps = to_lps;
+        c->reason_sent = sp->reason_len;
+        c->content_sent = sp->content_ready;
+        send_chunk(g, c, root, ch, finish_now && !new_calls);
+    }
+    for (; c->calls_sent < sp->n_calls_ready; c->calls_sent++) {
+        const srv_tool_call *t = &sp->out.calls[c->calls_sent];
+        for (int part = 0; part < 2; part++) {
+            cJSON *root = srv_response_base(g, "chat.completion.chunk");
+            cJSON *ch = cJSON_CreateObject();
+            cJSON_AddNumberToObject(ch, "index", c->index);
+            cJSON *calls =
+                cJSON_AddArrayToObject(cJSON_AddObjectToObject(ch, "delta"), "tool_calls");
+            if (part == 0) {
+                cJSON_AddItemToArray(calls, tool_call_json(t, c->calls_sent, 0));
+            } else {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddNumberToObject(o, "index", c->calls_sent);
+                cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "function"), "arguments",
+                                        t->arguments);
+                cJSON_AddItemToArray(calls, o);
+            }
+            send_chunk(g, c, root, ch,
+                       finish_now && part == 1 && c->calls_sent + 1 == sp->n_calls_ready);
+        }
+    }
+}
+
 static void chat_chunks(srv_gen *g, int final) {
     for (int i = 0; i < g->n_choices; i++) {
         srv_choice *c = &g->choices[i];
+        if (c->split) {
+            split_chunks(g, c);
+            continue;
+        }
         int first = !c->role_sent, new_text = c->released > c->streamed;
         int to_lps = srv_choice_sendable_lps(c);
         int new_lps = to_lps > c->streamed_lps, finish_now = c->done && !c->chunk_finish_sent;
@@ -420,4 +612,5 @@ static void chat_chunks(srv_gen *g, int final) {
     if (final && g->opts.include_usage) srv_usage_chunk(g);
 }
 
-const srv_api srv_api_chat = { "chatcmpl", "chat.completion.chunk", chat_response, chat_chunks };
+const srv_api srv_api_chat = { "chatcmpl", "chat.completion.chunk", chat_response, chat_chunks, 0,
+                               NULL };

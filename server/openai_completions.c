@@ -365,5 +365,6 @@ static void completion_chunks(srv_gen *g, int final) {
     if (final && g->opts.include_usage) srv_usage_chunk(g);
 }
 
-const srv_api srv_api_completions = { "cmpl", "text_completion", completion_response,
-                                      completion_chunks };
+const srv_api srv_api_completions = {
+    "cmpl", "text_completion", completion_response, completion_chunks, 0, NULL
+};

@@ -8,7 +8,7 @@
 
 #include "server.h"
 
-enum { COMPL = 1, CHAT = 2, BOTH = 3 };
+enum { COMPL = 1, CHAT = 2, BOTH = 3, RESP = 4, ALL = 7, CHAT_RESP = 6 };
 
 /* USED: parsed by the endpoint. IGNORED: accepted, no effect (vLLM ignores it too). REJECT: a
  * 400 unless the value means "off" (ok() says which values do; NULL: null only). */
@@ -57,6 +57,11 @@ static int text_only(const cJSON *root, const cJSON *v) {
     return 1;
 }
 
+static int is_disabled(const cJSON *root, const cJSON *v) {
+    (void)root;
+    return cJSON_IsString(v) && !strcmp(v->valuestring, "disabled");
+}
+
 static int function_call_none(const cJSON *root, const cJSON *v) {
     (void)root;
     return cJSON_IsString(v) && !strcmp(v->valuestring, "none");
@@ -64,36 +69,36 @@ static int function_call_none(const cJSON *root, const cJSON *v) {
 
 static const field_rule rules[] = {
     /* OpenAI's parameters */
-    { "model", BOTH, USED, NULL, NULL },
+    { "model", ALL, USED, NULL, NULL },
     { "prompt", COMPL, USED, NULL, NULL },
     { "messages", CHAT, USED, NULL, NULL },
     { "echo", BOTH, USED, NULL, NULL },
-    { "frequency_penalty", BOTH, USED, NULL, NULL },
-    { "presence_penalty", BOTH, USED, NULL, NULL },
+    { "frequency_penalty", ALL, USED, NULL, NULL },
+    { "presence_penalty", ALL, USED, NULL, NULL },
     { "logit_bias", BOTH, USED, NULL, NULL },
     { "logprobs", BOTH, USED, NULL, NULL },
     { "top_logprobs", CHAT, USED, NULL, NULL },
     { "max_tokens", BOTH, USED, NULL, NULL },
     { "max_completion_tokens", CHAT, USED, NULL, NULL },
     { "n", BOTH, USED, NULL, NULL },
-    { "seed", BOTH, USED, NULL, NULL },
+    { "seed", ALL, USED, NULL, NULL },
     { "stop", BOTH, USED, NULL, NULL },
-    { "stream", BOTH, USED, NULL, NULL },
+    { "stream", ALL, USED, NULL, NULL },
     { "stream_options", BOTH, USED, NULL, NULL },
-    { "temperature", BOTH, USED, NULL, NULL },
-    { "top_p", BOTH, USED, NULL, NULL },
-    { "tools", CHAT, USED, NULL, NULL },       /* rendered; tool_choice must be "none" */
-    { "tool_choice", CHAT, USED, NULL, NULL }, /* checked with tools (openai_chat.c) */
+    { "temperature", ALL, USED, NULL, NULL },
+    { "top_p", ALL, USED, NULL, NULL },
+    { "tools", CHAT_RESP, USED, NULL, NULL }, /* rendered; calls parsed with tool_choice auto */
+    { "tool_choice", CHAT_RESP, USED, NULL, NULL }, /* checked with tools (openai_chat.c) */
     { "response_format", BOTH, USED, NULL, NULL }, /* structured.c */
     { "reasoning_effort", CHAT, USED, NULL, NULL }, /* a chat template variable */
-    { "user", BOTH, IGNORED, NULL, NULL },
-    { "metadata", CHAT, IGNORED, NULL, NULL },
-    { "store", CHAT, IGNORED, NULL, NULL },
-    { "service_tier", BOTH, IGNORED, NULL, NULL },
-    { "parallel_tool_calls", CHAT, IGNORED, NULL, NULL },
+    { "user", ALL, IGNORED, NULL, NULL },
+    { "metadata", CHAT_RESP, IGNORED, NULL, NULL },
+    { "store", CHAT_RESP, IGNORED, NULL, NULL },
+    { "service_tier", ALL, IGNORED, NULL, NULL },
+    { "parallel_tool_calls", CHAT_RESP, USED, NULL, NULL }, /* false: the first call only */
     { "prediction", CHAT, IGNORED, NULL, NULL },
-    { "prompt_cache_key", CHAT, IGNORED, NULL, NULL },
-    { "safety_identifier", CHAT, IGNORED, NULL, NULL },
+    { "prompt_cache_key", CHAT_RESP, IGNORED, NULL, NULL },
+    { "safety_identifier", CHAT_RESP, IGNORED, NULL, NULL },
     { "verbosity", CHAT, IGNORED, NULL, NULL },
     { "suffix", COMPL, REJECT, empty_string, "is not supported (no fill-in-the-middle)" },
     { "best_of", BOTH, REJECT, best_of_is_n,
@@ -103,10 +108,30 @@ static const field_rule rules[] = {
     { "functions", CHAT, REJECT, empty_list, "is not supported (use tools)" },
     { "function_call", CHAT, REJECT, function_call_none, "is not supported (use tools)" },
     { "web_search_options", CHAT, REJECT, NULL, "is not supported (no web search)" },
+    /* the Responses API's (openai_responses.c turns them into chat's). store: OpenAI's
+     * default is true and its client does not send it; serpent stores nothing (as vLLM
+     * without a response store), so any value is accepted, and previous_response_id and
+     * background, which need a store, are refused. */
+    { "input", RESP, USED, NULL, NULL },
+    { "instructions", RESP, USED, NULL, NULL },
+    { "max_output_tokens", RESP, USED, NULL, NULL },
+    { "text", RESP, USED, NULL, NULL },      /* format text; json_schema: the hook */
+    { "reasoning", RESP, USED, NULL, NULL }, /* effort: the reasoning_effort variable */
+    { "include", RESP, IGNORED, NULL, NULL },
+    { "stream_options", RESP, IGNORED, NULL, NULL }, /* include_obfuscation only */
+    { "previous_response_id", RESP, REJECT, NULL,
+      "is not supported: serpent stores no responses; send the whole conversation as input" },
+    { "conversation", RESP, REJECT, NULL,
+      "is not supported: serpent stores no conversations; send the whole conversation as input" },
+    { "background", RESP, REJECT, is_false, "is not supported (no background responses)" },
+    { "truncation", RESP, REJECT, is_disabled, "other than \"disabled\" is not supported" },
+    { "top_logprobs", RESP, REJECT, is_zero, "is not supported on /v1/responses" },
+    { "max_tool_calls", RESP, REJECT, NULL, "is not supported" },
+    { "prompt", RESP, REJECT, NULL, "is not supported (no stored prompts)" },
     /* vLLM's extra parameters */
-    { "top_k", BOTH, USED, NULL, NULL },
-    { "min_p", BOTH, USED, NULL, NULL },
-    { "repetition_penalty", BOTH, USED, NULL, NULL },
+    { "top_k", ALL, USED, NULL, NULL },
+    { "min_p", ALL, USED, NULL, NULL },
+    { "repetition_penalty", ALL, USED, NULL, NULL },
     { "stop_token_ids", BOTH, USED, NULL, NULL },
     { "include_stop_str_in_output", BOTH, USED, NULL, NULL },
     { "ignore_eos", BOTH, USED, NULL, NULL },
@@ -117,7 +142,7 @@ static const field_rule rules[] = {
     { "add_special_tokens", BOTH, USED, NULL, NULL },
     { "add_generation_prompt", CHAT, USED, NULL, NULL },
     { "continue_final_message", CHAT, USED, NULL, NULL },
-    { "chat_template_kwargs", CHAT, USED, NULL, NULL },
+    { "chat_template_kwargs", CHAT_RESP, USED, NULL, NULL },
     { "documents", CHAT, USED, NULL, NULL },
     { "return_tokens_as_token_ids", BOTH, USED, NULL, NULL },
     { "return_token_ids", BOTH, USED, NULL, NULL },
@@ -125,9 +150,9 @@ static const field_rule rules[] = {
     { "length_penalty", BOTH, IGNORED, NULL, NULL }, /* beam search only, in vLLM too */
     { "priority", BOTH, REJECT, is_zero,
       "other than 0 is not supported (first come, first served)" },
-    { "request_id", BOTH, IGNORED, NULL, NULL },
+    { "request_id", ALL, IGNORED, NULL, NULL },
     { "cache_salt", BOTH, IGNORED, NULL, NULL },          /* no prefix cache to salt */
-    { "include_reasoning", CHAT, IGNORED, NULL, NULL },   /* no reasoning parser */
+    { "include_reasoning", CHAT_RESP, USED, NULL, NULL }, /* false: reasoning dropped */
     { "mm_processor_kwargs", CHAT, IGNORED, NULL, NULL }, /* text-only models */
     { "prompt_logprobs", BOTH, REJECT, NULL, "is not supported (use echo with logprobs)" },
     { "allowed_token_ids", BOTH, REJECT, NULL, "is not supported (use logit_bias)" },
@@ -173,13 +198,13 @@ static void log_unknown(const char *api, const char *name) {
 }
 
 int srv_check_fields(const cJSON *root, const char *api, srv_error *e) {
-    const int which = strcmp(api, "chat") ? COMPL : CHAT;
+    const int which = !strcmp(api, "chat") ? CHAT : !strcmp(api, "responses") ? RESP : COMPL;
     const cJSON *it;
     cJSON_ArrayForEach(it, root) {
         const field_rule *r = NULL;
         for (size_t i = 0; i < sizeof rules / sizeof rules[0] && !r; i++)
-            if (!strcmp(rules[i].name, it->string)) r = &rules[i];
-        if (!r || !(r->api & which)) { /* another endpoint's field counts as unknown here */
+            if ((rules[i].api & which) && !strcmp(rules[i].name, it->string)) r = &rules[i];
+        if (!r) { /* another endpoint's field counts as unknown here */
             log_unknown(api, it->string);
             continue;
         }

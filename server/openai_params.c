@@ -13,6 +13,7 @@ void srv_gen_opts_free(srv_gen_opts *o) {
     free(o->bias);
     for (int i = 0; i < o->n_stop; i++) free(o->stop[i]);
     srp_grammar_unref(o->grammar);
+    cJSON_Delete(o->tools);
     memset(o, 0, sizeof *o);
 }
 

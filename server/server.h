@@ -17,6 +17,7 @@
 #include "engine.h"
 #include "grammar/grammar.h"
 #include "metrics.h"
+#include "reply_split.h"
 #include "scheduler.h"
 #include "text.h"
 #include "tokenizer.h"
@@ -84,6 +85,8 @@ typedef struct srv_config {
     /* CORS: origins whose browsers may call the API ("*": any, as vLLM's default) */
     char **origins;
     int n_origins, any_origin;
+    const srv_tool_parser *tool_parser; /* --tool-call-parser; NULL: tool_choice "auto" is a 400 */
+    srv_reasoning reasoning_parser;     /* --reasoning-parser */
 } srv_config;
 
 typedef struct srv_server {
@@ -162,6 +165,11 @@ typedef struct srv_gen_opts {
     int n_stop_ids;
     int32_t stop_ids[SRV_MAX_STOP_IDS]; /* stop_token_ids */
     srp_grammar *grammar;               /* structured output (a reference); NULL: free text */
+    /* how the reply is split (chat, responses): tool calls parsed (tool_choice "auto" with a
+     * --tool-call-parser), the request's tools (malloc'ed copy, for the parser), only the
+     * first call kept (parallel_tool_calls: false), reasoning dropped (include_reasoning) */
+    int parse_tools, first_call_only, drop_reasoning;
+    cJSON *tools;
 } srv_gen_opts;
 
 void srv_gen_opts_free(srv_gen_opts *o);
@@ -217,8 +225,10 @@ typedef struct srv_api {
     const char *chunk_object;                     /* "object" of stream chunks */
     char *(*response)(struct srv_gen *g);         /* the whole non-stream body */
     void (*chunks)(struct srv_gen *g, int final); /* stream chunks into g->out */
+    int no_done;                                  /* the stream ends without data: [DONE] */
+    void (*free_state)(struct srv_gen *g);        /* NULL, or frees what the api kept in g */
 } srv_api;
-extern const srv_api srv_api_completions, srv_api_chat;
+extern const srv_api srv_api_completions, srv_api_chat, srv_api_responses;
 
 typedef struct srv_prompt {
     int32_t *ids;
@@ -226,6 +236,7 @@ typedef struct srv_prompt {
     char *text;          /* for echo: the prompt as text (chat: the assistant's last message) */
     srp_token_event *lp; /* [n - 1] prompt logprobs when echo + logprobs */
     int n_lp;
+    int think_open; /* the rendered chat ends in <think>: the reply starts in its reasoning */
 } srv_prompt;
 
 typedef struct srv_tok_lp {
@@ -255,6 +266,11 @@ typedef struct srv_choice {
     int stop_string, stop_token;
     int done, stopped_by_string, chunk_finish_sent, role_sent;
     char error[256];
+    /* the reply split into reasoning, content and tool calls (NULL: no parser applies), and
+     * how much of each the stream has sent */
+    srv_split *split;
+    size_t reason_sent, content_sent;
+    int calls_sent;
 } srv_choice;
 
 typedef struct srv_gen {
@@ -287,6 +303,9 @@ typedef struct srv_gen {
     char *out;
     size_t out_len, out_cap, out_pos;
     int stream_started, stream_ended;
+    /* the Responses API's stream: event sequence number and output items (openai_responses.c) */
+    int seq;
+    struct srv_resp_items *items;
 } srv_gen;
 
 /* Takes ownership of prompts and opts; submits n requests per prompt. On failure (e filled,
@@ -350,6 +369,29 @@ int srv_handle_completions(srv_server *srv, const cJSON *root, const srv_peer *p
                            srv_error *e);
 int srv_handle_chat(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
                     srv_error *e);
+/* POST /v1/responses (openai_responses.c): the request turned into a chat one, then the chat
+ * path below with the Responses API's output. */
+int srv_handle_responses(srv_server *srv, const cJSON *root, const srv_peer *peer, srv_gen **gen,
+                         srv_error *e);
+/* The chat path after the field checks: renders root's messages and tools, reads the shared
+ * options and starts a generation written by api. */
+int srv_chat_start(srv_server *srv, const cJSON *root, const srv_peer *peer, const srv_api *api,
+                   srv_gen **gen, srv_error *e);
+/* Feeds a choice's split with what of its text is final (no stop string can take it back),
+ * and returns it (NULL when the choice has none); -1 in *err when out of memory. */
+srv_split *srv_choice_split(srv_gen *g, srv_choice *c, int *err);
+
+/* --- hooks for constrained decoding (structured_hooks.c) ----------------------------------- */
+
+/* tool_choice "required" or a named function: the reply must be tool calls, which needs the
+ * grammar engine; tools is the request's list (chat format), tool_choice its value. To set up
+ * o for constrained decoding and return 0; for now a 400. */
+int srv_tools_constrain(const srv_server *srv, const cJSON *tools, const cJSON *tool_choice,
+                        srv_gen_opts *o, srv_error *e);
+/* The Responses API's text.format of type json_schema or json_object (format is the object):
+ * to set up o for constrained decoding and return 0; for now a 400. */
+int srv_text_format_constrain(const srv_server *srv, const cJSON *format, srv_gen_opts *o,
+                              srv_error *e);
 /* The output budget: choices x max_tokens x (top_logprobs + 1), and the same for echoed
  * prompt logprobs, against --max-logprobs (400 naming the product). */
 int srv_check_budget(const srv_server *srv, const srv_prompt *p, int n_prompts,
@@ -369,6 +411,8 @@ int srv_model_body(const srv_server *srv, const char *id, char **body, srv_error
 /* Appends "data: <json>\n\n" (the JSON printed compactly, then deleted) to g->out. */
 void srv_sse_json(srv_gen *g, cJSON *chunk);
 void srv_sse_done(srv_gen *g);
+/* "event: <name>\ndata: <json>\n\n" (the Responses API names its events). */
+void srv_sse_event(srv_gen *g, const char *name, cJSON *chunk);
 void srv_out_append(srv_gen *g, const char *s, size_t n);
 
 /* --- the daemon (http.c) ------------------------------------------------------------------- */

@@ -35,6 +35,13 @@ void srv_sse_json(srv_gen *g, cJSON *chunk) {
     free(s);
 }
 
+void srv_sse_event(srv_gen *g, const char *name, cJSON *chunk) {
+    srv_out_append(g, "event: ", 7);
+    srv_out_append(g, name, strlen(name));
+    srv_out_append(g, "\n", 1);
+    srv_sse_json(g, chunk);
+}
+
 void srv_sse_done(srv_gen *g) {
     srv_out_append(g, "data: [DONE]\n\n", 14);
 }

@@ -60,6 +60,21 @@ redteam)
   node --test --test-reporter=spec "$here/redteam.test.mjs"
   stop_server "$SERPENT_URL_PID"
   ;;
+tools)
+  # the shipped model three ways: no parsers (auto tool choice is a 400), and with the
+  # reasoning parsers (its replies have no think tags: deepseek_r1 reads them all as
+  # reasoning, qwen3 as content) and the hermes tool-call parser
+  tiny="$here/../../models/serpent-tiny"
+  start_server SERPENT_URL "$SERPENT_BIN" --model "$tiny" --max-num-seqs 4 --threads 1
+  start_server SERPENT_URL_R1 "$SERPENT_BIN" --model "$tiny" --max-num-seqs 4 --threads 1 \
+    --reasoning-parser deepseek_r1 --tool-call-parser hermes
+  start_server SERPENT_URL_Q3 "$SERPENT_BIN" --model "$tiny" --max-num-seqs 4 --threads 1 \
+    --reasoning-parser qwen3 --tool-call-parser qwen3_coder
+  node --test "$here/tools.test.mjs"
+  stop_server "$SERPENT_URL_PID"
+  stop_server "$SERPENT_URL_R1_PID"
+  stop_server "$SERPENT_URL_Q3_PID"
+  ;;
 curl) source "$here/curl.sh" ;;
 prefix)
   make_text_model "$work/text"
