@@ -214,7 +214,9 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
             if (split && (c->split = calloc(1, sizeof *c->split))) {
                 c->split->reasoning = srv->cfg.reasoning_parser;
                 c->split->think_open = prompts[p].think_open;
-                c->split->tools_by = g->opts.parse_tools ? srv->cfg.tool_parser : NULL;
+                c->split->tools_by = g->opts.forced_tools  ? srv_tool_parser_json_list()
+                                     : g->opts.parse_tools ? srv->cfg.tool_parser
+                                                           : NULL;
                 c->split->tools = g->opts.tools;
                 c->split->first_call_only = g->opts.first_call_only;
             }

@@ -338,13 +338,17 @@ static int reply_opts(srv_server *srv, const cJSON *root, srv_gen_opts *o, srv_e
                         "be started with --tool-call-parser (one of %s); or send "
                         "'tool_choice': \"none\"",
                         srv_tool_parser_names());
-    if (mode == TOOLS_FORCED && srv_tools_constrain(srv, tools, tc, o, e)) return -1;
-    if (mode != TOOLS_NONE && srv->cfg.tool_parser) {
+    if (get_flag(root, "parallel_tool_calls", &v, e) < 0) return -1;
+    o->first_call_only = !v;
+    if (mode == TOOLS_FORCED && o->grammar)
+        return srv_fail(e, 400, "tool_choice",
+                        "a forced 'tool_choice' cannot be combined with another output constraint "
+                        "(response_format, guided_*)");
+    if (mode == TOOLS_FORCED && srv_tools_constrain(srv, tools, tc, v, o, e)) return -1;
+    if (mode == TOOLS_FORCED || (mode != TOOLS_NONE && srv->cfg.tool_parser)) {
         o->parse_tools = 1;
         if (!(o->tools = cJSON_Duplicate(tools, 1))) return srv_fail(e, 500, NULL, "out of memory");
     }
-    if (get_flag(root, "parallel_tool_calls", &v, e) < 0) return -1;
-    o->first_call_only = !v;
     v = 1;
     if (get_flag(root, "include_reasoning", &v, e) < 0) return -1;
     o->drop_reasoning = !v;

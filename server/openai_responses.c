@@ -193,19 +193,35 @@ static int chat_tool_choice(const cJSON *tc, cJSON *chat, srv_error *e) {
     return 0;
 }
 
-/* text: {"format": {"type": "text"}} is plain text; json_schema and json_object go to the
- * constrained-decoding hook. */
-static int check_text(const srv_server *srv, const cJSON *text, srv_gen_opts *o, srv_error *e) {
+/* text: {"format": {"type": "text"}} is plain text; json_schema ({"type", "name", "schema",
+ * "strict"}) and json_object become chat's response_format (*format: the format, else NULL). */
+static int check_text(const cJSON *text, const cJSON **format, srv_error *e) {
+    *format = NULL;
     if (!text || cJSON_IsNull(text)) return 0;
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(text, "format");
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(f, "type");
     if (!cJSON_IsObject(text)) return srv_fail(e, 400, "text", "'text' must be an object");
     if (!f || cJSON_IsNull(f) || (cJSON_IsString(t) && !strcmp(t->valuestring, "text"))) return 0;
     if (cJSON_IsString(t) &&
-        (!strcmp(t->valuestring, "json_schema") || !strcmp(t->valuestring, "json_object")))
-        return srv_text_format_constrain(srv, f, o, e);
+        (!strcmp(t->valuestring, "json_schema") || !strcmp(t->valuestring, "json_object"))) {
+        *format = f;
+        return 0;
+    }
     return srv_fail(e, 400, "text.format.type",
                     "'text.format.type' must be one of text, json_schema, json_object");
+}
+
+/* chat's spelling of a Responses text.format */
+static cJSON *response_format(const cJSON *f) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(f, "type");
+    cJSON *rf = cJSON_CreateObject();
+    cJSON_AddStringToObject(rf, "type", t->valuestring);
+    if (!strcmp(t->valuestring, "json_schema")) {
+        cJSON *js = cJSON_Duplicate(f, 1);
+        cJSON_DeleteItemFromObjectCaseSensitive(js, "type");
+        cJSON_AddItemToObject(rf, "json_schema", js);
+    }
+    return rf;
 }
 
 /* The chat request a Responses request means (what it shares with chat is copied). */
@@ -277,13 +293,16 @@ int srv_handle_responses(srv_server *srv, const cJSON *root, const srv_peer *pee
                          srv_error *e) {
     if (srv_check_model(srv, root, e)) return -1;
     if (srv_check_fields(root, "responses", e)) return -1;
-    srv_gen_opts unused = { 0 };
-    if (check_text(srv, cJSON_GetObjectItemCaseSensitive(root, "text"), &unused, e)) return -1;
+    const cJSON *format;
+    if (check_text(cJSON_GetObjectItemCaseSensitive(root, "text"), &format, e)) return -1;
     cJSON *chat = chat_request(root, e);
     if (!chat) return -1;
+    if (format) cJSON_AddItemToObject(chat, "response_format", response_format(format));
     int rc = srv_chat_start(srv, chat, peer, &srv_api_responses, gen, e);
     cJSON_Delete(chat);
     if (rc) {
+        rename_field(e, "response_format.json_schema", "text.format");
+        rename_field(e, "response_format", "text.format");
         rename_field(e, "max_completion_tokens", "max_output_tokens");
         rename_field(e, "messages", "input");
         return -1;

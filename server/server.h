@@ -169,6 +169,7 @@ typedef struct srv_gen_opts {
      * --tool-call-parser), the request's tools (malloc'ed copy, for the parser), only the
      * first call kept (parallel_tool_calls: false), reasoning dropped (include_reasoning) */
     int parse_tools, first_call_only, drop_reasoning;
+    int forced_tools; /* the reply is the JSON list of calls a grammar forced */
     cJSON *tools;
 } srv_gen_opts;
 
@@ -189,10 +190,6 @@ int srv_decode_flags(const srv_gen_opts *o);
  * a schema or grammar serpent cannot compile is a 400 naming the field and the construct. */
 int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts *o,
                          srv_error *e);
-/* An OpenAI response format object (chat's response_format, or with responses the Responses
- * API's text.format, whose name and schema sit beside type) into *out (NULL for text). */
-int srv_response_format_grammar(const srv_server *srv, const cJSON *rf, const char *param,
-                                int responses, srp_grammar **out, srv_error *e);
 /* A grammar from the cache or compiled. kind: 'j' JSON Schema, 'o' any JSON object, 'r'
  * regex, 'g' GBNF, 'c' choices (NUL-separated); param names the field in errors. */
 int srv_grammar_get(const srv_server *srv, char kind, const char *src, size_t len,
@@ -381,17 +378,14 @@ int srv_chat_start(srv_server *srv, const cJSON *root, const srv_peer *peer, con
  * and returns it (NULL when the choice has none); -1 in *err when out of memory. */
 srv_split *srv_choice_split(srv_gen *g, srv_choice *c, int *err);
 
-/* --- hooks for constrained decoding (structured_hooks.c) ----------------------------------- */
+/* --- tool calls and formats forced by constrained decoding (structured_hooks.c) ---------- */
 
-/* tool_choice "required" or a named function: the reply must be tool calls, which needs the
- * grammar engine; tools is the request's list (chat format), tool_choice its value. To set up
- * o for constrained decoding and return 0; for now a 400. */
+/* tool_choice "required" or a named function (tools: the request's list, chat or Responses
+ * format): o->grammar allows only a JSON list of calls of those functions with arguments that
+ * follow their parameters' schemas (one call when named or not parallel), and o->forced_tools
+ * has the reply parsed as that list. */
 int srv_tools_constrain(const srv_server *srv, const cJSON *tools, const cJSON *tool_choice,
-                        srv_gen_opts *o, srv_error *e);
-/* The Responses API's text.format of type json_schema or json_object (format is the object):
- * to set up o for constrained decoding and return 0; for now a 400. */
-int srv_text_format_constrain(const srv_server *srv, const cJSON *format, srv_gen_opts *o,
-                              srv_error *e);
+                        int parallel, srv_gen_opts *o, srv_error *e);
 /* The output budget: choices x max_tokens x (top_logprobs + 1), and the same for echoed
  * prompt logprobs, against --max-logprobs (400 naming the product). */
 int srv_check_budget(const srv_server *srv, const srv_prompt *p, int n_prompts,

@@ -149,8 +149,10 @@ static int text_grammar(const srv_server *srv, char kind, const cJSON *v, const 
     return srv_grammar_get(srv, kind, v->valuestring, strlen(v->valuestring), param, out, e);
 }
 
-int srv_response_format_grammar(const srv_server *srv, const cJSON *rf, const char *param,
-                                int responses, srp_grammar **out, srv_error *e) {
+/* OpenAI's response_format: text, json_object, or json_schema with {"name", "schema",
+ * "strict"} (the Responses API's text.format arrives in this form too). */
+static int response_format_grammar(const srv_server *srv, const cJSON *rf, const char *param,
+                                   srp_grammar **out, srv_error *e) {
     char p[96];
     const cJSON *type = field(rf, "type");
     snprintf(p, sizeof p, "%s.type", param);
@@ -161,10 +163,8 @@ int srv_response_format_grammar(const srv_server *srv, const cJSON *rf, const ch
         return srv_grammar_get(srv, 'o', "", 0, param, out, e);
     if (strcmp(type->valuestring, "json_schema"))
         return srv_fail(e, 400, p, "'%s' must be text, json_object or json_schema", p);
-    /* chat: {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}; the Responses
-     * API's text.format has name and schema beside type */
-    const cJSON *js = responses ? rf : field(rf, "json_schema");
-    snprintf(p, sizeof p, "%s%s", param, responses ? "" : ".json_schema");
+    const cJSON *js = field(rf, "json_schema");
+    snprintf(p, sizeof p, "%s.json_schema", param);
     if (!cJSON_IsObject(js)) return srv_fail(e, 400, p, "'%s' must be an object", p);
     const cJSON *schema = field(js, "schema");
     snprintf(p + strlen(p), sizeof p - strlen(p), ".schema");
@@ -195,11 +195,11 @@ int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts 
     const cJSON *ws = field(root, "guided_whitespace_pattern");
     if (ws)
         return srv_fail(e, 400, "guided_whitespace_pattern",
-                        "'guided_whitespace_pattern' is not supported (JSON whitespace is one "
-                        "space or a newline with indentation)");
+                        "'guided_whitespace_pattern' is not supported (JSON is written "
+                        "compact: at most one space between tokens)");
     switch (which) {
     case -1: return 0;
-    case 0: return srv_response_format_grammar(srv, v[0], "response_format", 0, &o->grammar, e);
+    case 0: return response_format_grammar(srv, v[0], "response_format", &o->grammar, e);
     case 1: return schema_grammar(srv, v[1], "guided_json", &o->grammar, e);
     case 2: return text_grammar(srv, 'r', v[2], "guided_regex", &o->grammar, e);
     case 3: return choice_grammar(srv, v[3], "guided_choice", &o->grammar, e);

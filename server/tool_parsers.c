@@ -36,6 +36,14 @@ static const struct {
     int index;
 } aliases[] = { { "qwen3_xml", 1 }, { "nemotron_json", 2 }, { "llama_nemotron_json", 2 } };
 
+/* tool_choice required / named: the reply is a JSON list of calls, which the grammar forced
+ * (structured_hooks.c); granite's scan with no markers reads it */
+static const srv_tool_parser json_list = { "json_list", WHOLE_JSON_LIST, "", "" };
+
+const srv_tool_parser *srv_tool_parser_json_list(void) {
+    return &json_list;
+}
+
 const srv_tool_parser *srv_tool_parser_find(const char *name) {
     for (size_t i = 0; i < sizeof parsers / sizeof parsers[0]; i++)
         if (!strcmp(parsers[i].name, name)) return &parsers[i];

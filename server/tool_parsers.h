@@ -30,6 +30,9 @@ typedef struct srv_tool_parser srv_tool_parser;
 
 /* The parser of that name (aliases: vLLM's and NVIDIA's plugin names), or NULL. */
 const srv_tool_parser *srv_tool_parser_find(const char *name);
+/* The reader of a reply that is a JSON list of calls [{"name", "parameters"}] and nothing
+ * else (what tool_choice "required" or a named function constrains a reply to). */
+const srv_tool_parser *srv_tool_parser_json_list(void);
 /* The names, for help and errors: "hermes, qwen3_coder, ...". */
 const char *srv_tool_parser_names(void);
 

@@ -558,7 +558,8 @@ TEST(json_schema_objects) {
     YES(g, "{\"a\": 1, \"b\": \"x\", \"c\": true}");
     YES(g, "{\"a\":1,\"b\":\"x\"}");
     YES(g, "{\"b\":\"x\",\"c\":false}");
-    YES(g, "{\n  \"b\": \"x\"\n}");
+    NO(g, "{\n  \"b\": \"x\"\n}"); /* compact: at most one space between tokens */
+    NO(g, "{\"b\":  \"x\"}");
     NO(g, "{}"); /* b is required */
     NO(g, "{\"a\":1}");
     NO(g, "{\"b\":\"x\",\"a\":1}"); /* the schema's order */

@@ -1,8 +1,11 @@
 /* JSON Schema's scalar types as GBNF: the fixed rules every schema grammar shares, strings
  * (lengths, pattern, format), integers with exact bounds, numbers.
  *
- * A weak model must still terminate, so whitespace between tokens is bounded (llama.cpp's
- * `space`), integer parts have at most 16 digits, fractions at most 16 and exponents 3. */
+ * A weak model must still terminate, and each token it spends on layout is one fewer for the
+ * value, so whitespace between tokens is at most one space (compact JSON, as xgrammar without
+ * any_whitespace: newlines and indentation, which llama.cpp's `space` allows, let a weak model
+ * run to max_tokens on layout), integer parts have at most 16 digits, fractions at most 16 and
+ * exponents 3. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +14,7 @@
 #include "json_schema.h"
 
 static const char *prelude =
-    "space ::= | \" \" | \"\\n\" [ \\t]{0,20}\n"
+    "space ::= | \" \"\n"
     "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n"
     "string ::= \"\\\"\" char* \"\\\"\" space\n"
     "boolean ::= (\"true\" | \"false\") space\n"

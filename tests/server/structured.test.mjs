@@ -124,3 +124,126 @@ test('what cannot be compiled is a 400 naming the field and the construct', asyn
   const ok = await post('/v1/completions', { model, prompt: 'x', max_tokens: 3, guided_choice: ['a'] });
   assert.equal(ok.json.choices[0].text, 'a');
 });
+
+// --- tool calls forced by constrained decoding: tool_choice "required" and a named function ---
+
+const weather = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 30 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'unit', 'days'], additionalProperties: false },
+  },
+};
+const lookup = {
+  type: 'function',
+  function: { name: 'lookup', description: 'Look a word up', parameters: { type: 'object', properties: { word: { type: 'string', maxLength: 20 } }, required: ['word'] } },
+};
+const WeatherArgs = z.object({ city: z.string().max(30), unit: z.enum(['celsius', 'fahrenheit']), days: z.number().int().min(1).max(7) }).strict();
+const LookupArgs = z.object({ word: z.string().max(20) });
+const toolMessages = [{ role: 'user', content: 'What is the weather in Paris?' }];
+
+function checkCall(call) {
+  assert.equal(call.type, 'function');
+  assert.match(call.id, /^call_/);
+  const args = JSON.parse(call.function.arguments);
+  if (call.function.name === 'get_weather') WeatherArgs.parse(args);
+  else { assert.equal(call.function.name, 'lookup'); LookupArgs.parse(args); }
+}
+
+test('openai: tool_choice required and named give calls whose arguments validate, whole and streamed', async () => {
+  for (const [tool_choice, seed, parallel] of [['required', 1, true], ['required', 2, false], [{ type: 'function', function: { name: 'lookup' } }, 3, true]]) {
+    const r = await client.chat.completions.create({ model, messages: toolMessages, tools: [weather, lookup], tool_choice, parallel_tool_calls: parallel, temperature: 1, seed, max_tokens: 400 });
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+    assert.ok(c.message.tool_calls.length >= 1);
+    assert.equal(c.message.content, null);
+    c.message.tool_calls.forEach(checkCall);
+    if (typeof tool_choice === 'object') {
+      assert.equal(c.message.tool_calls.length, 1);
+      assert.equal(c.message.tool_calls[0].function.name, 'lookup');
+    }
+  }
+  const one = await client.chat.completions.create({ model, messages: toolMessages, tools: [weather, lookup], tool_choice: 'required', parallel_tool_calls: false, temperature: 1, seed: 4, max_tokens: 300 });
+  assert.equal(one.choices[0].message.tool_calls.length, 1);
+  const stream = await client.chat.completions.create({ model, messages: toolMessages, tools: [weather], tool_choice: 'required', parallel_tool_calls: false, temperature: 0.8, seed: 5, max_tokens: 300, stream: true });
+  const calls = [];
+  let finish = null;
+  for await (const ch of stream) {
+    const d = ch.choices[0]?.delta;
+    for (const tc of d?.tool_calls ?? []) {
+      calls[tc.index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } };
+      if (tc.id) calls[tc.index].id = tc.id;
+      if (tc.function?.name) calls[tc.index].function.name += tc.function.name;
+      if (tc.function?.arguments) calls[tc.index].function.arguments += tc.function.arguments;
+    }
+    finish = ch.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(finish, 'tool_calls');
+  assert.ok(calls.length >= 1);
+  calls.forEach(checkCall);
+  // a named function that is not among the tools, and tool parameters that cannot be compiled
+  const bad = await post('/v1/chat/completions', { model, messages: toolMessages, tools: [weather], tool_choice: { type: 'function', function: { name: 'nope' } } });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error.param, 'tool_choice');
+  const badp = await post('/v1/chat/completions', { model, messages: toolMessages, tool_choice: 'required', tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', patternProperties: { x: {} } } } }] });
+  assert.equal(badp.status, 400);
+  assert.match(badp.json.error.message, /patternProperties/);
+});
+
+test('LangChain: bindTools with tool_choice any/named, and withStructuredOutput by function calling', async () => {
+  const llm = new ChatOpenAI({ model, apiKey: 'none', temperature: 0, maxTokens: 300, configuration: { baseURL: `${base}/v1` } });
+  for (const choice of ['any', 'lookup']) {
+    const msg = await llm.bindTools([weather, lookup], { tool_choice: choice, parallel_tool_calls: false }).invoke(toolMessages);
+    assert.ok(msg.tool_calls.length >= 1, JSON.stringify(msg));
+    for (const call of msg.tool_calls) (call.name === 'lookup' ? LookupArgs : WeatherArgs).parse(call.args);
+    if (choice === 'lookup') assert.equal(msg.tool_calls[0].name, 'lookup');
+  }
+  const out = await llm.withStructuredOutput(Person, { method: 'functionCalling', name: 'person' }).invoke(messages);
+  Person.parse(out);
+  const dflt = await llm.withStructuredOutput(Person).invoke(messages); // LangChain's default method
+  Person.parse(dflt);
+});
+
+test('AI SDK: generateText with a required and a named tool, chat and Responses routes', async () => {
+  const { tool } = await import('ai');
+  const openai = createOpenAI({ baseURL: `${base}/v1`, apiKey: 'none' });
+  const tools = {
+    get_weather: tool({ description: 'The weather in a city', inputSchema: WeatherArgs }),
+    lookup: tool({ description: 'Look a word up', inputSchema: LookupArgs }),
+  };
+  const { generateText } = await import('ai');
+  for (const m of [openai.chat(model), openai(model)]) {
+    for (const toolChoice of ['required', { type: 'tool', toolName: 'lookup' }]) {
+      const r = await generateText({ model: m, tools, toolChoice, prompt: 'What is the weather in Paris?', temperature: 0, maxOutputTokens: 300, providerOptions: { openai: { parallelToolCalls: false } } });
+      assert.ok(r.toolCalls.length >= 1, `${m.provider} ${JSON.stringify(toolChoice)}: ${r.text}`);
+      for (const c of r.toolCalls) (c.toolName === 'lookup' ? LookupArgs : WeatherArgs).parse(c.input);
+      if (typeof toolChoice === 'object') assert.equal(r.toolCalls[0].toolName, 'lookup');
+    }
+  }
+  const { object } = await generateObject({ model: openai(model), schema: Person, prompt: 'Describe a person.', temperature: 0, maxOutputTokens: 400 });
+  Person.parse(object);
+});
+
+test('responses.create with text.format json_schema, whole and streamed, and a required tool', async () => {
+  const format = { type: 'json_schema', name: 'person', schema: zodResponseFormat(Person, 'person').json_schema.schema, strict: true };
+  const r = await client.responses.create({ model, input: 'Describe a person.', text: { format }, temperature: 0, max_output_tokens: 400 });
+  assert.equal(r.status, 'completed');
+  Person.parse(JSON.parse(r.output_text));
+  const s = await client.responses.create({ model, input: 'Describe a person.', text: { format: { type: 'json_object' } }, temperature: 0.6, max_output_tokens: 400, stream: true });
+  let text = '', done = null;
+  for await (const ev of s) {
+    if (ev.type === 'response.output_text.delta') text += ev.delta;
+    if (ev.type === 'response.completed' || ev.type === 'response.incomplete') done = ev.response;
+  }
+  assert.ok(done);
+  if (done.status === 'completed') assert.equal(typeof JSON.parse(text), 'object');
+  else assert.equal(done.incomplete_details.reason, 'max_output_tokens');
+  const t = await client.responses.create({ model, input: 'Weather in Paris?', tools: [{ type: 'function', ...weather.function }], tool_choice: 'required', parallel_tool_calls: false, temperature: 0, max_output_tokens: 300 });
+  const calls = t.output.filter((o) => o.type === 'function_call');
+  assert.ok(calls.length >= 1, JSON.stringify(t.output));
+  for (const c of calls) WeatherArgs.parse(JSON.parse(c.arguments));
+  const bad = await post('/v1/responses', { model, input: 'x', text: { format: { type: 'json_schema', name: 'x', schema: { type: 'integer', multipleOf: 2 } } } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.error.param, /^text\.format/);
+});
