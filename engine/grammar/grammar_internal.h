@@ -35,7 +35,7 @@ enum {
     G_MAX_ELEMS = 1 << 22, /* elements of all rules */
     G_MAX_REPEAT = 100000, /* the m and n of x{m,n} */
     G_MAX_STACKS = 8192,   /* live stacks of one matcher state */
-    G_MAX_NODES = 1 << 23, /* interned stack frames of one grammar */
+    G_MAX_NODES = 1 << 22, /* interned stack frames of one grammar (about 150 MB) */
 };
 
 /* A growing rule set, as the front ends build it. */
