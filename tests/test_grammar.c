@@ -2,6 +2,7 @@
  * accepting and refusing strings, the errors for what serpent does not support, and token
  * masks on real tokenizers (consistency with accept, UTF-8 split across tokens, byte
  * fallback, greedy walks that must end in valid JSON). */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -919,4 +920,78 @@ TEST(json_schema_random_walks_validate) {
         srp_tokenizer_free(t);
     }
     srp_grammar_unref(g);
+}
+
+/* Matchers of one grammar on several threads: the grammar's frame store and mask cache are
+ * shared under its mutex (run under the sanitizers, TSan included). */
+typedef struct walk_job {
+    srp_grammar *g;
+    const srp_vocab *v;
+    const srp_tokenizer *t;
+    int ok;
+} walk_job;
+
+static void *walk_thread(void *arg) {
+    walk_job *j = arg;
+    int nv = srp_vocab_size(j->v), words = (nv + 31) / 32;
+    uint32_t *mask = malloc(sizeof *mask * (size_t)words);
+    char out[8192];
+    int n = 0;
+    uint64_t r = (uint64_t)(uintptr_t)arg | 1;
+    srp_matcher *m = matcher_after(j->g, j->v, NULL, 0);
+    j->ok = m != NULL;
+    for (int step = 0; m && step < 3000 && !srp_matcher_can_end(m); step++) {
+        srp_matcher_mask(m, mask);
+        int pick = -1, seen = 0;
+        for (int tok = 0; tok < nv; tok++) {
+            if (!(mask[tok >> 5] >> (tok & 31) & 1)) continue;
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            uint8_t b[256];
+            int len = srp_tokenizer_token_bytes(j->t, tok, b, sizeof b);
+            int closing = len > 0 && memchr(b, '"', (size_t)len) != NULL;
+            /* reservoir pick, with closing tokens weighted up so that the walk ends */
+            seen += closing ? 8 : 1;
+            if (r % (uint64_t)seen < (closing ? 8u : 1u)) pick = tok;
+        }
+        if (pick < 0 || srp_matcher_accept(m, pick)) {
+            j->ok = 0;
+            break;
+        }
+        uint8_t b[256];
+        int len = srp_tokenizer_token_bytes(j->t, pick, b, sizeof b);
+        if (len > 0 && n + len < (int)sizeof out) {
+            memcpy(out + n, b, (size_t)len);
+            n += len;
+        }
+    }
+    if (m && !srp_matcher_can_end(m)) j->ok = 0;
+    if (j->ok) {
+        cJSON *js = cJSON_ParseWithLength(out, (size_t)n);
+        j->ok = valid_walk_output(js);
+        cJSON_Delete(js);
+    }
+    srp_matcher_free(m);
+    free(mask);
+    return NULL;
+}
+
+TEST(matchers_share_a_grammar_across_threads) {
+    srp_tokenizer *t = load_tok("fixtures/zamba2_bpe", 1);
+    REQUIRE(t);
+    srp_vocab *v = tok_vocab(t);
+    srp_grammar *g = schema(walk_schema);
+    REQUIRE(v && g);
+    pthread_t th[4];
+    walk_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (walk_job){ .g = g, .v = v, .t = t };
+        REQUIRE(pthread_create(&th[i], NULL, walk_thread, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECKF(jobs[i].ok, "thread %d", i);
+    }
+    srp_grammar_unref(g);
+    srp_vocab_free(v);
+    srp_tokenizer_free(t);
 }
