@@ -995,3 +995,15 @@ TEST(matchers_share_a_grammar_across_threads) {
     srp_vocab_free(v);
     srp_tokenizer_free(t);
 }
+
+TEST(gbnf_generated_rules_never_take_user_names) {
+    /* the repetition makes a rule; the user's own root_1 ... must stay theirs */
+    srp_grammar *g =
+        gbnf("root ::= \"a\"* root_0 root_1 root_2\nroot_0 ::= \"x\"\nroot_1 ::= \"y\"\n"
+             "root_2 ::= \"z\"");
+    REQUIRE(g);
+    YES(g, "aaxyz");
+    YES(g, "xyz");
+    NO(g, "aaxy");
+    srp_grammar_unref(g);
+}

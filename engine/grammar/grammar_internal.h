@@ -57,7 +57,7 @@ void gb_init(gbuild *b);
 void gb_free(gbuild *b);
 /* The rule of this name, created (undefined, empty) if new; -1 when out of memory. */
 int gb_rule(gbuild *b, const char *name, size_t len);
-/* A new rule named "<base>_<n>". */
+/* A new rule named "<base>~<n>" (no GBNF text can name it). */
 int gb_fresh(gbuild *b, const char *base);
 int gb_push(gbuild *b, int rule, int type, int val);
 int gb_set(gbuild *b, const gbytes *s); /* index of a byte set (deduplicated with the last) */
