@@ -575,6 +575,16 @@ TEST(json_schema_objects) {
     YES(g, "{\"zz\":2.5}");
     NO(g, "{\"zz\":\"s\"}");
     srp_grammar_unref(g);
+    g = schema("{\"type\":\"object\"}"); /* lists nothing, so restricts nothing */
+    REQUIRE(g);
+    YES(g, "{}");
+    YES(g, "{\"k\":1}");
+    srp_grammar_unref(g);
+    g = schema("{\"type\":\"object\",\"properties\":{}}");
+    REQUIRE(g);
+    YES(g, "{}");
+    NO(g, "{\"k\":1}");
+    srp_grammar_unref(g);
     g = schema("{\"type\":\"object\",\"additionalProperties\":true}");
     REQUIRE(g);
     YES(g, "{\"k\":[1,{\"x\":null}],\"j\":\"s\"}");

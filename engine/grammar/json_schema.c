@@ -5,6 +5,7 @@
  * one may be left out (linear rules: first_i / rest_i say whether a comma is due).
  * additionalProperties absent is false, as xgrammar's strict mode does and vLLM uses it (and
  * as OpenAI's strict structured outputs require): a reply holds only the listed properties.
+ * An object schema with neither properties nor additionalProperties allows any object.
  * true or a schema allows extra properties after the listed ones (their names are not checked
  * against the listed ones). Arrays: prefixItems then items; with prefixItems and no items, no
  * more items (strict again). oneOf is read as anyOf (exclusivity is not enforced). A format
@@ -144,18 +145,20 @@ static int object(jsc *c, const cJSON *s, const char *path, gtext *x) {
     if (props && !cJSON_IsObject(props))
         return malformed(c, path, "'properties' must be an object");
     if (req && !cJSON_IsArray(req)) return malformed(c, path, "'required' must be an array");
+    /* an object schema listing no properties at all restricts nothing: any object */
+    int any_extra = cJSON_IsTrue(ap) || (!ap && !props);
     for (const cJSON *r = req ? req->child : NULL; r; r = r->next) {
         if (!cJSON_IsString(r)) return malformed(c, path, "'required' must list strings");
-        if (!cJSON_GetObjectItemCaseSensitive(props, r->valuestring) && !cJSON_IsTrue(ap) &&
+        if (!cJSON_GetObjectItemCaseSensitive(props, r->valuestring) && !any_extra &&
             !cJSON_IsObject(ap))
             return unsupported(c, path, "required property '%.200s' is not in 'properties'",
                                r->valuestring);
     }
     char extra[48] = "", base[48], kv[48];
-    if (cJSON_IsTrue(ap) || (cJSON_IsObject(ap))) {
+    if (any_extra || cJSON_IsObject(ap)) {
         char sub[512], val[48];
         js_path(sub, path, "additionalProperties", -1);
-        if (cJSON_IsTrue(ap)) {
+        if (any_extra) {
             c->any_used = 1;
             snprintf(val, sizeof val, "value");
         } else {
