@@ -750,6 +750,8 @@ TEST(json_schema_unsupported_keywords_named_with_path) {
     CHECK(schema_error("{\"type\":\"number\",\"maximum\":3}", SRP_EUNSUPPORTED,
                        "'maximum' on a number"));
     CHECK(schema_error("{\"allOf\":[{},{}]}", SRP_EUNSUPPORTED, "'allOf'"));
+    CHECK(schema_error("{\"type\":\"object\",\"required\":[\"a\"]}", SRP_EUNSUPPORTED,
+                       "$: required property 'a' is not in 'properties'"));
     CHECK(schema_error("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", SRP_EUNSUPPORTED,
                        "$: pattern: position 4: backreferences are not supported"));
     CHECK(schema_error("{\"type\":\"strin\"}", SRP_EUNSUPPORTED, "type 'strin'"));

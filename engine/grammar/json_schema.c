@@ -149,8 +149,8 @@ static int object(jsc *c, const cJSON *s, const char *path, gtext *x) {
     int any_extra = cJSON_IsTrue(ap) || (!ap && !props);
     for (const cJSON *r = req ? req->child : NULL; r; r = r->next) {
         if (!cJSON_IsString(r)) return malformed(c, path, "'required' must list strings");
-        if (!cJSON_GetObjectItemCaseSensitive(props, r->valuestring) && !any_extra &&
-            !cJSON_IsObject(ap))
+        /* a required extra property could not be enforced */
+        if (!cJSON_GetObjectItemCaseSensitive(props, r->valuestring))
             return unsupported(c, path, "required property '%.200s' is not in 'properties'",
                                r->valuestring);
     }
