@@ -230,7 +230,8 @@ static int array(jsc *c, const cJSON *s, const char *path, gtext *x) {
         return unsupported(c, path, "'minItems' / 'maxItems' above %s is not supported", "100000");
     int k = cJSON_GetArraySize(prefix);
     if (k > 1000) return unsupported(c, path, "more than %s 'prefixItems'", "1000");
-    char(*e)[48] = calloc((size_t)(k ? k : 1), 48), rest[48] = "", sub[512];
+    char(*e)[48] = calloc((size_t)(k ? k : 1), 48); /* the rule of each prefix item */
+    char rest[48] = "", sub[512];                   /* the rule of the items after them */
     if (!e) return srp_err_set(c->e, SRP_ENOMEM, "json schema: out of memory");
     int rc = 0, i = 0;
     for (const cJSON *p = prefix ? prefix->child : NULL; p && !rc; p = p->next, i++) {
@@ -253,7 +254,7 @@ static int array(jsc *c, const cJSON *s, const char *path, gtext *x) {
     if (!rc) {
         gt_puts(x, "\"[\" space");
         if (hi != 0 && (k || rest[0])) {
-            gt_puts(x, lo ? " (" : " (");
+            gt_puts(x, " (");
             gt_puts(x, k ? e[0] : rest);
             if (k)
                 array_tail(x, e, k, rest, lo, hi, 1);
