@@ -35,7 +35,7 @@ enum {
     G_MAX_ELEMS = 1 << 22, /* elements of all rules */
     G_MAX_REPEAT = 100000, /* the m and n of x{m,n} */
     G_MAX_STACKS = 8192,   /* live stacks of one matcher state */
-    G_MAX_NODES = 1 << 23, /* interned stack frames of one grammar */
+    G_MAX_NODES = 1 << 22, /* interned stack frames of one grammar (about 150 MB) */
 };
 
 /* A growing rule set, as the front ends build it. */
@@ -57,7 +57,7 @@ void gb_init(gbuild *b);
 void gb_free(gbuild *b);
 /* The rule of this name, created (undefined, empty) if new; -1 when out of memory. */
 int gb_rule(gbuild *b, const char *name, size_t len);
-/* A new rule named "<base>_<n>". */
+/* A new rule named "<base>~<n>" (no GBNF text can name it). */
 int gb_fresh(gbuild *b, const char *base);
 int gb_push(gbuild *b, int rule, int type, int val);
 int gb_set(gbuild *b, const gbytes *s); /* index of a byte set (deduplicated with the last) */

@@ -105,7 +105,8 @@ int gb_fresh(gbuild *b, const char *base) {
     char buf[96];
     /* The name only has to be unique and readable in messages. */
     for (int k = b->n_rules;; k++) {
-        int n = snprintf(buf, sizeof buf, "%.60s_%d", base, k);
+        /* "~" cannot appear in a GBNF name, so a generated rule never takes a user's name */
+        int n = snprintf(buf, sizeof buf, "%.60s~%d", base, k);
         int r = gb_rule(b, buf, (size_t)n);
         if (r < 0) return -1;
         if (b->rule_n[r] || b->defined[r]) continue;

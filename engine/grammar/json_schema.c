@@ -5,6 +5,7 @@
  * one may be left out (linear rules: first_i / rest_i say whether a comma is due).
  * additionalProperties absent is false, as xgrammar's strict mode does and vLLM uses it (and
  * as OpenAI's strict structured outputs require): a reply holds only the listed properties.
+ * An object schema with neither properties nor additionalProperties allows any object.
  * true or a schema allows extra properties after the listed ones (their names are not checked
  * against the listed ones). Arrays: prefixItems then items; with prefixItems and no items, no
  * more items (strict again). oneOf is read as anyOf (exclusivity is not enforced). A format
@@ -144,18 +145,20 @@ static int object(jsc *c, const cJSON *s, const char *path, gtext *x) {
     if (props && !cJSON_IsObject(props))
         return malformed(c, path, "'properties' must be an object");
     if (req && !cJSON_IsArray(req)) return malformed(c, path, "'required' must be an array");
+    /* an object schema listing no properties at all restricts nothing: any object */
+    int any_extra = cJSON_IsTrue(ap) || (!ap && !props);
     for (const cJSON *r = req ? req->child : NULL; r; r = r->next) {
         if (!cJSON_IsString(r)) return malformed(c, path, "'required' must list strings");
-        if (!cJSON_GetObjectItemCaseSensitive(props, r->valuestring) && !cJSON_IsTrue(ap) &&
-            !cJSON_IsObject(ap))
+        /* a required extra property could not be enforced */
+        if (!cJSON_GetObjectItemCaseSensitive(props, r->valuestring))
             return unsupported(c, path, "required property '%.200s' is not in 'properties'",
                                r->valuestring);
     }
     char extra[48] = "", base[48], kv[48];
-    if (cJSON_IsTrue(ap) || (cJSON_IsObject(ap))) {
+    if (any_extra || cJSON_IsObject(ap)) {
         char sub[512], val[48];
         js_path(sub, path, "additionalProperties", -1);
-        if (cJSON_IsTrue(ap)) {
+        if (any_extra) {
             c->any_used = 1;
             snprintf(val, sizeof val, "value");
         } else {
@@ -227,7 +230,8 @@ static int array(jsc *c, const cJSON *s, const char *path, gtext *x) {
         return unsupported(c, path, "'minItems' / 'maxItems' above %s is not supported", "100000");
     int k = cJSON_GetArraySize(prefix);
     if (k > 1000) return unsupported(c, path, "more than %s 'prefixItems'", "1000");
-    char(*e)[48] = calloc((size_t)(k ? k : 1), 48), rest[48] = "", sub[512];
+    char(*e)[48] = calloc((size_t)(k ? k : 1), 48); /* the rule of each prefix item */
+    char rest[48] = "", sub[512];                   /* the rule of the items after them */
     if (!e) return srp_err_set(c->e, SRP_ENOMEM, "json schema: out of memory");
     int rc = 0, i = 0;
     for (const cJSON *p = prefix ? prefix->child : NULL; p && !rc; p = p->next, i++) {
@@ -250,7 +254,7 @@ static int array(jsc *c, const cJSON *s, const char *path, gtext *x) {
     if (!rc) {
         gt_puts(x, "\"[\" space");
         if (hi != 0 && (k || rest[0])) {
-            gt_puts(x, lo ? " (" : " (");
+            gt_puts(x, " (");
             gt_puts(x, k ? e[0] : rest);
             if (k)
                 array_tail(x, e, k, rest, lo, hi, 1);

@@ -90,6 +90,16 @@ static int32_t intern(srp_grammar *g, int32_t pos, int32_t parent) {
     return id;
 }
 
+/* A new generation stamp; at the wrap every mark is cleared, or an old mark could equal a new
+ * stamp (a long-running server makes 2^32 steps). */
+static uint32_t next_stamp(uint32_t *stamp, uint32_t *marks, int n) {
+    if (++*stamp == 0) {
+        if (marks) memset(marks, 0, sizeof *marks * (size_t)n);
+        *stamp = 1;
+    }
+    return *stamp;
+}
+
 static int tmp_push(gstore *s, int32_t v) {
     if (s->n_tmp == s->cap_tmp) {
         int cap = s->cap_tmp ? s->cap_tmp * 2 : 256;
@@ -108,7 +118,7 @@ static int tmp_push(gstore *s, int32_t v) {
 static int expand(srp_grammar *g, int32_t pos0, int32_t parent0) {
     gstore *s = &g->store;
     if (store_init(g)) return -1;
-    uint32_t stamp = ++s->stamp_x;
+    uint32_t stamp = next_stamp(&s->stamp_x, s->mark_x, s->cap);
     int32_t *work = NULL;
     int nw = 0, cw = 0, rc = 0;
 #define PUSHW(a, b)                                               \
@@ -228,7 +238,7 @@ int g_initial(srp_grammar *g, int32_t **out, int *n, int *cap) {
 
 int g_advance(srp_grammar *g, const int32_t *in, int n, unsigned b, int32_t **out, int *cap) {
     gstore *s = &g->store;
-    uint32_t stamp = ++s->stamp_s;
+    uint32_t stamp = next_stamp(&s->stamp_s, s->mark_s, s->cap);
     int m = 0;
     for (int i = 0; i < n; i++) {
         int32_t id = in[i];

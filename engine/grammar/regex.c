@@ -104,11 +104,18 @@ static int hexv(int c) {
     return -1;
 }
 
+/* An escape's error, pointing at its backslash; -1. */
+static long esc_err(rx *r, size_t at, int code, const char *msg) {
+    r->i = at;
+    rx_err(r, code, msg);
+    return -1;
+}
+
 /* After a backslash, a single code point: its value, or -1 (error set). */
 static long escape_char(rx *r) {
     size_t at = r->i - 1; /* messages point at the backslash */
     int c = peekc(r);
-    if (c < 0) return r->i = at, rx_err(r, SRP_EFORMAT, "a backslash at the end"), -1;
+    if (c < 0) return esc_err(r, at, SRP_EFORMAT, "a backslash at the end");
     r->i++;
     switch (c) {
     case 'n':
@@ -129,34 +136,26 @@ static long escape_char(rx *r) {
         long v = 0;
         for (int k = 0; k < digits; k++) {
             int h = hexv(peekc(r));
-            if (h < 0)
-                return r->i = at, rx_err(r, SRP_EFORMAT, "a \\x or \\u escape needs hex digits"),
-                       -1;
+            if (h < 0) return esc_err(r, at, SRP_EFORMAT, "a \\x or \\u escape needs hex digits");
             v = v * 16 + h;
             r->i++;
         }
         if (v >= 0xD800 && v <= 0xDFFF)
-            return r->i = at, rx_err(r, SRP_EUNSUPPORTED, "surrogate escapes are not supported"),
-                   -1;
+            return esc_err(r, at, SRP_EUNSUPPORTED, "surrogate escapes are not supported");
         return v;
     }
     }
     if (c >= '1' && c <= '9')
-        return r->i = at, rx_err(r, SRP_EUNSUPPORTED, "backreferences are not supported"), -1;
+        return esc_err(r, at, SRP_EUNSUPPORTED, "backreferences are not supported");
     if (c == 'b' || c == 'B' || c == 'A' || c == 'Z' || c == 'z' || c == 'G')
-        return r->i = at,
-               rx_err(r, SRP_EUNSUPPORTED,
-                      "anchors and word boundaries (\\b \\B \\A \\Z) are not supported"),
-               -1;
+        return esc_err(r, at, SRP_EUNSUPPORTED,
+                       "anchors and word boundaries (\\b \\B \\A \\Z) are not supported");
     if (c == 'p' || c == 'P')
-        return r->i = at, rx_err(r, SRP_EUNSUPPORTED, "Unicode properties (\\p) are not supported"),
-               -1;
-    if (c == 'k')
-        return r->i = at, rx_err(r, SRP_EUNSUPPORTED, "named backreferences are not supported"), -1;
+        return esc_err(r, at, SRP_EUNSUPPORTED, "Unicode properties (\\p) are not supported");
+    if (c == 'k') return esc_err(r, at, SRP_EUNSUPPORTED, "named backreferences are not supported");
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return r->i = at, rx_err(r, SRP_EUNSUPPORTED, "this escape is not supported"), -1;
-    if (c >= 0x80)
-        return r->i = at, rx_err(r, SRP_EFORMAT, "a backslash before a non-ASCII byte"), -1;
+        return esc_err(r, at, SRP_EUNSUPPORTED, "this escape is not supported");
+    if (c >= 0x80) return esc_err(r, at, SRP_EFORMAT, "a backslash before a non-ASCII byte");
     return c; /* escaped punctuation */
 }
 
