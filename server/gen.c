@@ -209,11 +209,15 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
             c->prompt_index = p;
             c->stop_string = c->stop_token = -1;
             /* replies split into reasoning, content and calls: chat's and the Responses API's */
+            /* a reply constrained by a grammar is all the grammar's: no reasoning precedes it
+             * (the grammar does not allow a <think> block) */
+            const srv_reasoning reasoning =
+                g->opts.grammar ? SRV_REASONING_NONE : srv->cfg.reasoning_parser;
             int split = api != &srv_api_completions &&
-                        (g->opts.parse_tools || srv->cfg.reasoning_parser != SRV_REASONING_NONE);
+                        (g->opts.parse_tools || reasoning != SRV_REASONING_NONE);
             if (split && (c->split = calloc(1, sizeof *c->split))) {
-                c->split->reasoning = srv->cfg.reasoning_parser;
-                c->split->think_open = prompts[p].think_open;
+                c->split->reasoning = reasoning;
+                c->split->think_open = !g->opts.grammar && prompts[p].think_open;
                 c->split->tools_by = g->opts.forced_tools  ? srv_tool_parser_json_list()
                                      : g->opts.parse_tools ? srv->cfg.tool_parser
                                                            : NULL;
