@@ -122,13 +122,20 @@ int main(int argc, char **argv) {
     const char *json = NULL, *commit = "unknown";
     int batch = 32, tokens = 256;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--config")) config = argv[i + 1];
-        else if (!strcmp(argv[i], "--tokenizer")) tok_dir = argv[i + 1];
-        else if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
-        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--json")) json = argv[i + 1];
-        else if (!strcmp(argv[i], "--commit")) commit = argv[i + 1];
+        if (!strcmp(argv[i], "--config"))
+            config = argv[i + 1];
+        else if (!strcmp(argv[i], "--tokenizer"))
+            tok_dir = argv[i + 1];
+        else if (!strcmp(argv[i], "--backend"))
+            backend = argv[i + 1];
+        else if (!strcmp(argv[i], "--batch"))
+            batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--tokens"))
+            tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--json"))
+            json = argv[i + 1];
+        else if (!strcmp(argv[i], "--commit"))
+            commit = argv[i + 1];
     }
     if (!tok_dir || batch < 1 || tokens < 1) {
         fprintf(stderr, "usage: bench_structured [--config DIR] --tokenizer DIR [--backend B] "
@@ -183,13 +190,13 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++)
         printf("  %-12s %8.1f tok/s (%ld tokens in %.3f s, %d replies ended early)  %+.1f%%\n",
                runs[i].name, runs[i].tokens_per_s, runs[i].tokens, runs[i].seconds,
-               runs[i].finished_early,
-               100.0 * (runs[i].tokens_per_s / runs[0].tokens_per_s - 1.0));
+               runs[i].finished_early, 100.0 * (runs[i].tokens_per_s / runs[0].tokens_per_s - 1.0));
     if (json) {
         FILE *f = fopen(json, "w");
         if (!f) return 1;
-        fprintf(f, "{\"commit\":\"%s\",\"config\":\"%s\",\"backend\":\"%s\",\"batch\":%d,"
-                   "\"tokens\":%d,\"schema_compile_ms\":%.3f,\"runs\":[",
+        fprintf(f,
+                "{\"commit\":\"%s\",\"config\":\"%s\",\"backend\":\"%s\",\"batch\":%d,"
+                "\"tokens\":%d,\"schema_compile_ms\":%.3f,\"runs\":[",
                 commit, config, backend, batch, tokens, compile_s * 1e3);
         for (int i = 0; i < 3; i++)
             fprintf(f, "%s{\"name\":\"%s\",\"tokens_per_s\":%.2f,\"tokens\":%ld,\"seconds\":%.4f}",

@@ -30,7 +30,7 @@ struct srp_request {
     srp_matcher *matcher; /* constrained decoding: where the reply is in its grammar */
     uint32_t *mask;       /* [(vocab + 31) / 32]: the tokens it allows next */
     int grammar_end;      /* 1: the grammar took its last byte; 2: it allows no token here */
-    srp_request *next; /* submit queue / waiting list */
+    srp_request *next;    /* submit queue / waiting list */
     srp_seq seq;
     int n_fed, n_generated;
     int32_t last_token;

@@ -78,7 +78,7 @@ typedef struct srp_request_params {
     srp_sample_params sample;
     const int32_t *stop_ids; /* drawing one of these finishes with SRP_FINISH_STOP; copied */
     int n_stop_ids;
-    int min_tokens;      /* the stop ids cannot be drawn before this many tokens (vLLM's) */
+    int min_tokens; /* the stop ids cannot be drawn before this many tokens (vLLM's) */
     /* Constrained decoding: the reply is a sentence of this grammar (NULL: free text), over
      * vocab's token bytes. Each draw is masked to the tokens the grammar allows next, the stop
      * ids included only where it may end; where it must end the reply finishes with

@@ -89,7 +89,7 @@ static const field_rule rules[] = {
     { "top_p", ALL, USED, NULL, NULL },
     { "tools", CHAT_RESP, USED, NULL, NULL }, /* rendered; calls parsed with tool_choice auto */
     { "tool_choice", CHAT_RESP, USED, NULL, NULL }, /* checked with tools (openai_chat.c) */
-    { "response_format", BOTH, USED, NULL, NULL }, /* structured.c */
+    { "response_format", BOTH, USED, NULL, NULL },  /* structured.c */
     { "reasoning_effort", CHAT, USED, NULL, NULL }, /* a chat template variable */
     { "user", ALL, IGNORED, NULL, NULL },
     { "metadata", CHAT_RESP, IGNORED, NULL, NULL },

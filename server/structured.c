@@ -62,10 +62,14 @@ void srv_grammar_cache_clear(void) {
 /* kind: 'j' JSON Schema, 'o' any object, 'r' regex, 'g' GBNF, 'c' choices (NUL-separated). */
 static int compile(char kind, const char *src, size_t len, srp_grammar **out, srp_err *se) {
     switch (kind) {
-    case 'j': return srp_grammar_json_schema(src, len, out, se);
-    case 'o': return srp_grammar_json_object(out, se);
-    case 'r': return srp_grammar_regex(src, len, out, se);
-    case 'g': return srp_grammar_gbnf(src, len, out, se);
+    case 'j':
+        return srp_grammar_json_schema(src, len, out, se);
+    case 'o':
+        return srp_grammar_json_object(out, se);
+    case 'r':
+        return srp_grammar_regex(src, len, out, se);
+    case 'g':
+        return srp_grammar_gbnf(src, len, out, se);
     default: {
         const char *ch[SRV_MAX_CHOICES];
         size_t lens[SRV_MAX_CHOICES];
@@ -173,11 +177,12 @@ static int response_format_grammar(const srv_server *srv, const cJSON *rf, const
     return schema_grammar(srv, schema, p, out, e);
 }
 
-int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts *o,
-                         srv_error *e) {
+int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts *o, srv_error *e) {
     /* the spellings, in vLLM's: one constraint per request */
-    static const char *const names[] = { "response_format", "guided_json",    "guided_regex",
-                                         "guided_choice",   "guided_grammar", "structured_outputs" };
+    static const char *const names[] = {
+        "response_format", "guided_json",    "guided_regex",
+        "guided_choice",   "guided_grammar", "structured_outputs"
+    };
     const cJSON *v[6];
     int given = 0, which = -1;
     for (int i = 0; i < 6; i++) {
@@ -198,13 +203,20 @@ int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts 
                         "'guided_whitespace_pattern' is not supported (JSON is written "
                         "compact: at most one space between tokens)");
     switch (which) {
-    case -1: return 0;
-    case 0: return response_format_grammar(srv, v[0], "response_format", &o->grammar, e);
-    case 1: return schema_grammar(srv, v[1], "guided_json", &o->grammar, e);
-    case 2: return text_grammar(srv, 'r', v[2], "guided_regex", &o->grammar, e);
-    case 3: return choice_grammar(srv, v[3], "guided_choice", &o->grammar, e);
-    case 4: return text_grammar(srv, 'g', v[4], "guided_grammar", &o->grammar, e);
-    default: break;
+    case -1:
+        return 0;
+    case 0:
+        return response_format_grammar(srv, v[0], "response_format", &o->grammar, e);
+    case 1:
+        return schema_grammar(srv, v[1], "guided_json", &o->grammar, e);
+    case 2:
+        return text_grammar(srv, 'r', v[2], "guided_regex", &o->grammar, e);
+    case 3:
+        return choice_grammar(srv, v[3], "guided_choice", &o->grammar, e);
+    case 4:
+        return text_grammar(srv, 'g', v[4], "guided_grammar", &o->grammar, e);
+    default:
+        break;
     }
     /* structured_outputs: {"json" | "regex" | "choice" | "grammar" | "json_object": ...} */
     const cJSON *so = v[5];
@@ -247,8 +259,10 @@ int srv_vocab_build(srv_server *srv, srp_err *e) {
     for (int i = 0; i < n && i < n_tok && !rc; i++) {
         int len = srp_tokenizer_token_bytes(srv->tok, i, buf, (int)sizeof buf);
         if (len <= 0 || len > (int)sizeof buf) continue;
-        if (!(bytes[i] = malloc((size_t)len))) rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
-        else memcpy(bytes[i], buf, (size_t)len), lens[i] = len;
+        if (!(bytes[i] = malloc((size_t)len)))
+            rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
+        else
+            memcpy(bytes[i], buf, (size_t)len), lens[i] = len;
     }
     if (!rc) rc = srp_vocab_new(n, (const uint8_t *const *)bytes, lens, &srv->vocab_bytes, e);
     for (int i = 0; bytes && i < n; i++) free(bytes[i]);

@@ -744,7 +744,8 @@ TEST(sched_grammar_constrains_replies) {
             rp.grammar = g;
             rp.grammar_vocab = vocab;
         }
-        if (i == 1) rp.sample = (srp_sample_params){ .temperature = 1.5f, .top_p = 1.0f, .seed = 3 };
+        if (i == 1)
+            rp.sample = (srp_sample_params){ .temperature = 1.5f, .top_p = 1.0f, .seed = 3 };
         REQUIRE(srp_sched_submit(s, &rp, &rq[i], &e) == 0);
     }
     srp_grammar_unref(g); /* the requests hold their own references */
@@ -766,9 +767,12 @@ TEST(sched_grammar_constrains_replies) {
             size_t L = strlen(text);
             int ok = L >= 5 && !strncmp(text, "ab", 2) && text[L - 1] == 'b';
             const char *rest = text + 2;
-            if (ok && rest[0] == 'c') rest += 1;
-            else if (ok && !strncmp(rest, "dd", 2)) rest += 2;
-            else ok = 0;
+            if (ok && rest[0] == 'c')
+                rest += 1;
+            else if (ok && !strncmp(rest, "dd", 2))
+                rest += 2;
+            else
+                ok = 0;
             size_t mid = ok ? strlen(rest) - 1 : 0;
             ok = ok && mid >= 1 && mid <= 6 && strspn(rest, "abcd") == strlen(rest);
             CHECKF(ok, "request %d: '%s' is not in %s", i, text, re);

@@ -103,8 +103,8 @@ __device__ __forceinline__ float masked_logit(const float *row, int i, const uin
     return mask && !(mask[i >> 5] >> (i & 31) & 1u) ? -INFINITY : row[i];
 }
 
-__device__ __forceinline__ const uint32_t *row_mask(const uint32_t *masks, const int *slots,
-                                                    int r, int vocab) {
+__device__ __forceinline__ const uint32_t *row_mask(const uint32_t *masks, const int *slots, int r,
+                                                    int vocab) {
     return slots && slots[r] >= 0 ? masks + (int64_t)slots[r] * ((vocab + 31) / 32) : NULL;
 }
 
