@@ -53,6 +53,11 @@ static const char *const schema =
     "\"hourly\",\"fields\",\"lang\",\"limit\",\"offset\",\"sort\",\"filter\",\"tags\","
     "\"verbose\",\"format\",\"timezone\",\"note\",\"id\"],\"additionalProperties\":false}";
 
+/* ids past the tokenizer's (the model's padded rows) have no bytes */
+static int token_bytes(const void *tok, int t, uint8_t *buf, int cap) {
+    return srp_tokenizer_token_bytes(tok, t, buf, cap);
+}
+
 typedef struct run {
     const char *name;
     double seconds, tokens_per_s;
@@ -156,19 +161,9 @@ int main(int argc, char **argv) {
     if (srp_engine_open(config, &o, &eng, &err)) die("open");
     const int vocab = srp_engine_config(eng)->vocab_size;
     const int n_tok = srp_tokenizer_vocab_size(tok) < vocab ? srp_tokenizer_vocab_size(tok) : vocab;
-    uint8_t **bytes = calloc((size_t)vocab, sizeof *bytes);
-    int *lens = calloc((size_t)vocab, sizeof *lens);
-    uint8_t buf[1024];
-    for (int i = 0; i < n_tok; i++) {
-        int len = srp_tokenizer_token_bytes(tok, i, buf, (int)sizeof buf);
-        if (len <= 0 || len > (int)sizeof buf) continue;
-        bytes[i] = malloc((size_t)len);
-        memcpy(bytes[i], buf, (size_t)len);
-        lens[i] = len;
-    }
     srp_vocab *v = NULL;
     double t0 = now();
-    if (srp_vocab_new(vocab, (const uint8_t *const *)bytes, lens, &v, &err)) die("vocab");
+    if (srp_vocab_from(vocab, token_bytes, tok, &v, &err)) die("vocab");
     const double vocab_s = now() - t0;
     srp_grammar *gs = NULL, *go = NULL;
     t0 = now();
@@ -211,8 +206,5 @@ int main(int argc, char **argv) {
     srp_vocab_free(v);
     srp_engine_close(eng);
     srp_tokenizer_free(tok);
-    for (int i = 0; i < vocab; i++) free(bytes[i]);
-    free(bytes);
-    free(lens);
     return 0;
 }

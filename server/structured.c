@@ -248,25 +248,12 @@ int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts 
 
 /* --- the vocabulary's bytes ----------------------------------------------------------------- */
 
+/* ids past the tokenizer's (padded embedding rows) and special tokens have no bytes: no grammar
+ * allows them */
+static int token_bytes(const void *tok, int t, uint8_t *buf, int cap) {
+    return srp_tokenizer_token_bytes(tok, t, buf, cap);
+}
+
 int srv_vocab_build(srv_server *srv, srp_err *e) {
-    const int n = srv->vocab, n_tok = srp_tokenizer_vocab_size(srv->tok);
-    uint8_t **bytes = calloc((size_t)n, sizeof *bytes);
-    int *lens = calloc((size_t)n, sizeof *lens);
-    int rc = bytes && lens ? 0 : srp_err_set(e, SRP_ENOMEM, "out of memory");
-    uint8_t buf[1024];
-    /* ids past the tokenizer's (padded embedding rows) and special tokens have no bytes: no
-     * grammar allows them */
-    for (int i = 0; i < n && i < n_tok && !rc; i++) {
-        int len = srp_tokenizer_token_bytes(srv->tok, i, buf, (int)sizeof buf);
-        if (len <= 0 || len > (int)sizeof buf) continue;
-        if (!(bytes[i] = malloc((size_t)len)))
-            rc = srp_err_set(e, SRP_ENOMEM, "out of memory");
-        else
-            memcpy(bytes[i], buf, (size_t)len), lens[i] = len;
-    }
-    if (!rc) rc = srp_vocab_new(n, (const uint8_t *const *)bytes, lens, &srv->vocab_bytes, e);
-    for (int i = 0; bytes && i < n; i++) free(bytes[i]);
-    free(bytes);
-    free(lens);
-    return rc;
+    return srp_vocab_from(srv->vocab, token_bytes, srv->tok, &srv->vocab_bytes, e);
 }

@@ -55,25 +55,15 @@ srp_tokenizer *load_tok(const char *rel, int in_tests) {
     return t;
 }
 
+static int token_bytes(const void *t, int id, uint8_t *buf, int cap) {
+    return srp_tokenizer_token_bytes(t, id, buf, cap);
+}
+
 srp_vocab *tok_vocab(const srp_tokenizer *t) {
-    int n = srp_tokenizer_vocab_size(t);
-    uint8_t **b = calloc((size_t)n, sizeof *b);
-    int *len = calloc((size_t)n, sizeof *len);
     srp_vocab *v = NULL;
     srp_err e;
-    for (int id = 0; id < n; id++) {
-        uint8_t buf[1024];
-        len[id] = srp_tokenizer_token_bytes(t, id, buf, sizeof buf);
-        if (len[id] > (int)sizeof buf) len[id] = -1; /* none this long in the fixtures */
-        if (len[id] > 0) {
-            b[id] = malloc((size_t)len[id]);
-            memcpy(b[id], buf, (size_t)len[id]);
-        }
-    }
-    if (srp_vocab_new(n, (const uint8_t *const *)b, len, &v, &e)) fprintf(stderr, "%s\n", e.msg);
-    for (int id = 0; id < n; id++) free(b[id]);
-    free(b);
-    free(len);
+    if (srp_vocab_from(srp_tokenizer_vocab_size(t), token_bytes, t, &v, &e))
+        fprintf(stderr, "%s\n", e.msg);
     return v;
 }
 

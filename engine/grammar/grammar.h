@@ -22,6 +22,11 @@
 typedef struct srp_vocab srp_vocab;
 int srp_vocab_new(int n_tokens, const uint8_t *const *bytes, const int *lens, srp_vocab **out,
                   srp_err *e);
+/* The same from token_bytes(ctx, t, buf, cap), which spells token t as
+ * srp_tokenizer_token_bytes does: its length (written when it fits in cap; asked again with
+ * room when not), or -1 for a token with no bytes. */
+int srp_vocab_from(int n_tokens, int (*token_bytes)(const void *ctx, int t, uint8_t *buf, int cap),
+                   const void *ctx, srp_vocab **out, srp_err *e);
 void srp_vocab_free(srp_vocab *v);
 int srp_vocab_size(const srp_vocab *v);
 
