@@ -169,7 +169,7 @@ test('every parameter serpent does not implement is a 400 naming it', async () =
     ['completions', { prompt: 'a', response_format: { type: 'structural_tag' } }, 'response_format.type'],
     ['chat', { messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', patternProperties: {} } } } }, 'response_format.json_schema.schema'],
     ['chat', { messages, tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools'],
-    ['chat', { messages, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'required' }, 'tool_choice'],
+    ['chat', { messages, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: { type: 'function', function: { name: 'g' } } }, 'tool_choice'],
     ['chat', { messages, use_beam_search: true }, 'use_beam_search'],
     ['chat', { messages, guided_json: { type: 'string', format: 'hostname-of-mars' } }, 'guided_json'],
     ['chat', { messages, structural_tag: '{}' }, 'structural_tag'],
