@@ -150,6 +150,7 @@ void srv_gen_free(srv_gen *g) {
     free(g->choices);
     if (g->api->free_state) g->api->free_state(g);
     free(g->out);
+    cJSON_Delete(g->echo);
     srv_gen_opts_free(&g->opts);
     pthread_mutex_destroy(&g->wmu);
     atomic_fetch_sub(&g->srv->n_gens, 1);

@@ -308,6 +308,15 @@ int srv_handle_responses(srv_server *srv, const cJSON *root, const srv_peer *pee
         return -1;
     }
     (*gen)->id[4] = '_'; /* OpenAI's ids read resp_...; the generation writes resp-... */
+    /* what the response object repeats of the request, as OpenAI's does */
+    static const char *const echoed[] = { "instructions", "tools", "tool_choice", "text",
+                                          "metadata" };
+    cJSON *echo = cJSON_CreateObject();
+    for (size_t i = 0; echo && i < sizeof echoed / sizeof echoed[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, echoed[i]);
+        if (v && !cJSON_IsNull(v)) cJSON_AddItemToObject(echo, echoed[i], cJSON_Duplicate(v, 1));
+    }
+    (*gen)->echo = echo;
     return 0;
 }
 
@@ -427,6 +436,16 @@ static const char *status_of(const srv_gen *g) {
     return c->finish_reason && !strcmp(c->finish_reason, "length") ? "incomplete" : "completed";
 }
 
+/* r[name]: the request's value when it gave one, else dflt (consumed either way). */
+static void echo_or(cJSON *r, const cJSON *echo, const char *name, cJSON *dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(echo, name);
+    if (v) {
+        cJSON_Delete(dflt);
+        dflt = cJSON_Duplicate(v, 1);
+    }
+    cJSON_AddItemToObject(r, name, dflt);
+}
+
 /* The response object: its output items (with the final state once finished) and usage. */
 static cJSON *response_json(srv_gen *g, const reply_view *v) {
     cJSON *r = cJSON_CreateObject();
@@ -438,7 +457,7 @@ static cJSON *response_json(srv_gen *g, const reply_view *v) {
     cJSON_AddStringToObject(r, "model", g->srv->cfg.model_name);
     cJSON_AddBoolToObject(r, "background", 0);
     cJSON_AddNullToObject(r, "error");
-    cJSON_AddNullToObject(r, "instructions"); /* not kept: the template has rendered them */
+    echo_or(r, g->echo, "instructions", cJSON_CreateNull());
     if (!strcmp(status, "incomplete"))
         cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "incomplete_details"), "reason",
                                 "max_output_tokens");
@@ -449,16 +468,18 @@ static cJSON *response_json(srv_gen *g, const reply_view *v) {
         if (strcmp(status, "in_progress")) cJSON_AddItemToArray(out, item_json(&g->items->v[i], v));
     cJSON_AddNumberToObject(r, "max_output_tokens", g->opts.max_tokens);
     cJSON_AddBoolToObject(r, "parallel_tool_calls", !g->opts.first_call_only);
-    cJSON_AddStringToObject(r, "tool_choice", g->opts.parse_tools ? "auto" : "none");
+    echo_or(r, g->echo, "tool_choice",
+            cJSON_CreateString(g->opts.forced_tools  ? "required"
+                               : g->opts.parse_tools ? "auto"
+                                                     : "none"));
     cJSON_AddNullToObject(r, "previous_response_id");
     cJSON_AddBoolToObject(r, "store", 0);
     cJSON_AddNumberToObject(r, "temperature", g->opts.sample.temperature);
     cJSON_AddNumberToObject(r, "top_p", g->opts.sample.top_p);
-    cJSON_AddStringToObject(cJSON_AddObjectToObject(cJSON_AddObjectToObject(r, "text"), "format"),
-                            "type", "text");
+    echo_or(r, g->echo, "text", cJSON_Parse("{\"format\":{\"type\":\"text\"}}"));
     cJSON_AddStringToObject(r, "truncation", "disabled");
-    cJSON_AddItemToObject(r, "tools", cJSON_CreateArray());
-    cJSON_AddItemToObject(r, "metadata", cJSON_CreateObject());
+    echo_or(r, g->echo, "tools", cJSON_CreateArray());
+    echo_or(r, g->echo, "metadata", cJSON_CreateObject());
     if (strcmp(status, "in_progress"))
         cJSON_AddItemToObject(r, "usage", usage_json(g));
     else

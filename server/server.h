@@ -302,6 +302,7 @@ typedef struct srv_gen {
     /* the Responses API's stream: event sequence number and output items (openai_responses.c) */
     int seq;
     struct srv_resp_items *items;
+    cJSON *echo; /* the request fields its response object repeats (instructions, tools, ...) */
 } srv_gen;
 
 /* Takes ownership of prompts and opts; submits n requests per prompt. On failure (e filled,

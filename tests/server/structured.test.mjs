@@ -227,8 +227,10 @@ test('AI SDK: generateText with a required and a named tool, chat and Responses 
 
 test('responses.create with text.format json_schema, whole and streamed, and a required tool', async () => {
   const format = { type: 'json_schema', name: 'person', schema: zodResponseFormat(Person, 'person').json_schema.schema, strict: true };
-  const r = await client.responses.create({ model, input: 'Describe a person.', text: { format }, temperature: 0, max_output_tokens: 400 });
+  const r = await client.responses.create({ model, input: 'Describe a person.', instructions: 'Reply with JSON.', text: { format }, temperature: 0, max_output_tokens: 400 });
   assert.equal(r.status, 'completed');
+  assert.equal(r.text.format.type, 'json_schema'); // the response repeats the request's settings
+  assert.equal(r.instructions, 'Reply with JSON.');
   Person.parse(JSON.parse(r.output_text));
   const s = await client.responses.create({ model, input: 'Describe a person.', text: { format: { type: 'json_object' } }, temperature: 0.6, max_output_tokens: 400, stream: true });
   let text = '', done = null;
