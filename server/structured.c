@@ -21,12 +21,21 @@ static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static cached_grammar cache[SRV_GRAMMAR_CACHE];
 static unsigned long cache_clock;
 
+/* A cached grammar grows as requests explore it (its stacks and cached masks); one grown past
+ * SRV_GRAMMAR_MAX_BYTES leaves the cache (requests holding it keep it) and is compiled afresh,
+ * so the cache holds at most SRV_GRAMMAR_CACHE times that. */
 static srp_grammar *cache_find(char kind, const char *src, size_t len) {
     srp_grammar *g = NULL;
     pthread_mutex_lock(&cache_mu);
     for (int i = 0; i < SRV_GRAMMAR_CACHE && !g; i++)
         if (cache[i].g && cache[i].kind == kind && cache[i].len == len &&
             !memcmp(cache[i].src, src, len)) {
+            if (srp_grammar_memory(cache[i].g) > SRV_GRAMMAR_MAX_BYTES) {
+                srp_grammar_unref(cache[i].g);
+                free(cache[i].src);
+                memset(&cache[i], 0, sizeof cache[i]);
+                break;
+            }
             cache[i].used = ++cache_clock;
             g = srp_grammar_ref(cache[i].g);
         }

@@ -358,3 +358,28 @@ TEST(matchers_share_a_grammar_across_threads) {
     srp_vocab_free(v);
     srp_tokenizer_free(t);
 }
+
+/* srp_grammar_memory (what the server's grammar cache bounds) counts what matchers add: the
+ * stacks they explore and the masks cached for them. */
+TEST(grammar_memory_grows_with_use) {
+    srp_tokenizer *t = load_tok("models/serpent-tiny", 0);
+    REQUIRE(t);
+    srp_vocab *v = tok_vocab(t);
+    REQUIRE(v);
+    srp_grammar *g = NULL;
+    srp_err e;
+    REQUIRE(srp_grammar_json_object(&g, &e) == 0);
+    const size_t before = srp_grammar_memory(g);
+    CHECK(before > 0);
+    uint32_t *mask = calloc((size_t)(srp_vocab_size(v) + 31) / 32, sizeof *mask);
+    srp_matcher *m = matcher_after(g, v, NULL, 0);
+    REQUIRE(m);
+    srp_matcher_mask(m, mask);
+    const size_t after = srp_grammar_memory(g);
+    CHECKF(after >= before + (size_t)srp_vocab_size(v) / 8, "%zu -> %zu bytes", before, after);
+    srp_matcher_free(m);
+    srp_grammar_unref(g);
+    srp_vocab_free(v);
+    srp_tokenizer_free(t);
+    free(mask);
+}

@@ -140,6 +140,7 @@ const uint32_t *g_cache_get(srp_grammar *g, uint64_t vocab, const int32_t *state
 void g_cache_put(srp_grammar *g, uint64_t vocab, const int32_t *state, int n, const uint32_t *mask,
                  int words);
 void g_cache_free(gcache *c);
+size_t g_cache_bytes(const gcache *c);
 
 /* GBNF text building for the front ends that emit GBNF (json_schema.c, regex.c). */
 typedef struct gtext {

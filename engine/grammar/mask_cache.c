@@ -106,3 +106,7 @@ void g_cache_put(srp_grammar *g, uint64_t vocab, const int32_t *state, int n, co
     c->used++;
     c->bytes += need;
 }
+
+size_t g_cache_bytes(const gcache *c) {
+    return c ? c->bytes + (size_t)c->cap * sizeof *c->slot : 0;
+}

@@ -343,6 +343,17 @@ out:
     return rc;
 }
 
+size_t srp_grammar_memory(srp_grammar *g) {
+    pthread_mutex_lock(&g->mu);
+    const gstore *s = &g->store;
+    size_t n = (size_t)s->cap * (sizeof *s->node + 2 * sizeof *s->mark_x) +
+               (size_t)s->hash_cap * sizeof *s->hash + (size_t)s->cap_succ * sizeof *s->succ +
+               (size_t)s->cap_tmp * sizeof *s->tmp + g_cache_bytes(g->cache) +
+               (size_t)g->n_elem * sizeof *g->elem;
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
 void srp_matcher_mask(srp_matcher *m, uint32_t *mask) {
     pthread_mutex_lock(&m->g->mu);
     g_mask_compute(m->g, m->v, m->state, m->n, mask);
