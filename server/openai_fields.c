@@ -93,7 +93,9 @@ static const field_rule rules[] = {
     { "reasoning_effort", CHAT, USED, NULL, NULL }, /* a chat template variable */
     { "user", ALL, IGNORED, NULL, NULL },
     { "metadata", CHAT_RESP, IGNORED, NULL, NULL },
-    { "store", CHAT_RESP, IGNORED, NULL, NULL },
+    { "store", CHAT, IGNORED, NULL, NULL },
+    { "store", RESP, REJECT, is_false,
+      "true is not supported: serpent stores no responses (send false or leave it out)" },
     { "service_tier", ALL, IGNORED, NULL, NULL },
     { "parallel_tool_calls", CHAT_RESP, USED, NULL, NULL }, /* false: the first call only */
     { "prediction", CHAT, IGNORED, NULL, NULL },

@@ -188,6 +188,7 @@ test('400s: stored state, background, built-in tools, auto tool choice without a
   const cases = [
     ['/v1/responses', { model, input: 'hi', previous_response_id: 'resp_1' }, 'previous_response_id'],
     ['/v1/responses', { model, input: 'hi', background: true }, 'background'],
+    ['/v1/responses', { model, input: 'hi', store: true }, 'store'],
     ['/v1/responses', { model, input: 'hi', tools: [{ type: 'web_search' }] }, 'tools[0]'],
     ['/v1/responses', { model, input: 'hi', tools: [{ type: 'file_search', vector_store_ids: [] }] }, 'tools[0]'],
     ['/v1/responses', { model, input: 'hi', tools: [{ type: 'function', name: 'f', parameters: {} }] }, 'tools'],
