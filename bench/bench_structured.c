@@ -4,10 +4,12 @@
  * the constraint may cost at most 10% of the free rate).
  *
  *   bench_structured [--config DIR] --tokenizer DIR [--backend cuda|cpu] [--batch B]
- *                    [--tokens T] [--json FILE] [--commit SHA]
+ *                    [--tokens T] [--replicas R] [--json FILE] [--commit SHA]
  *
  * Masks are computed on the host while the device runs the step (scheduler.c, fill_masks), so
  * the cost is the part of the mask time the forward pass does not hide, plus the masks' upload.
+ * Request b takes replica b % R of each grammar (R compiled copies, 8 by default, as the
+ * server's cache makes them): one grammar computes one mask at a time.
  * No reply stops early: the schema's strings are long and the model's weights random, so every
  * request decodes T tokens of its grammar (a reply that completes its grammar ends early and
  * is counted as it is). */
@@ -65,8 +67,9 @@ typedef struct run {
     int finished_early;
 } run;
 
-static run decode(srp_sched *s, int vocab, int n_tok, int batch, int tokens, srp_grammar *g,
-                  const srp_vocab *v, const char *name) {
+/* g: n_g replicas of one grammar (NULL: free text); request b takes replica b % n_g. */
+static run decode(srp_sched *s, int vocab, int n_tok, int batch, int tokens, srp_grammar **g,
+                  int n_g, const srp_vocab *v, const char *name) {
     srp_request **rq = calloc((size_t)batch, sizeof *rq);
     int32_t prompt[64];
     uint64_t x = 88172645463325252ull;
@@ -83,7 +86,7 @@ static run decode(srp_sched *s, int vocab, int n_tok, int batch, int tokens, srp
         rp.max_tokens = tokens;
         rp.sample = (srp_sample_params){ .temperature = 1.0f, .top_p = 1.0f, .seed = (uint64_t)b };
         rp.logprobs = rp.prompt_logprobs = -1;
-        rp.grammar = g;
+        rp.grammar = g ? g[b % n_g] : NULL;
         rp.grammar_vocab = v;
         if (srp_sched_submit(s, &rp, &rq[b], &err)) die("submit");
     }
@@ -125,7 +128,7 @@ static run decode(srp_sched *s, int vocab, int n_tok, int batch, int tokens, srp
 int main(int argc, char **argv) {
     const char *config = "bench/configs/hybrid-8b", *tok_dir = NULL, *backend = "cuda";
     const char *json = NULL, *commit = "unknown";
-    int batch = 32, tokens = 256;
+    int batch = 32, tokens = 256, replicas = 8;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--config"))
             config = argv[i + 1];
@@ -137,14 +140,16 @@ int main(int argc, char **argv) {
             batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tokens"))
             tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--replicas"))
+            replicas = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--json"))
             json = argv[i + 1];
         else if (!strcmp(argv[i], "--commit"))
             commit = argv[i + 1];
     }
-    if (!tok_dir || batch < 1 || tokens < 1) {
+    if (!tok_dir || batch < 1 || tokens < 1 || replicas < 1 || replicas > 64) {
         fprintf(stderr, "usage: bench_structured [--config DIR] --tokenizer DIR [--backend B] "
-                        "[--batch B] [--tokens T] [--json FILE] [--commit SHA]\n");
+                        "[--batch B] [--tokens T] [--replicas R] [--json FILE] [--commit SHA]\n");
         return 2;
     }
     srp_tokenizer *tok = NULL;
@@ -165,23 +170,27 @@ int main(int argc, char **argv) {
     double t0 = now();
     if (srp_vocab_from(vocab, token_bytes, tok, &v, &err)) die("vocab");
     const double vocab_s = now() - t0;
-    srp_grammar *gs = NULL, *go = NULL;
+    /* as the server does (structured.c): a few replicas of each grammar compute masks at once */
+    srp_grammar *gs[64] = { 0 }, *go[64] = { 0 };
     t0 = now();
-    if (srp_grammar_json_schema(schema, strlen(schema), &gs, &err)) die("schema");
+    if (srp_grammar_json_schema(schema, strlen(schema), &gs[0], &err)) die("schema");
     const double compile_s = now() - t0;
-    if (srp_grammar_json_object(&go, &err)) die("json_object");
+    for (int r = 1; r < replicas; r++)
+        if (srp_grammar_json_schema(schema, strlen(schema), &gs[r], &err)) die("schema");
+    for (int r = 0; r < replicas; r++)
+        if (srp_grammar_json_object(&go[r], &err)) die("json_object");
     srp_sched *s = NULL;
     srp_sched_opts so;
     srp_sched_opts_default(&so);
     if (srp_sched_start(eng, &so, &s, &err)) die("scheduler");
     printf("%s on %s, vocab %d (%d tokens with bytes, trie built in %.1f ms), batch %d, %d "
-           "tokens each; schema compiled in %.2f ms\n",
-           config, backend, vocab, n_tok, vocab_s * 1e3, batch, tokens, compile_s * 1e3);
-    decode(s, vocab, n_tok, batch, 8, NULL, NULL, "warm-up");
+           "tokens each; schema compiled in %.2f ms; %d grammar replicas\n",
+           config, backend, vocab, n_tok, vocab_s * 1e3, batch, tokens, compile_s * 1e3, replicas);
+    decode(s, vocab, n_tok, batch, 8, NULL, 0, NULL, "warm-up");
     run runs[3];
-    runs[0] = decode(s, vocab, n_tok, batch, tokens, NULL, NULL, "free");
-    runs[1] = decode(s, vocab, n_tok, batch, tokens, gs, v, "json_schema");
-    runs[2] = decode(s, vocab, n_tok, batch, tokens, go, v, "json_object");
+    runs[0] = decode(s, vocab, n_tok, batch, tokens, NULL, 0, NULL, "free");
+    runs[1] = decode(s, vocab, n_tok, batch, tokens, gs, replicas, v, "json_schema");
+    runs[2] = decode(s, vocab, n_tok, batch, tokens, go, replicas, v, "json_object");
     for (int i = 0; i < 3; i++)
         printf("  %-12s %8.1f tok/s (%ld tokens in %.3f s, %d replies ended early)  %+.1f%%\n",
                runs[i].name, runs[i].tokens_per_s, runs[i].tokens, runs[i].seconds,
@@ -191,8 +200,8 @@ int main(int argc, char **argv) {
         if (!f) return 1;
         fprintf(f,
                 "{\"commit\":\"%s\",\"config\":\"%s\",\"backend\":\"%s\",\"batch\":%d,"
-                "\"tokens\":%d,\"schema_compile_ms\":%.3f,\"runs\":[",
-                commit, config, backend, batch, tokens, compile_s * 1e3);
+                "\"tokens\":%d,\"replicas\":%d,\"schema_compile_ms\":%.3f,\"runs\":[",
+                commit, config, backend, batch, tokens, replicas, compile_s * 1e3);
         for (int i = 0; i < 3; i++)
             fprintf(f, "%s{\"name\":\"%s\",\"tokens_per_s\":%.2f,\"tokens\":%ld,\"seconds\":%.4f}",
                     i ? "," : "", runs[i].name, runs[i].tokens_per_s, runs[i].tokens,
@@ -201,8 +210,10 @@ int main(int argc, char **argv) {
         fclose(f);
     }
     srp_sched_stop(s);
-    srp_grammar_unref(gs);
-    srp_grammar_unref(go);
+    for (int r = 0; r < replicas; r++) {
+        srp_grammar_unref(gs[r]);
+        srp_grammar_unref(go[r]);
+    }
     srp_vocab_free(v);
     srp_engine_close(eng);
     srp_tokenizer_free(tok);

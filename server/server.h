@@ -182,10 +182,11 @@ int srv_parse_gen_opts(const srv_server *srv, const cJSON *root, int chat, srv_g
 int srv_decode_flags(const srv_gen_opts *o);
 /* --- structured output (structured.c) ------------------------------------------------------ */
 
-#define SRV_GRAMMAR_CACHE     64                 /* compiled grammars kept, by source */
-#define SRV_MAX_CHOICES       256                /* guided_choice */
-#define SRV_GRAMMAR_MAX_BYTES ((size_t)48 << 20) /* a cached grammar grown past it is recompiled \
-                                                  */
+#define SRV_GRAMMAR_CACHE    64  /* compiled grammars kept, by source and replica */
+#define SRV_GRAMMAR_REPLICAS 8   /* copies of one source, computing masks in parallel */
+#define SRV_MAX_CHOICES      256 /* guided_choice */
+/* a cached grammar grown past this is recompiled */
+#define SRV_GRAMMAR_MAX_BYTES ((size_t)32 << 20)
 
 /* The constraint a request asks for (response_format, guided_json, guided_regex,
  * guided_choice, guided_grammar or structured_outputs) compiled into o->grammar (NULL: none);

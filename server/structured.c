@@ -1,16 +1,24 @@
 /* Structured output: the request fields that constrain a reply to a grammar (OpenAI's
  * response_format, vLLM's guided_* and structured_outputs), compiled through engine/grammar and
  * kept in a small cache, since clients send the same schema with every call. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server.h"
 
-/* --- the cache: the last SRV_GRAMMAR_CACHE compiled grammars, by kind and source text ------ */
+/* --- the cache: the last SRV_GRAMMAR_CACHE compiled grammars, by kind, source and replica ---
+ *
+ * A compiled grammar computes one mask at a time (its matchers share its stacks and cached
+ * masks under one lock), while the scheduler computes a step's masks on several threads. So a
+ * source is compiled into a few replicas, and requests take them in turn: requests of one
+ * replica share its cache, replicas compute in parallel. */
 
 typedef struct cached_grammar {
     char kind;
+    int replica;
     char *src;
     size_t len;
     srp_grammar *g;
@@ -24,12 +32,12 @@ static unsigned long cache_clock;
 /* A cached grammar grows as requests explore it (its stacks and cached masks); one grown past
  * SRV_GRAMMAR_MAX_BYTES leaves the cache (requests holding it keep it) and is compiled afresh,
  * so the cache holds at most SRV_GRAMMAR_CACHE times that. */
-static srp_grammar *cache_find(char kind, const char *src, size_t len) {
+static srp_grammar *cache_find(char kind, int replica, const char *src, size_t len) {
     srp_grammar *g = NULL;
     pthread_mutex_lock(&cache_mu);
     for (int i = 0; i < SRV_GRAMMAR_CACHE && !g; i++)
-        if (cache[i].g && cache[i].kind == kind && cache[i].len == len &&
-            !memcmp(cache[i].src, src, len)) {
+        if (cache[i].g && cache[i].kind == kind && cache[i].replica == replica &&
+            cache[i].len == len && !memcmp(cache[i].src, src, len)) {
             if (srp_grammar_memory(cache[i].g) > SRV_GRAMMAR_MAX_BYTES) {
                 srp_grammar_unref(cache[i].g);
                 free(cache[i].src);
@@ -43,7 +51,7 @@ static srp_grammar *cache_find(char kind, const char *src, size_t len) {
     return g;
 }
 
-static void cache_put(char kind, const char *src, size_t len, srp_grammar *g) {
+static void cache_put(char kind, int replica, const char *src, size_t len, srp_grammar *g) {
     char *copy = malloc(len + 1);
     if (!copy) return;
     memcpy(copy, src, len);
@@ -54,7 +62,7 @@ static void cache_put(char kind, const char *src, size_t len, srp_grammar *g) {
         if (cache[i].used < cache[lru].used) lru = i;
     srp_grammar_unref(cache[lru].g);
     free(cache[lru].src);
-    cache[lru] = (cached_grammar){ kind, copy, len, srp_grammar_ref(g), ++cache_clock };
+    cache[lru] = (cached_grammar){ kind, replica, copy, len, srp_grammar_ref(g), ++cache_clock };
     pthread_mutex_unlock(&cache_mu);
 }
 
@@ -93,18 +101,33 @@ static int compile(char kind, const char *src, size_t len, srp_grammar **out, sr
     }
 }
 
+/* Half the processors (the others run the backend), at most SRV_GRAMMAR_REPLICAS. */
+static int grammar_replicas(void) {
+    static atomic_int n;
+    int k = atomic_load(&n);
+    if (!k) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        k = cpus >= 4 ? (int)(cpus / 2) : 1;
+        if (k > SRV_GRAMMAR_REPLICAS) k = SRV_GRAMMAR_REPLICAS;
+        atomic_store(&n, k);
+    }
+    return k;
+}
+
 int srv_grammar_get(const srv_server *srv, char kind, const char *src, size_t len,
                     const char *param, srp_grammar **out, srv_error *e) {
     *out = NULL;
     if (!srv->vocab_bytes)
         return srv_fail(e, 400, param,
                         "'%s' needs the model's tokenizer (the model folder has none)", param);
-    if ((*out = cache_find(kind, src, len))) return 0;
+    static atomic_uint next;
+    const int replica = (int)(atomic_fetch_add(&next, 1) % (unsigned)grammar_replicas());
+    if ((*out = cache_find(kind, replica, src, len))) return 0;
     srp_err se = { 0 };
     int rc = compile(kind, src, len, out, &se);
     if (rc == SRP_ENOMEM) return srv_fail(e, 500, NULL, "out of memory");
     if (rc) return srv_fail(e, 400, param, "'%s': %s", param, se.msg);
-    cache_put(kind, src, len, *out);
+    cache_put(kind, replica, src, len, *out);
     return 0;
 }
 
