@@ -78,27 +78,18 @@ static cJSON *normalize_messages(const cJSON *msgs, srv_error *e) {
                 cJSON_AddStringToObject(copy, "content", "");
             }
         } else if (cJSON_IsArray(content)) {
-            size_t len = 0, cap = 0;
-            char *text = NULL;
-            const cJSON *part;
-            cJSON_ArrayForEach(part, content) {
-                const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
-                const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-                if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") ||
-                    !cJSON_IsString(t)) {
-                    free(text);
+            static const char *const types[] = { "text", NULL };
+            char *text;
+            const char *ty;
+            int rc = srv_join_text_parts(content, types, &text, &ty);
+            if (rc) {
+                if (rc > 0)
                     srv_fail(e, 400, param,
                              "'%s.content' parts must be {\"type\": \"text\", \"text\": ...}",
                              param);
-                    goto fail;
-                }
-                if ((len && srv_buf_append_utf8(&text, &len, &cap, "\n", 1)) ||
-                    srv_buf_append_utf8(&text, &len, &cap, t->valuestring,
-                                        strlen(t->valuestring))) {
-                    free(text);
+                else
                     srv_fail(e, 500, NULL, "out of memory");
-                    goto fail;
-                }
+                goto fail;
             }
             cJSON_ReplaceItemInObjectCaseSensitive(copy, "content",
                                                    cJSON_CreateString(text ? text : ""));

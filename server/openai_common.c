@@ -284,3 +284,30 @@ void srv_usage_chunk(srv_gen *g) {
     cJSON_AddItemToObject(root, "usage", srv_usage_json(g));
     srv_sse_json(g, root);
 }
+
+int srv_join_text_parts(const cJSON *parts, const char *const *types, char **out,
+                        const char **bad_type) {
+    size_t len = 0, cap = 0;
+    char *text = NULL;
+    const cJSON *part;
+    *out = NULL;
+    cJSON_ArrayForEach(part, parts) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        const char *ty = cJSON_IsString(type) ? type->valuestring : "";
+        int known = 0;
+        for (int i = 0; types[i] && !known; i++) known = !strcmp(ty, types[i]);
+        if (!known || !cJSON_IsString(t)) {
+            free(text);
+            *bad_type = ty;
+            return 1;
+        }
+        if ((len && srv_buf_append_utf8(&text, &len, &cap, "\n", 1)) ||
+            srv_buf_append_utf8(&text, &len, &cap, t->valuestring, strlen(t->valuestring))) {
+            free(text);
+            return -1;
+        }
+    }
+    *out = text ? text : strdup("");
+    return *out ? 0 : -1;
+}

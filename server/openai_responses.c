@@ -32,29 +32,18 @@ static char *item_text(const cJSON *content, const char *param, srv_error *e) {
     if (!cJSON_IsArray(content))
         return srv_fail(e, 400, param, "'%s' must be a string or a list of text parts", param),
                NULL;
-    size_t len = 0, cap = 0;
-    char *text = NULL;
-    const cJSON *part;
-    cJSON_ArrayForEach(part, content) {
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-        const char *ty = cJSON_IsString(type) ? type->valuestring : "";
-        if ((strcmp(ty, "input_text") && strcmp(ty, "output_text") && strcmp(ty, "text")) ||
-            !cJSON_IsString(t)) {
-            free(text);
-            return srv_fail(e, 400, param,
-                            "'%s' parts must be input_text or output_text ('%s' is not supported: "
-                            "text only)",
-                            param, ty),
-                   NULL;
-        }
-        if ((len && srv_buf_append_utf8(&text, &len, &cap, "\n", 1)) ||
-            srv_buf_append_utf8(&text, &len, &cap, t->valuestring, strlen(t->valuestring))) {
-            free(text);
-            return srv_fail(e, 500, NULL, "out of memory"), NULL;
-        }
-    }
-    return text ? text : strdup("");
+    static const char *const types[] = { "input_text", "output_text", "text", NULL };
+    char *text;
+    const char *ty;
+    int rc = srv_join_text_parts(content, types, &text, &ty);
+    if (rc > 0)
+        return srv_fail(e, 400, param,
+                        "'%s' parts must be input_text or output_text ('%s' is not supported: "
+                        "text only)",
+                        param, ty),
+               NULL;
+    if (rc < 0) return srv_fail(e, 500, NULL, "out of memory"), NULL;
+    return text;
 }
 
 static cJSON *text_message(const char *role, char *text) {

@@ -353,6 +353,11 @@ void srv_truncate_prompt(srv_prompt *p, int k);
 int srv_chat_prompt(srv_server *srv, const cJSON *root, int add_special, srv_prompt *p,
                     srv_error *e);
 
+/* The "text" of each part of a content list, joined with newlines, into *out (malloc'ed). 0;
+ * 1 when a part is not an object of one of types (a NULL-terminated list) with a string text,
+ * its type (or "") in *bad_type; -1 out of memory. */
+int srv_join_text_parts(const cJSON *parts, const char *const *types, char **out,
+                        const char **bad_type);
 /* {"id","object","created","model"} */
 cJSON *srv_response_base(const srv_gen *g, const char *object);
 void srv_usage_chunk(srv_gen *g);
