@@ -193,7 +193,7 @@ int srv_decode_flags(const srv_gen_opts *o);
  * a schema or grammar serpent cannot compile is a 400 naming the field and the construct. */
 int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts *o, srv_error *e);
 /* A grammar from the cache or compiled. kind: 'j' JSON Schema, 'o' any JSON object, 'r'
- * regex, 'g' GBNF, 'c' choices (NUL-separated); param names the field in errors. */
+ * regex, 'g' GBNF, 'c' choices (each ended by a NUL); param names the field in errors. */
 int srv_grammar_get(const srv_server *srv, char kind, const char *src, size_t len,
                     const char *param, srp_grammar **out, srv_error *e);
 /* srv->vocab_bytes from the tokenizer: every token's bytes as they appear inside a text. */

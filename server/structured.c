@@ -76,7 +76,8 @@ void srv_grammar_cache_clear(void) {
     pthread_mutex_unlock(&cache_mu);
 }
 
-/* kind: 'j' JSON Schema, 'o' any object, 'r' regex, 'g' GBNF, 'c' choices (NUL-separated). */
+/* kind: 'j' JSON Schema, 'o' any object, 'r' regex, 'g' GBNF, 'c' choices (each ended by a
+ * NUL, so an empty choice, last or not, is one too). */
 static int compile(char kind, const char *src, size_t len, srp_grammar **out, srp_err *se) {
     switch (kind) {
     case 'j':
@@ -173,7 +174,7 @@ static int choice_grammar(const srv_server *srv, const cJSON *list, const char *
         memcpy(at, c->valuestring, k);
         at += k;
     }
-    int rc = srv_grammar_get(srv, 'c', buf, len - 1, param, out, e);
+    int rc = srv_grammar_get(srv, 'c', buf, len, param, out, e);
     free(buf);
     return rc;
 }

@@ -99,6 +99,10 @@ test("vLLM's guided_choice, guided_regex, guided_grammar, guided_json and struct
     assert.deepEqual(Object.keys(v).sort(), ['n', 'ok']);
     assert.ok(Number.isInteger(v.n) && v.n >= 0 && typeof v.ok === 'boolean');
   }
+  // an empty choice is a choice too, last in the list as well
+  const empty = await post('/v1/completions', { model, prompt, max_tokens: 5, guided_choice: [''] });
+  assert.equal(empty.status, 200, JSON.stringify(empty.json));
+  assert.equal(empty.json.choices[0].text, '');
   const so = await post('/v1/completions', { model, prompt, max_tokens: 20, structured_outputs: { choice: ['left', 'right'] } });
   assert.ok(['left', 'right'].includes(so.json.choices[0].text));
 });
