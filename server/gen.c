@@ -203,25 +203,26 @@ int srv_gen_start(srv_server *srv, const srv_api *api, srv_prompt *prompts, int 
     if (!g->opts.ignore_eos)
         for (int i = 0; i < srv->n_eos; i++) stop_ids[n_stop++] = srv->eos_ids[i];
     for (int i = 0; i < g->opts.n_stop_ids; i++) stop_ids[n_stop++] = g->opts.stop_ids[i];
+    /* replies split into reasoning, content and calls: chat's and the Responses API's. A reply
+     * constrained by a grammar is all the grammar's: no reasoning precedes it (the grammar does
+     * not allow a <think> block). */
+    const srv_reasoning reasoning =
+        g->opts.grammar ? SRV_REASONING_NONE : srv->cfg.reasoning_parser;
+    const int split =
+        api != &srv_api_completions && (g->opts.parse_tools || reasoning != SRV_REASONING_NONE);
+    const srv_tool_parser *tools_by = g->opts.forced_tools  ? srv_tool_parser_json_list()
+                                      : g->opts.parse_tools ? srv->cfg.tool_parser
+                                                            : NULL;
     for (int p = 0; p < n_prompts; p++) {
         for (int j = 0; j < g->opts.n; j++) {
             srv_choice *c = &g->choices[p * g->opts.n + j];
             c->index = p * g->opts.n + j;
             c->prompt_index = p;
             c->stop_string = c->stop_token = -1;
-            /* replies split into reasoning, content and calls: chat's and the Responses API's */
-            /* a reply constrained by a grammar is all the grammar's: no reasoning precedes it
-             * (the grammar does not allow a <think> block) */
-            const srv_reasoning reasoning =
-                g->opts.grammar ? SRV_REASONING_NONE : srv->cfg.reasoning_parser;
-            int split = api != &srv_api_completions &&
-                        (g->opts.parse_tools || reasoning != SRV_REASONING_NONE);
             if (split && (c->split = calloc(1, sizeof *c->split))) {
                 c->split->reasoning = reasoning;
                 c->split->think_open = !g->opts.grammar && prompts[p].think_open;
-                c->split->tools_by = g->opts.forced_tools  ? srv_tool_parser_json_list()
-                                     : g->opts.parse_tools ? srv->cfg.tool_parser
-                                                           : NULL;
+                c->split->tools_by = tools_by;
                 c->split->tools = g->opts.tools;
                 c->split->first_call_only = g->opts.first_call_only;
             }
