@@ -68,8 +68,8 @@ typedef struct run {
 } run;
 
 /* g: n_g replicas of one grammar (NULL: free text); request b takes replica b % n_g. */
-static run decode(srp_sched *s, int vocab, int n_tok, int batch, int tokens, srp_grammar **g,
-                  int n_g, const srp_vocab *v, const char *name) {
+static run decode(srp_sched *s, int n_tok, int batch, int tokens, srp_grammar **g, int n_g,
+                  const srp_vocab *v, const char *name) {
     srp_request **rq = calloc((size_t)batch, sizeof *rq);
     int32_t prompt[64];
     uint64_t x = 88172645463325252ull;
@@ -90,7 +90,6 @@ static run decode(srp_sched *s, int vocab, int n_tok, int batch, int tokens, srp
         rp.grammar_vocab = v;
         if (srp_sched_submit(s, &rp, &rq[b], &err)) die("submit");
     }
-    (void)vocab;
     run r = { name, 0, 0, 0, 0 };
     srp_token_event ev[64];
     for (int done = 0; done < batch;) {
@@ -186,11 +185,11 @@ int main(int argc, char **argv) {
     printf("%s on %s, vocab %d (%d tokens with bytes, trie built in %.1f ms), batch %d, %d "
            "tokens each; schema compiled in %.2f ms; %d grammar replicas\n",
            config, backend, vocab, n_tok, vocab_s * 1e3, batch, tokens, compile_s * 1e3, replicas);
-    decode(s, vocab, n_tok, batch, 8, NULL, 0, NULL, "warm-up");
+    decode(s, n_tok, batch, 8, NULL, 0, NULL, "warm-up");
     run runs[3];
-    runs[0] = decode(s, vocab, n_tok, batch, tokens, NULL, 0, NULL, "free");
-    runs[1] = decode(s, vocab, n_tok, batch, tokens, gs, replicas, v, "json_schema");
-    runs[2] = decode(s, vocab, n_tok, batch, tokens, go, replicas, v, "json_object");
+    runs[0] = decode(s, n_tok, batch, tokens, NULL, 0, NULL, "free");
+    runs[1] = decode(s, n_tok, batch, tokens, gs, replicas, v, "json_schema");
+    runs[2] = decode(s, n_tok, batch, tokens, go, replicas, v, "json_object");
     for (int i = 0; i < 3; i++)
         printf("  %-12s %8.1f tok/s (%ld tokens in %.3f s, %d replies ended early)  %+.1f%%\n",
                runs[i].name, runs[i].tokens_per_s, runs[i].tokens, runs[i].seconds,

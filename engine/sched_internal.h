@@ -29,8 +29,12 @@ struct srp_request {
     /* the engine thread's */
     srp_matcher *matcher; /* constrained decoding: where the reply is in its grammar */
     uint32_t *mask;       /* [(vocab + 31) / 32]: the tokens it allows next */
-    int grammar_end;      /* 1: the grammar took its last byte; 2: it allows no token here */
-    srp_request *next;    /* submit queue / waiting list */
+    enum {
+        GRAMMAR_OPEN,  /* more may follow */
+        GRAMMAR_DONE,  /* the grammar took its last byte: the reply ends */
+        GRAMMAR_STUCK, /* no token continues it: the reply ends (an error unless it may end) */
+    } grammar_end;
+    srp_request *next; /* submit queue / waiting list */
     srp_seq seq;
     int n_fed, n_generated;
     int32_t last_token;

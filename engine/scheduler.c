@@ -247,7 +247,7 @@ static int is_stop(const srp_request *r, int32_t t) {
 
 /* Row i's allowed tokens: the grammar's, and the stop ids where the reply may end. A row whose
  * grammar allows nothing (no token of the vocabulary spells what it needs) draws unmasked; its
- * token is dropped and the reply ends there (grammar_end 2). */
+ * token is dropped and the reply ends there (GRAMMAR_STUCK). */
 static void fill_mask(srp_sched *s, int i) {
     srp_request *r = s->row_req[i];
     const int words = (s->vocab + 31) / 32;
@@ -258,7 +258,7 @@ static void fill_mask(srp_sched *s, int i) {
     uint32_t any = 0;
     for (int w = 0; w < words && !any; w++) any = r->mask[w];
     if (!any) {
-        r->grammar_end = 2;
+        r->grammar_end = GRAMMAR_STUCK;
         s->params[i].allowed = NULL;
     }
 }
@@ -276,11 +276,11 @@ static void fill_masks(srp_sched *s, int n_rows) {
 /* After row token t of constrained request r: the grammar moves past it (a stop id ends the
  * reply as usual); where no byte may follow, the reply ends. */
 static void advance_grammar(srp_request *r, int32_t t) {
-    if (r->grammar_end || is_stop(r, t)) return;
+    if (r->grammar_end != GRAMMAR_OPEN || is_stop(r, t)) return;
     if (srp_matcher_accept(r->matcher, t))
-        r->grammar_end = 2; /* not reached: the mask allowed t */
+        r->grammar_end = GRAMMAR_STUCK; /* not reached: the mask allowed t */
     else if (srp_matcher_must_end(r->matcher))
-        r->grammar_end = 1;
+        r->grammar_end = GRAMMAR_DONE;
 }
 
 /* Fails every request of a step whose forward pass failed (their states are undefined). */
@@ -331,7 +331,7 @@ static void run_step(srp_sched *s) {
         ev->token = s->tokens[i];
         ev->time = now;
         ev->is_prompt = s->row_prompt[i];
-        if (!ev->is_prompt && r->grammar_end == 2) continue; /* the grammar allowed no token */
+        if (!ev->is_prompt && r->grammar_end == GRAMMAR_STUCK) continue; /* a dropped token */
         if (!ev->is_prompt && r->matcher) advance_grammar(r, ev->token);
         if (!ev->is_prompt) {
             r->n_generated++;
@@ -353,10 +353,11 @@ static void run_step(srp_sched *s) {
         srp_finish_reason why = SRP_FINISH_NONE;
         const char *msg = NULL;
         if (r->n_fed == r->n_prompt) {
-            if (r->grammar_end == 2 && !srp_matcher_can_end(r->matcher)) {
+            if (r->grammar_end == GRAMMAR_STUCK && !srp_matcher_can_end(r->matcher)) {
                 why = SRP_FINISH_ERROR;
                 msg = "constrained decoding: no token of the vocabulary continues the grammar here";
-            } else if (r->grammar_end || (r->n_generated > 0 && is_stop(r, r->last_token)))
+            } else if (r->grammar_end != GRAMMAR_OPEN ||
+                       (r->n_generated > 0 && is_stop(r, r->last_token)))
                 why = SRP_FINISH_STOP;
             else if (r->n_generated >= r->max_tokens)
                 why = SRP_FINISH_LENGTH;
