@@ -43,8 +43,9 @@ int srp_grammar_regex(const char *re, size_t len, srp_grammar **out, srp_err *e)
 /* Exactly one of n strings (guided_choice). */
 int srp_grammar_choice(const char *const *choices, const size_t *lens, int n, srp_grammar **out,
                        srp_err *e);
-/* Bytes the grammar holds now: its rules, and the stacks and cached masks its matchers have
- * added (they grow as requests explore it, to bounded sizes), for a cache that keeps grammars. */
+/* Bytes the grammar holds: its rules, and the stacks and cached masks its matchers have added
+ * (they grow as requests explore it, to bounded sizes), as of its matchers' last call; for a
+ * cache that keeps grammars. Never waits for a mask being computed. */
 size_t srp_grammar_memory(srp_grammar *g);
 srp_grammar *srp_grammar_ref(srp_grammar *g);
 void srp_grammar_unref(srp_grammar *g); /* NULL is fine */

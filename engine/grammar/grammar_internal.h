@@ -118,6 +118,8 @@ struct srp_grammar {
     gbytes *sets;
     int n_sets;
     pthread_mutex_t mu; /* guards store and cache, which grow as matchers explore */
+    /* their bytes, noted under mu as they grow, read without it (srp_grammar_memory) */
+    atomic_size_t grown;
     gstore store;
     gcache *cache;
     int32_t **lvl; /* the mask walk's state at each trie depth */

@@ -267,6 +267,16 @@ struct srp_matcher {
     int n, cap, cap_next;
 };
 
+/* Under g->mu, after what may have grown the store or the cache: their bytes, for
+ * srp_grammar_memory, which must not wait for the lock while a mask is being computed. */
+static void note_growth(srp_grammar *g) {
+    const gstore *s = &g->store;
+    atomic_store(&g->grown, (size_t)s->cap * (sizeof *s->node + 2 * sizeof *s->mark_x) +
+                                (size_t)s->hash_cap * sizeof *s->hash +
+                                (size_t)s->cap_succ * sizeof *s->succ +
+                                (size_t)s->cap_tmp * sizeof *s->tmp + g_cache_bytes(g->cache));
+}
+
 int srp_matcher_new(srp_grammar *g, const srp_vocab *v, srp_matcher **out, srp_err *e) {
     *out = NULL;
     if (!g || !v) return srp_err_set(e, SRP_EINVAL, "matcher: grammar and vocabulary needed");
@@ -276,6 +286,7 @@ int srp_matcher_new(srp_grammar *g, const srp_vocab *v, srp_matcher **out, srp_e
     m->v = v;
     pthread_mutex_lock(&g->mu);
     int rc = g_initial(g, &m->state, &m->n, &m->cap);
+    note_growth(g);
     pthread_mutex_unlock(&g->mu);
     if (rc) {
         srp_matcher_free(m);
@@ -336,6 +347,7 @@ int srp_matcher_accept(srp_matcher *m, int32_t t) {
     cap_cur = old_cap;
     rc = 0;
 out:
+    note_growth(g);
     pthread_mutex_unlock(&g->mu);
     free(cur);
     m->next = nxt;
@@ -344,18 +356,12 @@ out:
 }
 
 size_t srp_grammar_memory(srp_grammar *g) {
-    pthread_mutex_lock(&g->mu);
-    const gstore *s = &g->store;
-    size_t n = (size_t)s->cap * (sizeof *s->node + 2 * sizeof *s->mark_x) +
-               (size_t)s->hash_cap * sizeof *s->hash + (size_t)s->cap_succ * sizeof *s->succ +
-               (size_t)s->cap_tmp * sizeof *s->tmp + g_cache_bytes(g->cache) +
-               (size_t)g->n_elem * sizeof *g->elem;
-    pthread_mutex_unlock(&g->mu);
-    return n;
+    return atomic_load(&g->grown) + (size_t)g->n_elem * sizeof *g->elem;
 }
 
 void srp_matcher_mask(srp_matcher *m, uint32_t *mask) {
     pthread_mutex_lock(&m->g->mu);
     g_mask_compute(m->g, m->v, m->state, m->n, mask);
+    note_growth(m->g);
     pthread_mutex_unlock(&m->g->mu);
 }
