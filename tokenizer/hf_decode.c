@@ -64,13 +64,6 @@ static int byte_level(const toks *in, toks *out) {
     return rc;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 static int flush_bytes(srp_tbuf *bytes, toks *out) {
     if (!bytes->n) return 0;
     int rc = 0;
@@ -88,11 +81,9 @@ static int byte_fallback(const toks *in, toks *out) {
     int rc = 0;
     for (size_t i = 0; i < in->n && !rc; i++) {
         const char *s = TOK(in, i);
-        int hi, lo;
-        if (TLEN(in, i) == 6 && !memcmp(s, "<0x", 3) && s[5] == '>' && (hi = hexval(s[3])) >= 0 &&
-            (lo = hexval(s[4])) >= 0) {
-            char c = (char)(hi * 16 + lo);
-            rc = srp_tbuf_put(&bytes, &c, 1);
+        const int b = srp_byte_piece(s, TLEN(in, i));
+        if (b >= 0) {
+            rc = srp_tbuf_put(&bytes, &(char){ (char)b }, 1);
             continue;
         }
         rc = flush_bytes(&bytes, out);

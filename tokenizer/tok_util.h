@@ -93,4 +93,7 @@ int srp_utf8_valid(const char *s, size_t n);
  * "substitution of maximal subparts" (WHATWG's decoder, Rust's from_utf8_lossy) does. */
 int srp_utf8_append_lossy(srp_tbuf *out, const char *s, size_t n);
 
+/* A byte-fallback piece "<0xHH>" (the n bytes at s): the byte it stands for, else -1. */
+int srp_byte_piece(const char *s, size_t n);
+
 #endif

@@ -8,20 +8,6 @@
 
 #include "token_bytes.h"
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* "<0xHH>": the byte, else -1. */
-static int byte_piece(const char *s, size_t n) {
-    if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return -1;
-    int hi = hexval(s[3]), lo = hexval(s[4]);
-    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-}
-
 /* Replaces every occurrence of rep (rep_len bytes) in b with one space. */
 static void metaspace(srp_tbuf *b, const char *rep, size_t rep_len) {
     size_t o = 0;
@@ -90,7 +76,7 @@ int srp_hf_token_bytes(const srp_hf *h, int id, srp_tbuf *b) {
             if (byte_level(b)) return -2;
             break;
         case HF_D_BYTEFALLBACK:
-            if ((c = byte_piece(b->p, b->n)) >= 0) {
+            if ((c = srp_byte_piece(b->p, b->n)) >= 0) {
                 b->p[0] = (char)c;
                 b->n = 1;
             }
@@ -115,7 +101,7 @@ int srp_spm_token_bytes(const srp_spm *s, int id, srp_tbuf *b) {
     if (!p) return -1;
     size_t n = strlen(p);
     b->n = 0;
-    int c = byte_piece(p, n);
+    int c = srp_byte_piece(p, n);
     int rc = c >= 0 ? srp_tbuf_put(b, &(char){ (char)c }, 1) : srp_tbuf_put(b, p, n);
     free(p);
     if (rc) return -2;
