@@ -68,13 +68,6 @@ static int is_name(int c) {
            c == '-';
 }
 
-static int hexval(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* After a backslash: the code point it names, or -1 (error set). */
 static long parse_escape(parser *p) {
     size_t at = p->i - 1;
@@ -85,7 +78,7 @@ static long parse_escape(parser *p) {
     if (digits) {
         unsigned long v = 0;
         for (int k = 0; k < digits; k++) {
-            int h = hexval(peek(p));
+            int h = g_hexval(peek(p));
             if (h < 0) return perr(p, at, "\\%c needs %d hex digits", c, digits), -1;
             v = v * 16 + (unsigned)h;
             p->i++;

@@ -77,6 +77,14 @@ int g_ranges_complement(const uint32_t *lo, const uint32_t *hi, int n, uint32_t 
 
 /* UTF-8 helpers. */
 int g_utf8_encode(uint32_t cp, uint8_t out[4]);
+/* A hex digit's value, or -1 (GBNF's and the regex's escapes). */
+static inline int g_hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
 /* Decodes one code point at s (n bytes left): its length, or 0 when invalid. */
 int g_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp);
 

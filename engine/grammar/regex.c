@@ -97,13 +97,6 @@ static int shorthand(ranges *g, int c, int *err) {
     return 1;
 }
 
-static int hexv(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* An escape's error, pointing at its backslash; -1. */
 static long esc_err(rx *r, size_t at, int code, const char *msg) {
     r->i = at;
@@ -135,7 +128,7 @@ static long escape_char(rx *r) {
         int digits = c == 'x' ? 2 : 4;
         long v = 0;
         for (int k = 0; k < digits; k++) {
-            int h = hexv(peekc(r));
+            int h = g_hexval(peekc(r));
             if (h < 0) return esc_err(r, at, SRP_EFORMAT, "a \\x or \\u escape needs hex digits");
             v = v * 16 + h;
             r->i++;
