@@ -9,13 +9,6 @@
 #include "server.h"
 #include "tool_parsers.h"
 
-/* The function object of a chat tool ({"type": "function", "function": {...}}) or of a
- * Responses API tool (flat). */
-static const cJSON *function_of(const cJSON *tool) {
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(tool, "function");
-    return cJSON_IsObject(f) ? f : tool;
-}
-
 static cJSON *call_schema(const cJSON *fn, const char *name) {
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
     cJSON *s = cJSON_CreateObject();
@@ -39,7 +32,7 @@ int srv_tools_constrain(const srv_server *srv, const cJSON *tools, const cJSON *
                         int parallel, srv_gen_opts *o, srv_error *e) {
     const char *only = NULL; /* a named function */
     if (cJSON_IsObject(tool_choice)) {
-        const cJSON *n = cJSON_GetObjectItemCaseSensitive(function_of(tool_choice), "name");
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(srv_tool_function(tool_choice), "name");
         if (!cJSON_IsString(n))
             return srv_fail(e, 400, "tool_choice", "'tool_choice' names no function");
         only = n->valuestring;
@@ -52,7 +45,7 @@ int srv_tools_constrain(const srv_server *srv, const cJSON *tools, const cJSON *
     const cJSON *t;
     int i = 0;
     cJSON_ArrayForEach(t, tools) {
-        const cJSON *fn = function_of(t);
+        const cJSON *fn = srv_tool_function(t);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
         if (!cJSON_IsString(name) || !name->valuestring[0]) {
             cJSON_Delete(schema);

@@ -168,13 +168,17 @@ static int json_call(const cJSON *obj, srv_tool_out *o) {
     return add_call(o, n, a) ? -1 : 1;
 }
 
+const cJSON *srv_tool_function(const cJSON *tool) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(tool, "function");
+    return cJSON_IsObject(f) ? f : tool;
+}
+
 /* The schema type of a tool's parameter: its "type" (the first non-null of a list), or NULL
  * when the tool or the parameter is not described. */
 static const char *param_type(const cJSON *tools, const char *fn, const char *param) {
     const cJSON *t;
     cJSON_ArrayForEach(t, tools) {
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
-        if (!f) f = t; /* the Responses API's flat tools */
+        const cJSON *f = srv_tool_function(t);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
         if (!cJSON_IsString(name) || strcmp(name->valuestring, fn)) continue;
         const cJSON *params = cJSON_GetObjectItemCaseSensitive(f, "parameters");

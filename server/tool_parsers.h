@@ -30,6 +30,9 @@ typedef struct srv_tool_parser srv_tool_parser;
 
 /* The parser of that name (aliases: vLLM's and NVIDIA's plugin names), or NULL. */
 const srv_tool_parser *srv_tool_parser_find(const char *name);
+/* The function object of a tool: chat's {"type": "function", "function": {...}}, or the tool
+ * itself in the Responses API's flat form. */
+const cJSON *srv_tool_function(const cJSON *tool);
 /* The reader of a reply that is a JSON list of calls [{"name", "parameters"}] and nothing
  * else (what tool_choice "required" or a named function constrains a reply to). */
 const srv_tool_parser *srv_tool_parser_json_list(void);
