@@ -259,12 +259,15 @@ static int upload_masks(cuda_backend *cb, const srp_sample_params *params, int n
     for (int r = 0; r < n && !any; r++) any = params[r].allowed != NULL;
     if (!any) return 0;
     const size_t words = ((size_t)vocab + 31) / 32, rows = (size_t)cb->lim.max_logits;
-    if (!cb->sample_mask_host) {
+    /* each on its own: one that failed is tried again at the next step, the others kept */
+    if (!cb->sample_mask_host)
         CUDA_TRY(cudaMallocHost((void **)&cb->sample_mask_host, rows * words * 4), e);
+    if (!cb->sample_slot_host)
         CUDA_TRY(cudaMallocHost((void **)&cb->sample_slot_host, rows * sizeof(int)), e);
+    if (!cb->sample_mask_dev)
         CUDA_TRY(cudaMalloc((void **)&cb->sample_mask_dev, rows * words * 4), e);
+    if (!cb->sample_slot_dev)
         CUDA_TRY(cudaMalloc((void **)&cb->sample_slot_dev, rows * sizeof(int)), e);
-    }
     /* the previous step's copies read these buffers: it synchronized before returning */
     int k = 0;
     for (int r = 0; r < n; r++) {
