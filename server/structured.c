@@ -210,6 +210,21 @@ static int response_format_grammar(const srv_server *srv, const cJSON *rf, const
     return schema_grammar(srv, schema, p, out, e);
 }
 
+/* One of vLLM's constraints by its structured_outputs name (guided_<name> is the same):
+ * json, regex, choice, grammar or json_object; param names it in errors. */
+static int constraint(const srv_server *srv, const char *name, const cJSON *v, const char *param,
+                      srp_grammar **out, srv_error *e) {
+    if (!strcmp(name, "json")) return schema_grammar(srv, v, param, out, e);
+    if (!strcmp(name, "regex")) return text_grammar(srv, 'r', v, param, out, e);
+    if (!strcmp(name, "choice")) return choice_grammar(srv, v, param, out, e);
+    if (!strcmp(name, "grammar")) return text_grammar(srv, 'g', v, param, out, e);
+    if (!strcmp(name, "json_object")) {
+        if (!cJSON_IsTrue(v)) return srv_fail(e, 400, param, "'%s' must be true", param);
+        return srv_grammar_get(srv, 'o', "", 0, param, out, e);
+    }
+    return srv_fail(e, 400, param, "'%s' is not supported (structural tags, ...)", param);
+}
+
 int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts *o, srv_error *e) {
     /* the spellings, in vLLM's: one constraint per request */
     static const char *const names[] = {
@@ -235,48 +250,25 @@ int srv_parse_structured(const srv_server *srv, const cJSON *root, srv_gen_opts 
         return srv_fail(e, 400, "guided_whitespace_pattern",
                         "'guided_whitespace_pattern' is not supported (JSON is written "
                         "compact: at most one space between tokens)");
-    switch (which) {
-    case -1:
-        return 0;
-    case 0:
-        return response_format_grammar(srv, v[0], "response_format", &o->grammar, e);
-    case 1:
-        return schema_grammar(srv, v[1], "guided_json", &o->grammar, e);
-    case 2:
-        return text_grammar(srv, 'r', v[2], "guided_regex", &o->grammar, e);
-    case 3:
-        return choice_grammar(srv, v[3], "guided_choice", &o->grammar, e);
-    case 4:
-        return text_grammar(srv, 'g', v[4], "guided_grammar", &o->grammar, e);
-    default:
-        break;
-    }
+    if (which < 0) return 0;
+    if (which == 0) return response_format_grammar(srv, v[0], "response_format", &o->grammar, e);
+    if (which < 5) /* guided_<name> */
+        return constraint(srv, names[which] + strlen("guided_"), v[which], names[which],
+                          &o->grammar, e);
     /* structured_outputs: {"json" | "regex" | "choice" | "grammar" | "json_object": ...} */
     const cJSON *so = v[5];
     if (!cJSON_IsObject(so))
         return srv_fail(e, 400, "structured_outputs", "'structured_outputs' must be an object");
-    const cJSON *it;
+    const cJSON *it, *one = NULL;
     int n = 0;
-    cJSON_ArrayForEach(it, so) if (!cJSON_IsNull(it)) n++;
+    cJSON_ArrayForEach(it, so) if (!cJSON_IsNull(it)) n++, one = it;
     if (n != 1)
         return srv_fail(e, 400, "structured_outputs",
                         "'structured_outputs' must hold exactly one of json, regex, choice, "
                         "grammar, json_object");
-    cJSON_ArrayForEach(it, so) {
-        if (cJSON_IsNull(it)) continue;
-        char p[64];
-        snprintf(p, sizeof p, "structured_outputs.%.40s", it->string);
-        if (!strcmp(it->string, "json")) return schema_grammar(srv, it, p, &o->grammar, e);
-        if (!strcmp(it->string, "regex")) return text_grammar(srv, 'r', it, p, &o->grammar, e);
-        if (!strcmp(it->string, "choice")) return choice_grammar(srv, it, p, &o->grammar, e);
-        if (!strcmp(it->string, "grammar")) return text_grammar(srv, 'g', it, p, &o->grammar, e);
-        if (!strcmp(it->string, "json_object")) {
-            if (!cJSON_IsTrue(it)) return srv_fail(e, 400, p, "'%s' must be true", p);
-            return srv_grammar_get(srv, 'o', "", 0, p, &o->grammar, e);
-        }
-        return srv_fail(e, 400, p, "'%s' is not supported (structural tags, ...)", p);
-    }
-    return 0;
+    char p[64];
+    snprintf(p, sizeof p, "structured_outputs.%.40s", one->string);
+    return constraint(srv, one->string, one, p, &o->grammar, e);
 }
 
 /* --- the vocabulary's bytes ----------------------------------------------------------------- */
