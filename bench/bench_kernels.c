@@ -1,12 +1,7 @@
 /* Kernel benchmarks on the GPU against the roofline, for one layer of the 8B Mamba-2-Hybrid
  * shape (d_model 4096, 128 SSM heads x 64, d_state 128, 8 groups, conv 4).
  *
- *   bench_kernels [--json FILE] [--commit SHA] [--clocks TEXT] [--gemv-sweep]
- *
- * --gemv-sweep times every GEMV tile (kernels/cuda/gemv.cu, SERPENT_GEMV_TILE) on the decode
- * products at M = 1, 2, 4, 8 and stops: the table choose_tile was written from. GEMVs here are
- * launched without programmatic dependent launch (SERPENT_NO_PDL=1), so that one product does
- * not start under the one before it and each is timed alone.
+ *   bench_kernels [--json FILE] [--commit SHA] [--clocks TEXT]
  *
  * The two ceilings are measured here first: copy bandwidth (a device-to-device copy, bytes read
  * plus written) and the bf16 matrix rate (an 8192^3 GEMM through the backend). Each kernel's
@@ -366,55 +361,6 @@ static void bench_gemv(srp_backend *blas, const char *what, int M, int Nr, int K
     be->free(be, c.x.data), be->free(be, c.o.data), be->free(be, c.w.m.data);
 }
 
-/* The decode products of the 8B shape: rows, columns, fp32 output (into the residual). */
-static const struct {
-    const char *what;
-    int n, k, f32;
-} gemv_shapes[] = { { "in_proj 18560x4096", H *P * 2 + 2 * G *N + H, 4096, 0 },
-                    { "out_proj 4096x8192", 4096, H *P, 1 },
-                    { "mlp up 16384x4096", 16384, 4096, 0 },
-                    { "mlp down 4096x16384", 4096, 16384, 1 },
-                    { "qkv 6144x4096", 6144, 4096, 0 },
-                    { "lm_head 131072x4096", 131072, 4096, 1 } };
-
-#define SWEEP_TILES 8 /* kernels/cuda/gemv.cu's GEMV_N_TILES */
-
-static void gemv_sweep(void) {
-    const int ms[4] = { 1, 2, 4, 8 };
-    for (int tile = 0;; tile++) {
-        char v[16];
-        snprintf(v, sizeof v, "%d", tile);
-        setenv("SERPENT_GEMV_TILE", v, 1);
-        srp_backend *tb = NULL;
-        if (srp_backend_cuda_create(0, &tb, &err)) die("cuda");
-        unsetenv("SERPENT_GEMV_TILE");
-        for (int mi = 0; mi < 4; mi++)
-            for (size_t s = 0; s < sizeof gemv_shapes / sizeof gemv_shapes[0]; s++) {
-                const int M = ms[mi], Nr = gemv_shapes[s].n, Kc = gemv_shapes[s].k;
-                const int f32_out = gemv_shapes[s].f32;
-                srp_backend_limits lim = { M, M, 1, M, 1 };
-                if (tb->configure(tb, &lim, &err)) die("configure");
-                gemv_ctx c = { tb,
-                               { rand_buf((int64_t)M * Kc, SRP_BF16), SRP_BF16, M, Kc, Kc },
-                               { rand_buf((int64_t)M * Nr, f32_out ? SRP_F32 : SRP_BF16),
-                                 f32_out ? SRP_F32 : SRP_BF16, M, Nr, Nr },
-                               { { rand_buf((int64_t)Nr * Kc, SRP_BF16), SRP_BF16, Nr, Kc, Kc },
-                                 0 } };
-                const double bytes =
-                    (double)Nr * Kc * 2 + (double)M * (Kc * 2 + Nr * (f32_out ? 8 : 2));
-                timed = tb;
-                const double t = time_op(gemv_op, &c, 20);
-                timed = NULL;
-                printf("tile %d  %-22s M=%d %8.1f us  %5.1f%% of bandwidth\n", tile,
-                       gemv_shapes[s].what, M, t * 1e6, 100 * bytes / bw_bytes_per_s / t);
-                fflush(stdout);
-                be->free(be, c.x.data), be->free(be, c.o.data), be->free(be, c.w.m.data);
-            }
-        tb->destroy(tb);
-        if (tile + 1 >= SWEEP_TILES) break;
-    }
-}
-
 static void write_json(const char *path, const char *commit, const char *clocks, int argc,
                        char **argv) {
     FILE *f = fopen(path, "w");
@@ -456,16 +402,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--clocks"))
             clocks = argv[i + 1];
     }
-    int sweep = 0;
-    for (int i = 1; i < argc; i++) sweep |= !strcmp(argv[i], "--gemv-sweep");
-    setenv("SERPENT_NO_PDL", "1", 1);
     if (srp_backend_cuda_create(0, &be, &err)) die("cuda");
     measure_ceilings();
-    if (sweep) {
-        gemv_sweep();
-        be->destroy(be);
-        return 0;
-    }
     w_alog = vec_weight(H, 0.0f, 2.7f); /* A from -1 to -15, as trained models spread it */
     w_dtb = vec_weight(H, -6.0f, -2.0f);
     w_d = vec_weight(H, 0.5f, 1.5f);
@@ -488,7 +426,6 @@ int main(int argc, char **argv) {
         bench_gemv(blas, "gemv out_proj 4096x8192", ms[i], 4096, H * P, 1);
         bench_gemv(blas, "gemv mlp up 16384x4096", ms[i], 16384, 4096, 0);
         bench_gemv(blas, "gemv mlp down 4096x16384", ms[i], 4096, 16384, 1);
-        bench_gemv(blas, "gemv qkv 6144x4096", ms[i], 6144, 4096, 0);
         bench_gemv(blas, "gemv lm_head 131072x4096", ms[i], 131072, 4096, 1);
     }
     blas->destroy(blas);

@@ -3,14 +3,7 @@
  * (bench/configs/nemotron-3-nano-30b-a3b: the mixture-of-experts hybrid), against the roofline.
  *
  *   bench_model [--config DIR] [--context N] [--json FILE] [--commit SHA] [--clocks TEXT]
- *               [--bandwidth BYTES_PER_S] [--peak FLOPS] [--batches 1,32,...] [--no-prefill]
- *               [--profile-step]
- *
- * Each decode batch is timed twice: as the server runs it (step, sample, the token back on the
- * host: "decode batch B") and as queued forward steps with no sampling in between ("... device"),
- * which is the device's time alone; the difference is what the host and the sampler add.
- * --profile-step brackets one decode step of the first batch size with cudaProfilerStart/Stop,
- * for `ncu --profile-from-start off` (per-kernel times of one step).
+ *               [--bandwidth BYTES_PER_S] [--peak FLOPS]
  *
  * A decode step's floor is its bytes over copy bandwidth: every weight matrix it reads once,
  * every running sequence's state slot read and written, and its KV cache read. Of the routed
@@ -102,42 +95,6 @@ static int64_t count_experts(srp_engine *eng, srp_seq *seqs, int B) {
     return srp_engine_experts_used(eng);
 }
 
-#ifdef SERPENT_BENCH_CUDA
-int cudaProfilerStart(void); /* cuda_profiler_api.h, which is C++-only */
-int cudaProfilerStop(void);
-#endif
-
-/* Queued forward steps, nothing read back until the end: the device's time per step. */
-static double device_steps(srp_engine *eng, srp_seq *seqs, int B, int steps, int profile) {
-    srp_step_item items[256];
-    int32_t tokens[256];
-    for (int i = 0; i < B; i++) tokens[i] = (i * 7919) % 1000 + 3;
-    srp_backend *be = srp_engine_backend(eng);
-    srp_mat lg;
-    double t0 = 0;
-    for (int step = -2; step < steps; step++) {
-        if (step == 0) {
-            if (be->sync(be, &err)) die("sync");
-            t0 = now();
-        }
-#ifdef SERPENT_BENCH_CUDA
-        if (profile && step == steps - 1) cudaProfilerStart();
-#endif
-        for (int i = 0; i < B; i++)
-            items[i] = (srp_step_item){ &seqs[i], &tokens[i], 1, SRP_LOGITS_LAST, 0 };
-        if (srp_engine_step(eng, items, B, &lg, &err)) die("decode step");
-#ifdef SERPENT_BENCH_CUDA
-        if (profile && step == steps - 1) {
-            if (be->sync(be, &err)) die("sync");
-            cudaProfilerStop();
-        }
-#endif
-    }
-    (void)profile;
-    if (be->sync(be, &err)) die("sync");
-    return (now() - t0) / steps;
-}
-
 static double decode_steps(srp_engine *eng, srp_seq *seqs, int B, int steps) {
     srp_step_item items[256];
     int32_t tokens[256];
@@ -163,24 +120,10 @@ static double decode_steps(srp_engine *eng, srp_seq *seqs, int B, int steps) {
 int main(int argc, char **argv) {
     const char *config = "bench/configs/hybrid-8b", *json = NULL, *commit = "unknown",
                *clocks = "unknown";
-    int context = 1024, no_prefill = 0, profile = 0, batches[8] = { 1, 32, 128, 256 },
-        n_batches = 4;
+    int context = 1024;
     double bw = 2.97e12, peak = 8.0e14;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--no-prefill")) {
-            no_prefill = 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--profile-step")) {
-            profile = 1;
-            continue;
-        }
-        if (i + 1 >= argc) break;
-        if (!strcmp(argv[i], "--batches")) {
-            n_batches = 0;
-            for (char *t = argv[i + 1]; *t && n_batches < 8; t += strcspn(t, ","), t += !!*t)
-                batches[n_batches++] = atoi(t);
-        } else if (!strcmp(argv[i], "--config"))
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--config"))
             config = argv[i + 1];
         else if (!strcmp(argv[i], "--context"))
             context = atoi(argv[i + 1]);
@@ -194,7 +137,6 @@ int main(int argc, char **argv) {
             bw = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--peak"))
             peak = atof(argv[i + 1]);
-        i++;
     }
     srp_engine_opts o;
     srp_engine_opts_default(&o);
@@ -236,7 +178,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 8192; i++) ids[i] = (i * 104729) % (c->vocab_size - 10) + 5;
 
     /* the 8K prefill */
-    if (!no_prefill) {
+    {
         srp_seq s;
         srp_mat lg;
         double best = 1e9;
@@ -264,10 +206,11 @@ int main(int argc, char **argv) {
     }
 
     /* decode steps at several batch sizes, every sequence `context` tokens into its text */
+    int batches[4] = { 1, 32, 128, 256 };
     srp_seq *seqs = calloc(256, sizeof *seqs);
-    for (int bi = 0; bi < n_batches; bi++) {
+    for (int bi = 0; bi < 4; bi++) {
         const int B = batches[bi];
-        if (B < 1 || B > 256 || B > srp_engine_total_slots(eng)) break;
+        if (B > srp_engine_total_slots(eng)) break;
         for (int i = 0; i < B; i++)
             if (srp_seq_open(eng, &seqs[i], &err)) die("seq");
         prefill(eng, seqs, B, context, ids);
@@ -282,9 +225,6 @@ int main(int argc, char **argv) {
             printf("  (%lld of %lld experts used: %.2f GB of weights read)\n", (long long)used,
                    (long long)n_experts, (dense_bytes + used * bytes_per_expert) / 1e9);
         report(name, t, B, bytes / bw, used);
-        snprintf(name, sizeof name, "decode batch %d device", B);
-        report(name, device_steps(eng, seqs, B, B >= 128 ? 10 : 30, profile && bi == 0), B,
-               bytes / bw, used);
         for (int i = 0; i < B; i++) srp_seq_close(eng, &seqs[i]);
     }
     if (json) {

@@ -21,7 +21,6 @@
 extern "C" {
 #include "backend.h"
 }
-#include "pdl.cuh"
 #include "cuda_ops.h"
 
 typedef __nv_bfloat16 bf16;
@@ -134,7 +133,6 @@ static __device__ __forceinline__ float warp_sum(float x) {
  * time. */
 static __global__ void attn_kv_write_kernel(attn_args a, const bf16 *k, int64_t ldk, const bf16 *v,
                                             int64_t ldv, int vec) {
-    pdl_launch_dependents();
     const int t = blockIdx.x;
     const int s = a.token_seq[t], pos = a.token_pos[t];
     const int b = pos / a.bs;
@@ -302,7 +300,6 @@ attn_warp_tile(const uint32_t (*qf)[4], uint32_t sK, uint32_t sV, int kr0, int k
 template <int D>
 static __global__ void __launch_bounds__(PF_THREADS, 8 / PF_WARPS)
     attn_prefill_kernel(attn_args a) {
-    pdl_launch_dependents();
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ int sh_seq, sh_local;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -438,7 +435,6 @@ static __global__ void __launch_bounds__(PF_THREADS, 8 / PF_WARPS)
  * with the max and sum for attn_combine_kernel. */
 template <int D>
 static __global__ void __launch_bounds__(DC_THREADS) attn_decode_kernel(attn_args a) {
-    pdl_launch_dependents();
     extern __shared__ __align__(128) unsigned char smem[];
     const int s = blockIdx.z;
     const int t0 = a.seq_start[s];
@@ -570,7 +566,6 @@ static __global__ void __launch_bounds__(DC_THREADS) attn_decode_kernel(attn_arg
  * at once and pass them round by shuffles, so the loop over splits has no dependent load and
  * several splits' rows are in flight (one split at a time took ~1 us each at 64 splits). */
 static __global__ void attn_combine_kernel(attn_args a) {
-    pdl_launch_dependents();
     const int lane = threadIdx.x & 31;
     const int64_t wid = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (wid >= (int64_t)a.n_seqs * a.H) return;
@@ -621,7 +616,6 @@ static __global__ void attn_combine_kernel(attn_args a) {
  * (head_dim <= 256): each lane scores one key of a 32-key chunk, then the lanes, each owning
  * dims lane + 32 j, accumulate P V. Scalar loads; correct for any layout, not fast. */
 static __global__ void attn_generic_kernel(attn_args a) {
-    pdl_launch_dependents();
     __shared__ float sq[4][256];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t wid = (int64_t)blockIdx.x * 4 + warp;

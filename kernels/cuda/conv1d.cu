@@ -1,6 +1,5 @@
 /* Causal depthwise conv1d over packed variable-length sequences, continuing from each sequence's
  * conv state (the last kernel-1 raw inputs, bf16, oldest first) and writing it back; then silu. */
-#include "pdl.cuh"
 #include "cuda_ops.h"
 
 #define MAX_KERNEL 64
@@ -23,7 +22,6 @@ template <int KS>
 __global__ void conv1d_out_kernel(const __nv_bfloat16 *x, int64_t ldx, const float *w,
                                   const float *bias, int kernel_rt, const __nv_bfloat16 *state,
                                   int channels, cuda_batch b, __nv_bfloat16 *out, int64_t ldo) {
-    pdl_launch_dependents();
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= channels) return;
     const int kernel = KS > 0 ? KS : kernel_rt;
@@ -61,7 +59,6 @@ __global__ void conv1d_out_kernel(const __nv_bfloat16 *x, int64_t ldx, const flo
  * step shorter than that still include part of the old state. */
 __global__ void conv1d_state_kernel(const __nv_bfloat16 *x, int64_t ldx, int kernel,
                                     __nv_bfloat16 *state, int channels, cuda_batch b) {
-    pdl_launch_dependents();
     const int c = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
     if (c >= channels) return;
     const int km1 = kernel - 1, t0 = b.seq_start[s], len = b.seq_start[s + 1] - t0;
@@ -81,7 +78,6 @@ template <int KS>
 __global__ void conv1d_decode_kernel(const __nv_bfloat16 *x, int64_t ldx, const float *w,
                                      const float *bias, __nv_bfloat16 *state, int channels,
                                      cuda_batch b, __nv_bfloat16 *out, int64_t ldo) {
-    pdl_launch_dependents();
     const int c = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
     if (c >= channels) return;
     constexpr int km1 = KS - 1;

@@ -468,11 +468,8 @@ extern "C" int srp_backend_cuda_create(int device, srp_backend **out, srp_err *e
     cb->device = device;
     const char *ng = getenv("SERPENT_NO_GEMV");
     cb->no_gemv = ng && *ng && strcmp(ng, "0") != 0;
-    cb->gemv_tile = srp_cuda_gemv_forced_tile();
     rc = srp_cuda_check(cudaSetDevice(device), "cudaSetDevice", e);
     if (!rc) rc = srp_cuda_check(cudaGetDeviceProperties(&cb->prop, device), "properties", e);
-    const char *np = getenv("SERPENT_NO_PDL");
-    cb->pdl = !rc && cb->prop.major >= 9 && !(np && *np && strcmp(np, "0") != 0);
     if (!rc && cb->prop.major < 8)
         rc = srp_err_set(e, SRP_EUNSUPPORTED, "cuda: %s (sm_%d%d) is older than Ampere",
                          cb->prop.name, cb->prop.major, cb->prop.minor);

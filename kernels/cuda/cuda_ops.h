@@ -81,9 +81,7 @@ typedef struct cuda_backend {
     } graphs[256];
     int n_graphs;
     int capturing;
-    int no_gemv;   /* SERPENT_NO_GEMV=1: every product through cuBLAS (for comparisons) */
-    int gemv_tile; /* SERPENT_GEMV_TILE=i: the GEMV tile of every product (-1: by shape) */
-    int pdl;       /* GEMVs start under the kernel before them (Hopper; SERPENT_NO_PDL=1: off) */
+    int no_gemv;       /* SERPENT_NO_GEMV=1: every product through cuBLAS (for comparisons) */
     void *ssd_scratch; /* the SSD time steps of a prefill step */
     size_t ssd_scratch_bytes;
     int32_t *sample_dev;                   /* [max_logits]: sampled tokens */
@@ -146,7 +144,6 @@ int srp_cuda_gemm(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_we
 /* The memory-speed path of srp_cuda_gemm for few rows (gemv.cu). */
 #define SRP_GEMV_MAX_ROWS 8
 int srp_cuda_gemv_supported(srp_mat x, const srp_weight *w, srp_mat out);
-int srp_cuda_gemv_forced_tile(void); /* SERPENT_GEMV_TILE, or -1 */
 int srp_cuda_gemv(cuda_backend *cb, srp_mat x, const srp_weight *w, const srp_weight *bias,
                   srp_mat out, float alpha, int accumulate, srp_err *e);
 int srp_cuda_conv1d(cuda_backend *cb, srp_mat xbc, const srp_weight *w, const srp_weight *bias,

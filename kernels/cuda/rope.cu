@@ -1,7 +1,6 @@
 /* Rotary position embedding, in place on the bf16 q and k of a step (the CPU twin is
  * kernels/cpu/cpu_rope.c). One block per token; threads walk (head, pair) of q then k. Angles
  * are float32 products of frequency and position, as transformers forms them. */
-#include "pdl.cuh"
 #include "cuda_ops.h"
 
 __global__ void rope_kernel(__nv_bfloat16 *q, int64_t ldq, __nv_bfloat16 *k, int64_t ldk,
@@ -9,7 +8,6 @@ __global__ void rope_kernel(__nv_bfloat16 *q, int64_t ldq, __nv_bfloat16 *k, int
                             const int32_t *token_seq, const int32_t *rope_len, int heads,
                             int kv_heads, int head_dim, int dim, int dynamic, float factor,
                             int max_positions) {
-    pdl_launch_dependents();
     const int t = blockIdx.x, half = dim / 2;
     const float pos = (float)token_pos[t];
     float ratio = 1.0f;

@@ -2,7 +2,6 @@
  * activations, bias adds and the gather of the rows whose logits are wanted. Arithmetic is fp32
  * whatever the storage type. */
 #include "activation.cuh"
-#include "pdl.cuh"
 #include "cuda_ops.h"
 
 /* Element access for the two storage types of activations. */
@@ -37,7 +36,6 @@ static int check_act(const char *op, srp_mat m, srp_err *e) {
 
 __global__ void embed_kernel(const __nv_bfloat16 *table, int64_t ld_table, const int32_t *tokens,
                              float scale, float *out, int64_t ld_out, int d) {
-    pdl_launch_dependents();
     const int t = blockIdx.x;
     const __nv_bfloat16 *row = table + (int64_t)tokens[t] * ld_table;
     for (int c = threadIdx.x; c < d; c += blockDim.x)
@@ -50,7 +48,7 @@ int srp_cuda_embed(cuda_backend *cb, const srp_weight *table, float scale, srp_m
         return srp_err_set(e, SRP_EINVAL, "embed: table %s into %s", srp_dtype_name(table->m.dtype),
                            srp_dtype_name(out.dtype));
     if (cb->batch.n_tokens == 0) return 0;
-    embed_kernel<<<cb->batch.n_tokens, 1024, 0, cb->stream>>>(
+    embed_kernel<<<cb->batch.n_tokens, 256, 0, cb->stream>>>(
         (const __nv_bfloat16 *)table->m.data, table->m.ld, cb->batch.tokens, scale,
         (float *)out.data, out.ld, (int)out.cols);
     CUDA_LAUNCHED(e);
@@ -59,7 +57,6 @@ int srp_cuda_embed(cuda_backend *cb, const srp_weight *table, float scale, srp_m
 
 __global__ void rmsnorm_kernel(const void *x, int x_bf16, int64_t ldx, const float *w, float eps,
                                void *out, int out_bf16, int64_t ldo, int d) {
-    pdl_launch_dependents();
     __shared__ float red[32];
     const int64_t r = blockIdx.x;
     float ss = 0.0f;
@@ -73,60 +70,6 @@ __global__ void rmsnorm_kernel(const void *x, int x_bf16, int64_t ldx, const flo
                  load_el(x, x_bf16, r * ldx + c) * inv * (w ? w[c] : 1.0f));
 }
 
-/* A row in registers, 4 values a thread (VPT groups of 4 each), read once: the generic kernel's two
- * passes of scalar loads cost ~15 us for one 4096-value row on an H200, a latency chain every
- * decode step pays before each of its 57 norms; this one is one load per thread. */
-__device__ __forceinline__ float4 load4(const void *p, int bf16, int64_t i) {
-    if (!bf16) return *(const float4 *)((const float *)p + i);
-    const uint2 u = *(const uint2 *)((const __nv_bfloat16 *)p + i);
-    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
-    const float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
-    return make_float4(a.x, a.y, b.x, b.y);
-}
-
-__device__ __forceinline__ void store4(void *p, int bf16, int64_t i, float4 v) {
-    if (!bf16) {
-        *(float4 *)((float *)p + i) = v;
-        return;
-    }
-    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-    uint2 u;
-    u.x = *(const unsigned *)&a;
-    u.y = *(const unsigned *)&b;
-    *(uint2 *)((__nv_bfloat16 *)p + i) = u;
-}
-
-template <int VPT>
-__global__ void rmsnorm_vec_kernel(const void *x, int x_bf16, int64_t ldx, const float *w,
-                                   float eps, void *out, int out_bf16, int64_t ldo, int d) {
-    pdl_launch_dependents();
-    __shared__ float red[32];
-    const int64_t r = blockIdx.x;
-    const int n4 = d / 4;
-    float4 v[VPT];
-    float ss = 0.0f;
-#pragma unroll
-    for (int i = 0; i < VPT; i++) {
-        const int c4 = threadIdx.x + i * blockDim.x;
-        v[i] = c4 < n4 ? load4(x, x_bf16, r * ldx + 4 * c4) : make_float4(0, 0, 0, 0);
-        ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
-    }
-    const float inv = rsqrtf(block_sum(ss, red) / d + eps);
-#pragma unroll
-    for (int i = 0; i < VPT; i++) {
-        const int c4 = threadIdx.x + i * blockDim.x;
-        if (c4 >= n4) break;
-        const float4 g = w ? *(const float4 *)(w + 4 * c4) : make_float4(1, 1, 1, 1);
-        store4(out, out_bf16, r * ldo + 4 * c4,
-               make_float4(v[i].x * inv * g.x, v[i].y * inv * g.y, v[i].z * inv * g.z,
-                           v[i].w * inv * g.w));
-    }
-}
-
-static int aligned(const void *p, int bytes) {
-    return ((uintptr_t)p % (uintptr_t)bytes) == 0;
-}
-
 int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps, srp_mat out,
                      srp_err *e) {
     int rc = check_act("rmsnorm", x, e);
@@ -136,32 +79,11 @@ int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps
         return srp_err_set(e, SRP_EINVAL, "rmsnorm: weight of %lld for rows of %lld",
                            (long long)w->m.cols, (long long)x.cols);
     if (x.rows == 0) return 0;
-    const float *wd = w ? (const float *)w->m.data : NULL;
-    const int xb = x.dtype == SRP_BF16, ob = out.dtype == SRP_BF16;
-    const int64_t n4 = x.cols / 4;
-    const int vec = x.cols % 4 == 0 && x.ld % 4 == 0 && out.ld % 4 == 0 &&
-                    aligned(x.data, xb ? 8 : 16) && aligned(out.data, ob ? 8 : 16) &&
-                    (!wd || aligned(wd, 16)) && n4 >= 32 && n4 <= 4 * 1024;
-    if (vec) {
-        const int vpt = n4 <= 1024 ? 1 : n4 <= 2048 ? 2 : 4;
-        const int threads = (int)(((n4 + vpt - 1) / vpt + 31) / 32 * 32);
-#define RMS_VEC(v_)                                                       \
-    rmsnorm_vec_kernel<v_><<<(unsigned)x.rows, threads, 0, cb->stream>>>( \
-        x.data, xb, x.ld, wd, eps, out.data, ob, out.ld, (int)x.cols)
-        if (vpt == 1)
-            RMS_VEC(1);
-        else if (vpt == 2)
-            RMS_VEC(2);
-        else
-            RMS_VEC(4);
-#undef RMS_VEC
-        CUDA_LAUNCHED(e);
-        return 0;
-    }
     /* short rows (FalconMamba's dt, B and C: 16 to a few hundred values) need fewer threads */
     const int threads = x.cols <= 64 ? 32 : x.cols <= 1024 ? 128 : 256;
-    rmsnorm_kernel<<<(unsigned)x.rows, threads, 0, cb->stream>>>(x.data, xb, x.ld, wd, eps,
-                                                                 out.data, ob, out.ld, (int)x.cols);
+    rmsnorm_kernel<<<(unsigned)x.rows, threads, 0, cb->stream>>>(
+        x.data, x.dtype == SRP_BF16, x.ld, w ? (const float *)w->m.data : NULL, eps, out.data,
+        out.dtype == SRP_BF16, out.ld, (int)x.cols);
     CUDA_LAUNCHED(e);
     return 0;
 }
@@ -170,7 +92,6 @@ int srp_cuda_rmsnorm(cuda_backend *cb, srp_mat x, const srp_weight *w, float eps
 __global__ void gated_rmsnorm_kernel(const __nv_bfloat16 *y, int64_t ldy, const __nv_bfloat16 *z,
                                      int64_t ldz, const float *w, int group, float eps,
                                      __nv_bfloat16 *out, int64_t ldo) {
-    pdl_launch_dependents();
     __shared__ float red[32];
     const int64_t r = blockIdx.x;
     const int g0 = blockIdx.y * group;
@@ -189,26 +110,6 @@ __global__ void gated_rmsnorm_kernel(const __nv_bfloat16 *y, int64_t ldy, const 
     }
 }
 
-/* The same with the group in registers, 4 values a thread (group / 4 threads): one read of y
- * and z instead of two. */
-__global__ void gated_rmsnorm_vec_kernel(const __nv_bfloat16 *y, int64_t ldy,
-                                         const __nv_bfloat16 *z, int64_t ldz, const float *w,
-                                         int group, float eps, __nv_bfloat16 *out, int64_t ldo) {
-    pdl_launch_dependents();
-    __shared__ float red[32];
-    const int64_t r = blockIdx.x;
-    const int c = blockIdx.y * group + 4 * threadIdx.x;
-    const float4 yv = load4(y, 1, r * ldy + c), zv = load4(z, 1, r * ldz + c);
-    const float4 v =
-        make_float4(yv.x * zv.x / (1.0f + __expf(-zv.x)), yv.y * zv.y / (1.0f + __expf(-zv.y)),
-                    yv.z * zv.z / (1.0f + __expf(-zv.z)), yv.w * zv.w / (1.0f + __expf(-zv.w)));
-    const float inv =
-        rsqrtf(block_sum(v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w, red) / group + eps);
-    const float4 g = *(const float4 *)(w + c);
-    store4(out, 1, r * ldo + c,
-           make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w));
-}
-
 int srp_cuda_gated_rmsnorm(cuda_backend *cb, srp_mat y, srp_mat z, const srp_weight *w, int group,
                            float eps, srp_mat out, srp_err *e) {
     if (group <= 0 || y.cols % group)
@@ -218,15 +119,6 @@ int srp_cuda_gated_rmsnorm(cuda_backend *cb, srp_mat y, srp_mat z, const srp_wei
         return srp_err_set(e, SRP_EINVAL, "gated_rmsnorm: expects bf16 buffers");
     if (y.rows == 0) return 0;
     dim3 grid((unsigned)y.rows, (unsigned)(y.cols / group));
-    if (group % 128 == 0 && group <= 4096 && y.ld % 4 == 0 && z.ld % 4 == 0 && out.ld % 4 == 0 &&
-        aligned(y.data, 8) && aligned(z.data, 8) && aligned(out.data, 8) &&
-        aligned(w->m.data, 16)) {
-        gated_rmsnorm_vec_kernel<<<grid, group / 4, 0, cb->stream>>>(
-            (const __nv_bfloat16 *)y.data, y.ld, (const __nv_bfloat16 *)z.data, z.ld,
-            (const float *)w->m.data, group, eps, (__nv_bfloat16 *)out.data, out.ld);
-        CUDA_LAUNCHED(e);
-        return 0;
-    }
     gated_rmsnorm_kernel<<<grid, 256, 0, cb->stream>>>(
         (const __nv_bfloat16 *)y.data, y.ld, (const __nv_bfloat16 *)z.data, z.ld,
         (const float *)w->m.data, group, eps, (__nv_bfloat16 *)out.data, out.ld);
@@ -236,7 +128,6 @@ int srp_cuda_gated_rmsnorm(cuda_backend *cb, srp_mat y, srp_mat z, const srp_wei
 
 __global__ void activate_kernel(void *x, int bf16, int64_t ld, int64_t rows, int64_t cols,
                                 int act) {
-    pdl_launch_dependents();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / cols, c = i % cols;
@@ -262,7 +153,6 @@ int srp_cuda_activate(cuda_backend *cb, srp_act act, srp_mat x, srp_err *e) {
 __global__ void activate_gated_kernel(const void *gate, const void *up, void *out, int bf16,
                                       int64_t ldg, int64_t ldu, int64_t ldo, int64_t rows,
                                       int64_t cols, int act) {
-    pdl_launch_dependents();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / cols, c = i % cols;
@@ -288,7 +178,6 @@ int srp_cuda_activate_gated(cuda_backend *cb, srp_act act, srp_mat gate, srp_mat
 
 __global__ void add_bias_kernel(void *x, int bf16, int64_t ld, int64_t rows, int64_t cols,
                                 const float *bias) {
-    pdl_launch_dependents();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / cols, c = i % cols;
@@ -311,7 +200,6 @@ int srp_cuda_add_bias(cuda_backend *cb, srp_mat out, const srp_weight *bias, srp
 
 __global__ void gather_kernel(const float *x, int64_t ldx, const int32_t *rows, float *out,
                               int64_t ldo, int d) {
-    pdl_launch_dependents();
     const int i = blockIdx.x;
     const float *src = x + (int64_t)rows[i] * ldx;
     for (int c = threadIdx.x; c < d; c += blockDim.x) out[i * ldo + c] = src[c];
@@ -325,7 +213,7 @@ int srp_cuda_gather_rows(cuda_backend *cb, srp_mat x, srp_mat out, srp_err *e) {
             return srp_err_set(e, SRP_EINVAL, "gather_rows: row %d outside [0, %lld)",
                                cb->host.logit_rows[i], (long long)x.rows);
     if (cb->batch.n_logits == 0) return 0;
-    gather_kernel<<<cb->batch.n_logits, 1024, 0, cb->stream>>>(
+    gather_kernel<<<cb->batch.n_logits, 256, 0, cb->stream>>>(
         (const float *)x.data, x.ld, cb->batch.logit_rows, (float *)out.data, out.ld, (int)x.cols);
     CUDA_LAUNCHED(e);
     return 0;

@@ -7,7 +7,6 @@
  * recurrent update, a pass over their slot's state at memory speed. The tensor-core version of
  * the chunked kernel is in ssd_mma.cu; this file also holds the generic one, for any head_dim and
  * state size. */
-#include "pdl.cuh"
 #include "cuda_ops.h"
 #include "ssd.h"
 
@@ -29,7 +28,6 @@ __device__ __forceinline__ float time_step(const __nv_bfloat16 *dt, int64_t ld, 
 #define UPD_WARPS         4
 
 __global__ void ssd_update_kernel(ssd_args a, cuda_batch b) {
-    pdl_launch_dependents();
     extern __shared__ float smem[]; /* B[N], C[N] of the head's group */
     const int s = b.decode_seq[blockIdx.x], h = blockIdx.y;
     const int P = a.head_dim, N = a.state, g = h / (a.heads / a.groups);
@@ -69,13 +67,17 @@ __global__ void ssd_update_kernel(ssd_args a, cuda_batch b) {
 #define UPD_SMALL_BATCH 4
 
 __global__ void ssd_update_small_kernel(ssd_args a, cuda_batch b) {
-    pdl_launch_dependents();
     __shared__ float Bs[128], Cs[128];
     const int s = b.decode_seq[blockIdx.x], h = blockIdx.y;
     const int P = a.head_dim, N = 128, g = h / (a.heads / a.groups);
     const int64_t t = b.seq_start[s];
-    /* the state's loads go out first, beside B's and C's: staging those before them put one more
-     * memory latency in front of the kernel's only large read */
+    for (int n = threadIdx.x; n < N; n += blockDim.x) {
+        Bs[n] = __bfloat162float(a.B[t * a.ldb + (int64_t)g * N + n]);
+        Cs[n] = __bfloat162float(a.C[t * a.ldc + (int64_t)g * N + n]);
+    }
+    __syncthreads();
+    const float dt = time_step(a.dt, a.lddt, t, h, a.dt_bias, a.dt_min, a.dt_max);
+    const float dA = __expf(dt * -__expf(a.A_log[h]));
     const int fresh = b.n_past[s] == 0;
     float *S = a.ssm + ((int64_t)b.slot[s] * a.heads + h) * P * N;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n0 = lane * 4;
@@ -85,13 +87,6 @@ __global__ void ssd_update_small_kernel(ssd_args a, cuda_batch b) {
     for (int r = 0; r < UPD_ROWS_PER_WARP; r++)
         sv[r] = fresh || p0 + r >= P ? make_float4(0.f, 0.f, 0.f, 0.f)
                                      : *(const float4 *)(S + (int64_t)(p0 + r) * N + n0);
-    for (int n = threadIdx.x; n < N; n += blockDim.x) {
-        Bs[n] = __bfloat162float(a.B[t * a.ldb + (int64_t)g * N + n]);
-        Cs[n] = __bfloat162float(a.C[t * a.ldc + (int64_t)g * N + n]);
-    }
-    const float dt = time_step(a.dt, a.lddt, t, h, a.dt_bias, a.dt_min, a.dt_max);
-    const float dA = __expf(dt * -__expf(a.A_log[h]));
-    __syncthreads();
     const float4 bn = *(const float4 *)(Bs + n0), cn = *(const float4 *)(Cs + n0);
 #pragma unroll
     for (int r = 0; r < UPD_ROWS_PER_WARP; r++) {
@@ -117,7 +112,6 @@ static size_t generic_smem(int P, int N, int Q) {
 }
 
 __global__ void ssd_chunked_generic_kernel(ssd_args a, cuda_batch b, int Q) {
-    pdl_launch_dependents();
     extern __shared__ float smem[];
     const int P = a.head_dim, N = a.state;
     const int s = b.prefill_seq[blockIdx.x], h = blockIdx.y, g = h / (a.heads / a.groups);

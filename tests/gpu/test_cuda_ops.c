@@ -146,10 +146,7 @@ TEST(gpu_gemm) {
                   { 2, 16384, 131, 1, 1, 1, 0.5f },
                   { 3, 1024, 4099, 0, 0, 1, 1.0f },
                   { 8, 4096, 1000, 1, 1, 0, 2.0f },
-                  { 7, 8, 9, 0, 1, 1, 1.0f },
-                  /* tall matrices (the in_proj / lm_head tiles), K not a multiple of a tile */
-                  { 1, 4104, 16411, 0, 0, 1, 1.0f },
-                  { 4, 8192, 16384, 1, 1, 0, 0.5f } };
+                  { 7, 8, 9, 0, 1, 1, 1.0f } };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int M = cases[c].M, K = cases[c].K, N = cases[c].N;
         pair p = backends(M, 1, 1, 1, 1);
@@ -172,33 +169,6 @@ TEST(gpu_gemm) {
         fprintf(stderr, "  gemm %d x %d x %d %s%s: rel err %.2e\n", M, K, N,
                 ot == SRP_F32 ? "f32" : "bf16", cases[c].acc ? " +acc" : "", err);
         free(x), free(w), free(bias), free(o0), free(a), free(b);
-        release(&p);
-    }
-}
-
-/* rmsnorm's vector path at each register count (4, 8 and 16K values a row), in place on bf16,
- * and the scalar kernel for widths it does not take (odd, few values). */
-TEST(gpu_rmsnorm_widths) {
-    static const struct {
-        int C, bf16_in;
-    } cases[] = { { 4096, 0 }, { 8196, 1 }, { 16384, 0 }, { 4097, 0 }, { 100, 1 } };
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        const int R = 3, C = cases[k].C;
-        pair p = backends(R, 1, 1, R, 8);
-        srp_err e = { 0 };
-        float *x = randv((int64_t)R * C, 2), *w = randv(C, 1);
-        srp_weight wc = weight(p.cpu, w, 1, C, 0), wg = weight(p.gpu, w, 1, C, 0);
-        const srp_dtype in = cases[k].bf16_in ? SRP_BF16 : SRP_F32;
-        srp_mat xc = put(p.cpu, SRP_F32, R, C, x), xg = put(p.gpu, in, R, C, x);
-        srp_mat og = cases[k].bf16_in ? xg : put(p.gpu, SRP_BF16, R, C, NULL);
-        REQUIRE(p.cpu->rmsnorm(p.cpu, xc, &wc, 1e-5f, xc, &e) == 0);
-        REQUIRE(p.gpu->rmsnorm(p.gpu, xg, &wg, 1e-5f, og, &e) == 0);
-        float *a = get(p.gpu, og), *b = get(p.cpu, xc);
-        const double err = rel(a, b, (int64_t)R * C);
-        CHECKF(err < 1e-2, "rmsnorm width %d: %.3g", C, err);
-        fprintf(stderr, "  rmsnorm width %d %s: rel err %.2e\n", C,
-                cases[k].bf16_in ? "bf16" : "f32", err);
-        free(x), free(w), free(a), free(b);
         release(&p);
     }
 }
